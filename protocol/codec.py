@@ -1,0 +1,273 @@
+"""The one canonical CBOR codec (RFC 8949 §4.2.1 deterministic encoding).
+
+Every byte that crosses the network or feeds a signature or digest goes through `encode` and
+`decode`. cbor2's own decoder accepts non-canonical heads, indefinite lengths, tags, duplicate
+keys and trailing bytes, and allocates from attacker-claimed lengths, so the strict decoder is
+ours: it checks the size before it parses, caps depth and container lengths, and raises a typed
+`protocol.errors.DecodeError` that says what was wrong and at which byte.
+
+Supported data model: unsigned/negative integers in [-2**64, 2**64 - 1], byte strings, UTF-8 text,
+arrays (decoded as lists, encoded from lists or tuples), maps with int, text or bytes keys, false,
+true, null, and (only when `allow_floats=True`) floats in their shortest exact form.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+from protocol.errors import (
+    DecodeError,
+    DuplicateKeyError,
+    IndefiniteLengthError,
+    InvalidUtf8Error,
+    LimitError,
+    NonCanonicalError,
+    OversizeError,
+    TrailingBytesError,
+    TruncatedError,
+    UnsortedKeysError,
+    UnsupportedTypeError,
+)
+
+MAX_SIZE = 1 << 20  # default cap on one encoded message (1 MiB)
+MAX_DEPTH = 32
+MAX_ITEMS = 1 << 16  # per array or map
+_UINT64_MAX = (1 << 64) - 1
+
+__all__ = ["encode", "decode", "MAX_SIZE", "MAX_DEPTH", "MAX_ITEMS"]
+
+
+# --- encoding ----------------------------------------------------------------------------------
+
+
+def _head(major: int, arg: int) -> bytes:
+    """Shortest head for a major type and argument (the core of deterministic encoding)."""
+    mt = major << 5
+    if arg < 24:
+        return bytes((mt | arg,))
+    if arg < 0x100:
+        return bytes((mt | 24, arg))
+    if arg < 0x10000:
+        return bytes((mt | 25,)) + arg.to_bytes(2, "big")
+    if arg < 0x100000000:
+        return bytes((mt | 26,)) + arg.to_bytes(4, "big")
+    return bytes((mt | 27,)) + arg.to_bytes(8, "big")
+
+
+def _encode_float(value: float) -> bytes:
+    """Shortest of half, single and double precision that holds the value exactly."""
+    if math.isnan(value):
+        return b"\xf9\x7e\x00"
+    for fmt, ai in (("e", 25), ("f", 26)):
+        try:
+            packed = struct.pack(">" + fmt, value)
+        except OverflowError:
+            continue
+        if struct.unpack(">" + fmt, packed)[0] == value:
+            return bytes((0xE0 | ai,)) + packed
+    return b"\xfb" + struct.pack(">d", value)
+
+
+def _encode_into(out: bytearray, obj: Any, allow_floats: bool) -> None:
+    t = type(obj)
+    if t is int:
+        if obj >= 0:
+            if obj > _UINT64_MAX:
+                raise UnsupportedTypeError(f"integer {obj} does not fit in 64 bits (bignums are not allowed)")
+            out += _head(0, obj)
+        else:
+            if obj < -(1 << 64):
+                raise UnsupportedTypeError(f"integer {obj} does not fit in 64 bits (bignums are not allowed)")
+            out += _head(1, -1 - obj)
+    elif t is bytes or t is bytearray or t is memoryview:
+        out += _head(2, len(obj))
+        out += obj
+    elif t is str:
+        raw = obj.encode("utf-8")
+        out += _head(3, len(raw))
+        out += raw
+    elif t is list or t is tuple:
+        out += _head(4, len(obj))
+        for item in obj:
+            _encode_into(out, item, allow_floats)
+    elif t is dict:
+        pairs = []
+        for key, val in obj.items():
+            if type(key) not in (int, str, bytes):
+                raise UnsupportedTypeError(f"map key {key!r} must be an int, text or bytes")
+            kb = bytearray()
+            _encode_into(kb, key, allow_floats)
+            pairs.append((bytes(kb), val))
+        pairs.sort(key=lambda p: p[0])
+        out += _head(5, len(pairs))
+        for kb, val in pairs:
+            out += kb
+            _encode_into(out, val, allow_floats)
+    elif obj is None:
+        out += b"\xf6"
+    elif obj is True:
+        out += b"\xf5"
+    elif obj is False:
+        out += b"\xf4"
+    elif t is float:
+        if not allow_floats:
+            raise UnsupportedTypeError("floats are not allowed here (consensus data is integer-only)")
+        out += _encode_float(obj)
+    elif isinstance(obj, int):  # IntEnum and friends encode as their integer value
+        _encode_into(out, int(obj), allow_floats)
+    else:
+        raise UnsupportedTypeError(f"cannot encode a value of type {t.__name__}")
+
+
+def encode(obj: Any, *, allow_floats: bool = False) -> bytes:
+    """Deterministic CBOR encoding of `obj`; map keys sorted bytewise by their encodings."""
+    out = bytearray()
+    _encode_into(out, obj, allow_floats)
+    return bytes(out)
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+_MIN_FOR_AI = {24: 24, 25: 0x100, 26: 0x10000, 27: 0x100000000}
+_LEN_FOR_AI = {24: 1, 25: 2, 26: 4, 27: 8}
+_MAJOR_NAMES = {2: "byte string", 3: "text string", 4: "array", 5: "map"}
+
+
+class _Decoder:
+    __slots__ = ("data", "n", "max_depth", "max_items", "allow_floats")
+
+    def __init__(self, data: bytes, max_depth: int, max_items: int, allow_floats: bool) -> None:
+        self.data = data
+        self.n = len(data)
+        self.max_depth = max_depth
+        self.max_items = max_items
+        self.allow_floats = allow_floats
+
+    def item(self, pos: int, depth: int) -> tuple[Any, int]:
+        data = self.data
+        if pos >= self.n:
+            raise TruncatedError("input ends where an item should start", pos)
+        start = pos
+        ib = data[pos]
+        major = ib >> 5
+        ai = ib & 0x1F
+        pos += 1
+        if major == 7:
+            return self._simple_or_float(start, ai)
+        if ai < 24:
+            arg = ai
+        elif ai < 28:
+            size = _LEN_FOR_AI[ai]
+            end = pos + size
+            if end > self.n:
+                raise TruncatedError("input ends inside an item head", start)
+            arg = int.from_bytes(data[pos:end], "big")
+            if arg < _MIN_FOR_AI[ai]:
+                raise NonCanonicalError(f"argument {arg} is not encoded in its shortest form", start)
+            pos = end
+        elif ai == 31:
+            if major in _MAJOR_NAMES:
+                raise IndefiniteLengthError(f"indefinite-length {_MAJOR_NAMES[major]}", start)
+            raise DecodeError(f"malformed head 0x{ib:02x} (indefinite length on major type {major})", start)
+        else:
+            raise DecodeError(f"malformed head 0x{ib:02x} (reserved additional info {ai})", start)
+
+        if major == 0:
+            return arg, pos
+        if major == 1:
+            return -1 - arg, pos
+        if major == 2 or major == 3:
+            end = pos + arg
+            if end > self.n:
+                raise TruncatedError(f"{_MAJOR_NAMES[major]} of length {arg} runs past the end", start)
+            raw = data[pos:end]
+            if major == 2:
+                return raw, end
+            try:
+                return raw.decode("utf-8"), end
+            except UnicodeDecodeError as exc:
+                raise InvalidUtf8Error(f"text string is not valid UTF-8: {exc.reason}", start) from None
+        if major == 6:
+            raise UnsupportedTypeError(f"tag {arg} is not allowed", start)
+        # arrays and maps
+        if depth >= self.max_depth:
+            raise LimitError(f"nesting deeper than {self.max_depth}", start)
+        if arg > self.max_items:
+            raise LimitError(f"{_MAJOR_NAMES[major]} of {arg} entries exceeds the cap of {self.max_items}", start)
+        # Each entry takes at least one byte: refuse impossible claims before allocating anything.
+        if arg * (1 if major == 4 else 2) > self.n - pos:
+            raise TruncatedError(f"{_MAJOR_NAMES[major]} claims {arg} entries but the input is too short", start)
+        if major == 4:
+            items = []
+            append = items.append
+            for _ in range(arg):
+                value, pos = self.item(pos, depth + 1)
+                append(value)
+            return items, pos
+        result: dict[Any, Any] = {}
+        prev_key: bytes | None = None
+        for _ in range(arg):
+            kstart = pos
+            key, pos = self.item(pos, depth + 1)
+            if type(key) not in (int, str, bytes):
+                raise UnsupportedTypeError("map key must be an int, text or bytes", kstart)
+            kbytes = data[kstart:pos]
+            if prev_key is not None:
+                if kbytes == prev_key:
+                    raise DuplicateKeyError(f"duplicate map key {key!r}", kstart)
+                if kbytes < prev_key:
+                    raise UnsortedKeysError(f"map key {key!r} is out of canonical order", kstart)
+            prev_key = kbytes
+            value, pos = self.item(pos, depth + 1)
+            result[key] = value
+        return result, pos
+
+    def _simple_or_float(self, start: int, ai: int) -> tuple[Any, int]:
+        if ai == 20:
+            return False, start + 1
+        if ai == 21:
+            return True, start + 1
+        if ai == 22:
+            return None, start + 1
+        if ai == 23:
+            raise UnsupportedTypeError("undefined is not allowed", start)
+        if ai in (25, 26, 27):
+            if not self.allow_floats:
+                raise UnsupportedTypeError("floats are not allowed here (consensus data is integer-only)", start)
+            size = _LEN_FOR_AI[ai]
+            end = start + 1 + size
+            if end > self.n:
+                raise TruncatedError("input ends inside a float", start)
+            value = struct.unpack(">" + "efd"[ai - 25], self.data[start + 1 : end])[0]
+            if _encode_float(value) != self.data[start:end]:
+                raise NonCanonicalError("float is not in its shortest exact form", start)
+            return value, end
+        if ai == 31:
+            raise DecodeError("unexpected break code outside an indefinite-length item", start)
+        if ai in (28, 29, 30):
+            raise DecodeError(f"malformed head 0x{0xE0 | ai:02x} (reserved additional info {ai})", start)
+        raise UnsupportedTypeError("simple values other than false, true and null are not allowed", start)
+
+
+def decode(
+    data: bytes,
+    *,
+    max_size: int = MAX_SIZE,
+    max_depth: int = MAX_DEPTH,
+    max_items: int = MAX_ITEMS,
+    allow_floats: bool = False,
+) -> Any:
+    """Decode exactly one canonical CBOR item, or raise a typed `DecodeError`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > max_size:
+        raise OversizeError(f"message of {len(data)} bytes exceeds the cap of {max_size}")
+    if len(data) == 0:
+        raise TruncatedError("empty input", 0)
+    raw = bytes(data)
+    value, pos = _Decoder(raw, max_depth, max_items, allow_floats).item(0, 0)
+    if pos != len(raw):
+        raise TrailingBytesError(f"{len(raw) - pos} bytes after the end of the item", pos)
+    return value

@@ -1,0 +1,346 @@
+"""Every message the network carries, as frozen typed classes (spec/wire.md is normative).
+
+Signed envelopes (`SignedBlock`, `SignedTransaction`, `SignedQuery`, `SignedResponse`) hold the
+body and an ed25519 signature over the body's canonical bytes under the body's domain and chain
+id. Digests are BLAKE2b-256 of the envelope's canonical bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from protocol import crypto
+from protocol.crypto import Domain, Keypair
+from protocol.errors import WrongChainError
+from protocol.schema import (
+    B32,
+    B64,
+    BOOL,
+    U8,
+    U16,
+    U32,
+    U64,
+    Bytes,
+    ListOf,
+    Message,
+    OneOf,
+    Text,
+    message,
+)
+
+# --- limits (spec/wire.md §Limits) -----------------------------------------------------------
+MAX_CHAIN_ID = 64
+MAX_PARENTS = 256  # one per committee member
+MAX_BLOCK_TXS = 4096
+MAX_TX_SIZE = 64 * 1024
+MAX_BLOCK_SIZE = 4 * 1024 * 1024
+MAX_WEIGHTS = 4096
+MAX_FETCH = 32
+MAX_QUERY_PAYLOAD = 1024 * 1024
+MAX_MULTIADDRS = 8
+
+ChainId = Annotated[str, Text(MAX_CHAIN_ID)]
+Digest = Annotated[bytes, B32]
+PublicKey = Annotated[bytes, B32]
+Signature = Annotated[bytes, B64]
+Netuid = Annotated[int, U16]
+Amount = Annotated[int, U64]
+Uids = Annotated[tuple[int, ...], ListOf(U16, MAX_WEIGHTS)]
+
+
+# --- consensus ---------------------------------------------------------------------------------
+
+
+@message
+class BlockRef(Message):
+    round: Annotated[int, U64]
+    author: Annotated[int, U32]
+    digest: Digest
+
+
+@message
+class CommitVote(Message):
+    """A block's claim that commit `index` has `digest`; lets a far-behind node trust a range."""
+
+    index: Annotated[int, U64]
+    digest: Digest
+
+
+@message
+class Block(Message):
+    chain_id: ChainId
+    epoch: Annotated[int, U64]
+    round: Annotated[int, U64]
+    author: Annotated[int, U32]  # index in the epoch's committee
+    timestamp_ms: Annotated[int, U64]
+    parents: Annotated[tuple[BlockRef, ...], ListOf(BlockRef, MAX_PARENTS)]
+    payload: Annotated[tuple[bytes, ...], ListOf(Bytes(max_size=MAX_TX_SIZE), MAX_BLOCK_TXS)]
+    commit_votes: Annotated[tuple[CommitVote, ...], ListOf(CommitVote, 16)]
+
+
+@message
+class Commit(Message):
+    """One linearised sub-DAG: the chain's unit of height."""
+
+    index: Annotated[int, U64]
+    leader: BlockRef
+    blocks: Annotated[tuple[BlockRef, ...], ListOf(BlockRef, 1 << 16)]
+    prev_digest: Digest
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+
+@message
+class Transfer(Message):
+    KIND: ClassVar[str] = "transfer"
+    dest: PublicKey
+    amount: Amount
+
+
+@message
+class AddStake(Message):
+    KIND: ClassVar[str] = "add_stake"
+    hotkey: PublicKey
+    amount: Amount
+
+
+@message
+class RemoveStake(Message):
+    KIND: ClassVar[str] = "remove_stake"
+    hotkey: PublicKey
+    amount: Amount
+
+
+@message
+class CreateSubnet(Message):
+    KIND: ClassVar[str] = "create_subnet"
+    name: Annotated[str, Text(64)]
+    max_burn: Amount  # refuse if the current price is above this
+
+
+@message
+class Register(Message):
+    KIND: ClassVar[str] = "register"
+    netuid: Netuid
+    hotkey: PublicKey
+    max_burn: Amount
+
+
+@message
+class ServeAxon(Message):
+    KIND: ClassVar[str] = "serve_axon"
+    netuid: Netuid
+    peer_id: Annotated[str, Text(128)]
+    multiaddrs: Annotated[tuple[str, ...], ListOf(Text(256), MAX_MULTIADDRS)]
+
+
+@message
+class SetWeights(Message):
+    KIND: ClassVar[str] = "set_weights"
+    netuid: Netuid
+    uids: Uids
+    values: Uids
+    version_key: Amount
+
+
+@message
+class CommitWeights(Message):
+    KIND: ClassVar[str] = "commit_weights"
+    netuid: Netuid
+    commit_hash: Digest
+
+
+@message
+class RevealWeights(Message):
+    KIND: ClassVar[str] = "reveal_weights"
+    netuid: Netuid
+    uids: Uids
+    values: Uids
+    salt: Annotated[bytes, Bytes(max_size=64)]
+    version_key: Amount
+
+
+@message
+class SetHyperparameter(Message):
+    KIND: ClassVar[str] = "set_hyperparameter"
+    netuid: Netuid
+    name: Annotated[str, Text(64)]
+    value: Amount
+
+
+CALLS = (
+    Transfer,
+    AddStake,
+    RemoveStake,
+    CreateSubnet,
+    Register,
+    ServeAxon,
+    SetWeights,
+    CommitWeights,
+    RevealWeights,
+    SetHyperparameter,
+)
+Call = Transfer | AddStake | RemoveStake | CreateSubnet | Register | ServeAxon | SetWeights | CommitWeights
+Call = Call | RevealWeights | SetHyperparameter
+
+
+@message
+class Transaction(Message):
+    chain_id: ChainId
+    signer: PublicKey
+    nonce: Annotated[int, U64]
+    call: Annotated[Call, OneOf(*CALLS)]
+
+
+# --- network requests ------------------------------------------------------------------------
+
+
+@message
+class Status(Message):
+    """The handshake each side sends on connect; a peer on another chain is dropped."""
+
+    chain_id: ChainId
+    genesis_hash: Digest
+    height: Annotated[int, U64]
+    head_digest: Digest
+    epoch: Annotated[int, U64]
+    highest_round: Annotated[int, U64]
+    validator: Annotated[bool, BOOL]
+
+
+@message
+class FetchBlocks(Message):
+    """Blocks by reference, or all blocks of rounds [round_from, round_to] when refs is empty."""
+
+    epoch: Annotated[int, U64]
+    refs: Annotated[tuple[BlockRef, ...], ListOf(BlockRef, MAX_FETCH)]
+    round_from: Annotated[int, U64]
+    round_to: Annotated[int, U64]
+
+
+@message
+class BlocksResponse(Message):
+    MAX_SIZE: ClassVar[int] = MAX_FETCH * MAX_BLOCK_SIZE
+    blocks: Annotated[tuple[bytes, ...], ListOf(Bytes(max_size=MAX_BLOCK_SIZE), MAX_FETCH)]
+
+
+@message
+class FetchCommits(Message):
+    start: Annotated[int, U64]
+    end: Annotated[int, U64]  # inclusive; servers may return fewer
+
+
+@message
+class CommitsResponse(Message):
+    commits: Annotated[tuple[Commit, ...], ListOf(Commit, MAX_FETCH)]
+
+
+@message
+class Query(Message):
+    """A validator's challenge to a miner of subnet `netuid`; `payload` is the task's own CBOR."""
+
+    chain_id: ChainId
+    netuid: Netuid
+    caller: PublicKey
+    request_id: Annotated[bytes, Bytes(16)]
+    sent_ms: Annotated[int, U64]
+    payload: Annotated[bytes, Bytes(max_size=MAX_QUERY_PAYLOAD)]
+
+
+@message
+class Response(Message):
+    chain_id: ChainId
+    netuid: Netuid
+    miner: PublicKey
+    request_id: Annotated[bytes, Bytes(16)]
+    status: Annotated[int, U8]  # 0 ok; otherwise a refusal code (spec/wire.md)
+    payload: Annotated[bytes, Bytes(max_size=MAX_QUERY_PAYLOAD)]
+
+
+# --- signed envelopes --------------------------------------------------------------------------
+
+
+class Signed(Message):
+    """Body plus signature. Subclasses set DOMAIN and SIGNER (the body field holding the key)."""
+
+    DOMAIN: ClassVar[Domain]
+    SIGNER: ClassVar[str]
+    body: Message
+    signature: bytes
+
+    @classmethod
+    def create(cls, body: Message, keypair: Keypair):
+        return cls(body, keypair.sign(cls.DOMAIN, body.chain_id, body.to_bytes()))
+
+    def signer_key(self, public_keys: tuple[bytes, ...] = ()) -> bytes:
+        value = getattr(self.body, self.SIGNER)
+        return public_keys[value] if isinstance(value, int) else value
+
+    def verify(self, chain_id: str, public_key: bytes | None = None) -> None:
+        """Check the chain id, then the signature; raise a typed error if either is wrong."""
+        if self.body.chain_id != chain_id:
+            raise WrongChainError(f"message is for chain {self.body.chain_id!r}, this node is on {chain_id!r}")
+        key = public_key if public_key is not None else getattr(self.body, self.SIGNER)
+        crypto.verify(key, self.DOMAIN, chain_id, self.body.to_bytes(), self.signature)
+
+    @property
+    def digest(self) -> bytes:
+        return crypto.digest(self.to_bytes())
+
+
+@message
+class SignedBlock(Signed):
+    DOMAIN: ClassVar[Domain] = Domain.BLOCK
+    SIGNER: ClassVar[str] = "author"  # a committee index: verify with the committee's key
+    MAX_SIZE: ClassVar[int] = MAX_BLOCK_SIZE
+    body: Block
+    signature: Signature
+
+    @property
+    def ref(self) -> BlockRef:
+        return BlockRef(self.body.round, self.body.author, self.digest)
+
+
+@message
+class SignedTransaction(Signed):
+    DOMAIN: ClassVar[Domain] = Domain.TX
+    SIGNER: ClassVar[str] = "signer"
+    MAX_SIZE: ClassVar[int] = MAX_TX_SIZE
+    body: Transaction
+    signature: Signature
+
+
+@message
+class SignedQuery(Signed):
+    DOMAIN: ClassVar[Domain] = Domain.REQUEST
+    SIGNER: ClassVar[str] = "caller"
+    body: Query
+    signature: Signature
+
+
+@message
+class SignedResponse(Signed):
+    DOMAIN: ClassVar[Domain] = Domain.RESPONSE
+    SIGNER: ClassVar[str] = "miner"
+    body: Response
+    signature: Signature
+
+
+# Every top-level type a peer can send us, by name: the fuzzers and the vector tests walk it.
+WIRE_TYPES: dict[str, type[Message]] = {
+    cls.__name__: cls
+    for cls in (
+        SignedBlock,
+        SignedTransaction,
+        SignedQuery,
+        SignedResponse,
+        Status,
+        FetchBlocks,
+        BlocksResponse,
+        FetchCommits,
+        CommitsResponse,
+        Commit,
+        BlockRef,
+    )
+}

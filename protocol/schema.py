@@ -1,0 +1,187 @@
+"""Typed, frozen message classes over the one codec.
+
+A message is a frozen dataclass whose fields carry their wire type in `Annotated[...]`. The
+`@message` decorator compiles the field checks once; `from_bytes` then rejects unknown fields,
+missing fields, wrong types, out-of-range integers, over-long strings and lists, and floats, each
+with a typed error whose message names the field path.
+
+Wire form: a message is a CBOR map from field name to value; lists are arrays; a `OneOf` value
+is a 2-array `[kind, {fields}]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, ClassVar, Self, TypeVar
+
+from protocol import codec
+from protocol.errors import FieldTypeError, MissingFieldError, SchemaError, UnknownFieldError
+
+
+class Kind:
+    """A wire type: `load` checks a decoded value, `dump` turns a Python value into codec input."""
+
+    def load(self, value: Any, path: str) -> Any:
+        raise NotImplementedError
+
+    def dump(self, value: Any) -> Any:
+        return value
+
+
+class UInt(Kind):
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self.limit = 1 << bits
+
+    def load(self, value: Any, path: str) -> int:
+        if type(value) is not int:
+            raise FieldTypeError(f"{path}: expected an unsigned integer, got {type(value).__name__}")
+        if not 0 <= value < self.limit:
+            raise FieldTypeError(f"{path}: {value} is outside u{self.bits}")
+        return value
+
+
+class Bytes(Kind):
+    def __init__(self, size: int | None = None, max_size: int | None = None) -> None:
+        self.size = size
+        self.max_size = max_size
+
+    def load(self, value: Any, path: str) -> bytes:
+        if type(value) is not bytes:
+            raise FieldTypeError(f"{path}: expected bytes, got {type(value).__name__}")
+        if self.size is not None and len(value) != self.size:
+            raise FieldTypeError(f"{path}: expected exactly {self.size} bytes, got {len(value)}")
+        if self.max_size is not None and len(value) > self.max_size:
+            raise FieldTypeError(f"{path}: {len(value)} bytes exceeds the cap of {self.max_size}")
+        return value
+
+
+class Text(Kind):
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+
+    def load(self, value: Any, path: str) -> str:
+        if type(value) is not str:
+            raise FieldTypeError(f"{path}: expected text, got {type(value).__name__}")
+        if len(value) > self.max_len:
+            raise FieldTypeError(f"{path}: text of {len(value)} characters exceeds the cap of {self.max_len}")
+        return value
+
+
+class Bool(Kind):
+    def load(self, value: Any, path: str) -> bool:
+        if type(value) is not bool:
+            raise FieldTypeError(f"{path}: expected a boolean, got {type(value).__name__}")
+        return value
+
+
+class Nested(Kind):
+    def __init__(self, cls: type[Message]) -> None:
+        self.cls = cls
+
+    def load(self, value: Any, path: str) -> Message:
+        return self.cls.from_obj(value, path)
+
+    def dump(self, value: Message) -> Any:
+        return value.to_obj()
+
+
+class ListOf(Kind):
+    def __init__(self, item: Kind | type[Message], max_len: int) -> None:
+        self.item = Nested(item) if isinstance(item, type) else item
+        self.max_len = max_len
+
+    def load(self, value: Any, path: str) -> tuple:
+        if type(value) is not list:
+            raise FieldTypeError(f"{path}: expected a list, got {type(value).__name__}")
+        if len(value) > self.max_len:
+            raise FieldTypeError(f"{path}: list of {len(value)} items exceeds the cap of {self.max_len}")
+        load = self.item.load
+        return tuple(load(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+    def dump(self, value: Any) -> list:
+        dump = self.item.dump
+        return [dump(v) for v in value]
+
+
+class OneOf(Kind):
+    """A tagged union of message classes, each with a `KIND` name."""
+
+    def __init__(self, *variants: type[Message]) -> None:
+        self.by_kind = {v.KIND: v for v in variants}
+        self.variants = variants
+
+    def load(self, value: Any, path: str) -> Message:
+        if type(value) is not list or len(value) != 2 or type(value[0]) is not str:
+            raise FieldTypeError(f"{path}: expected [kind, {{fields}}]")
+        cls = self.by_kind.get(value[0])
+        if cls is None:
+            raise FieldTypeError(f"{path}: unknown kind {value[0]!r} (known: {', '.join(self.by_kind)})")
+        return cls.from_obj(value[1], f"{path}.{value[0]}")
+
+    def dump(self, value: Message) -> list:
+        if type(value) not in self.variants:
+            raise SchemaError(f"{type(value).__name__} is not one of {', '.join(self.by_kind)}")
+        return [value.KIND, value.to_obj()]
+
+
+U8, U16, U32, U64 = UInt(8), UInt(16), UInt(32), UInt(64)
+BOOL = Bool()
+B32 = Bytes(32)
+B64 = Bytes(64)
+
+
+class Message:
+    """Base of every wire message; subclasses are built with `@message`."""
+
+    KIND: ClassVar[str] = ""
+    MAX_SIZE: ClassVar[int] = codec.MAX_SIZE
+    _fields: ClassVar[tuple[tuple[str, Kind], ...]] = ()
+    _names: ClassVar[frozenset[str]] = frozenset()
+
+    def to_obj(self) -> dict[str, Any]:
+        return {name: kind.dump(getattr(self, name)) for name, kind in self._fields}
+
+    def to_bytes(self) -> bytes:
+        return codec.encode(self.to_obj())
+
+    @classmethod
+    def from_obj(cls, obj: Any, path: str = "") -> Self:
+        path = path or cls.__name__
+        if type(obj) is not dict:
+            raise FieldTypeError(f"{path}: expected a map, got {type(obj).__name__}")
+        if len(obj) != len(cls._fields) or obj.keys() != cls._names:
+            unknown = sorted(str(k) for k in obj if k not in cls._names)
+            if unknown:
+                raise UnknownFieldError(f"{path}: unknown field(s) {', '.join(unknown)}")
+            missing = sorted(n for n in cls._names if n not in obj)
+            raise MissingFieldError(f"{path}: missing field(s) {', '.join(missing)}")
+        values = {name: kind.load(obj[name], f"{path}.{name}") for name, kind in cls._fields}
+        return cls(**values)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls.from_obj(codec.decode(data, max_size=cls.MAX_SIZE))
+
+
+def _kind_of(hint: Any) -> Kind:
+    if typing.get_origin(hint) is typing.Annotated:
+        meta = hint.__metadata__[0]
+        if isinstance(meta, Kind):
+            return meta
+    if isinstance(hint, type) and issubclass(hint, Message):
+        return Nested(hint)
+    raise TypeError(f"field type {hint!r} needs an Annotated wire kind")
+
+
+M = TypeVar("M", bound=type[Message])
+
+
+def message(cls: M) -> M:
+    """Make `cls` a frozen dataclass and compile its wire schema from the annotations."""
+    cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
+    cls._fields = tuple((f.name, _kind_of(hints[f.name])) for f in dataclasses.fields(cls))
+    cls._names = frozenset(name for name, _ in cls._fields)
+    return cls
