@@ -1,0 +1,521 @@
+"""Request/response over persistent multiplexed libp2p streams.
+
+Opening a libp2p stream costs a multistream negotiation (~6 ms here), so each (peer, protocol) pair
+keeps ONE long-lived stream and multiplexes requests on it by request id; many requests can be in
+flight at once. Every frame is `uvarint(len) || kind (1 byte) || request id (4 bytes, big-endian) ||
+payload`. Kinds: REQUEST, RESPONSE, ERROR (payload = 1-byte code + UTF-8 text).
+
+Every request has a deadline and a response size cap; failures are typed (`RequestTimeout`,
+`ResponseTooLarge`, `RemoteError`, `PeerGone`). Servers answer each request from a handler
+`async (peer_id, request_bytes) -> response_bytes`, under their own deadline and an in-flight cap;
+a handler's exception becomes an ERROR frame for that one request, never a dead host.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.utils.varint import encode_uvarint
+
+from p2pnet.errors import P2PError
+from p2pnet.metrics import Metrics
+
+log = logging.getLogger("p2pnet.reqresp")
+
+HEADER = 5  # kind + request id
+MAX_VARINT = 10
+READ_CHUNK = 64 * 1024
+DISCARD_LIMIT = 64 * 1024 * 1024  # an oversize frame longer than this resets the stream instead of being skipped
+MAX_ERROR_TEXT = 512
+
+Handler = Callable[[ID, bytes], Awaitable[bytes]]
+
+
+class Kind(enum.IntEnum):
+    REQUEST = 0
+    RESPONSE = 1
+    ERROR = 2
+
+
+class ErrorCode(enum.IntEnum):
+    """Why a server refused one request (first payload byte of an ERROR frame)."""
+
+    HANDLER = 1  # the handler raised
+    TIMEOUT = 2  # the handler missed the server deadline
+    TOO_LARGE = 3  # the request exceeded the protocol's request cap
+    BUSY = 4  # too many requests in flight on this stream
+    REFUSED = 5  # the handler refused the request on purpose (bad input, unknown item)
+
+
+# --- typed errors ------------------------------------------------------------------------------
+
+
+class RequestError(P2PError):
+    """Base of every failed request."""
+
+
+class RequestTimeout(RequestError):
+    """No response before the request's deadline."""
+
+
+class RequestTooLarge(RequestError):
+    """The request is over the protocol's request cap; it was not sent."""
+
+
+class ResponseTooLarge(RequestError):
+    """The response was over the caller's cap; it was skipped unread."""
+
+
+class RemoteError(RequestError):
+    """The server answered with an ERROR frame."""
+
+    def __init__(self, code: int, text: str) -> None:
+        self.code = code
+        self.text = text
+        try:
+            name = ErrorCode(code).name.lower()
+        except ValueError:
+            name = f"code {code}"
+        super().__init__(f"remote error ({name}): {text}")
+
+
+class PeerGone(RequestError):
+    """The stream or connection closed before the response arrived (or could not be opened)."""
+
+
+class ProtocolViolation(P2PError):
+    """A peer sent a malformed frame; its stream is reset."""
+
+
+class Refused(Exception):
+    """Raise from a handler to refuse a request with a message the caller sees (bad input, unknown item)."""
+
+
+# --- framing -----------------------------------------------------------------------------------
+
+
+def encode_frame(kind: Kind, request_id: int, payload: bytes) -> bytes:
+    return encode_uvarint(HEADER + len(payload)) + bytes([kind]) + request_id.to_bytes(4, "big") + payload
+
+
+def error_payload(code: ErrorCode, text: str) -> bytes:
+    return bytes([code]) + text.encode("utf-8", "replace")[:MAX_ERROR_TEXT]
+
+
+class StreamLike(Protocol):
+    async def read(self, n: int | None = None) -> bytes: ...
+    async def write(self, data: bytes) -> None: ...
+
+
+class FrameReader:
+    """Buffered reader of frames from one stream; reads in large chunks, never byte by byte."""
+
+    def __init__(self, stream: StreamLike) -> None:
+        self._stream = stream
+        self._buf = bytearray()
+
+    async def _fill(self) -> None:
+        chunk = await self._stream.read(READ_CHUNK)
+        if not chunk:
+            raise EOFError("stream closed")
+        self._buf += chunk
+
+    async def _take(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            await self._fill()
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    async def _varint(self) -> int:
+        while True:
+            value = 0
+            for i, byte in enumerate(self._buf[:MAX_VARINT]):
+                value |= (byte & 0x7F) << (7 * i)
+                if not byte & 0x80:
+                    if i > 0 and byte == 0:
+                        raise ProtocolViolation("non-minimal varint length prefix")
+                    del self._buf[: i + 1]
+                    return value
+            if len(self._buf) >= MAX_VARINT:
+                raise ProtocolViolation("varint length prefix longer than 10 bytes")
+            await self._fill()
+
+    async def _skip(self, n: int) -> None:
+        while n > 0:
+            if not self._buf:
+                await self._fill()
+            k = min(n, len(self._buf))
+            del self._buf[:k]
+            n -= k
+
+    async def next(self, cap: Callable[[Kind, int], int]) -> tuple[Kind, int, bytes | None, int]:
+        """Next frame as (kind, request id, payload, payload length); payload is None when over `cap`.
+
+        `cap(kind, request_id)` gives the payload limit. An oversize payload is skipped (up to
+        DISCARD_LIMIT) so the other requests on the stream survive; a longer one is a violation.
+        """
+        length = await self._varint()
+        if length < HEADER:
+            raise ProtocolViolation(f"frame of {length} bytes is shorter than its {HEADER}-byte header")
+        header = await self._take(HEADER)
+        try:
+            kind = Kind(header[0])
+        except ValueError as exc:
+            raise ProtocolViolation(f"unknown frame kind {header[0]}") from exc
+        request_id = int.from_bytes(header[1:], "big")
+        size = length - HEADER
+        if size > cap(kind, request_id):
+            if size > DISCARD_LIMIT:
+                raise ProtocolViolation(f"frame of {size} bytes is over the {DISCARD_LIMIT}-byte discard limit")
+            await self._skip(size)
+            return kind, request_id, None, size
+        return kind, request_id, await self._take(size), size
+
+
+# --- protocol registry -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """Limits of one request/response protocol; both sides use the same numbers."""
+
+    protocol_id: str
+    max_request: int
+    max_response: int
+    timeout: float = 10.0  # default client deadline
+    server_timeout: float = 10.0
+    max_in_flight: int = 32  # per inbound stream
+
+
+@dataclass
+class _Pending:
+    max_response: int
+    send: trio.MemorySendChannel[tuple[Kind, bytes | None, int]]
+
+
+class _Outbound:
+    """The client side of one persistent stream: a writer lock and the requests awaiting answers."""
+
+    def __init__(self, peer: ID, spec: ProtocolSpec, stream: Any) -> None:
+        self.peer = peer
+        self.spec = spec
+        self.stream = stream
+        self.write_lock = trio.Lock()
+        self.pending: dict[int, _Pending] = {}
+        self.ids = itertools.count(1)
+        self.closed = False
+
+    def cap(self, kind: Kind, request_id: int) -> int:
+        pending = self.pending.get(request_id)
+        if kind == Kind.ERROR:
+            return MAX_ERROR_TEXT + 1
+        return pending.max_response if pending is not None else 0
+
+    def fail_all(self) -> None:
+        self.closed = True
+        for pending in self.pending.values():
+            pending.send.send_nowait((Kind.ERROR, None, -1))
+        self.pending.clear()
+
+
+class ReqResp:
+    """Client and server of every request/response protocol of one host.
+
+    `host` is anything with libp2p's `new_stream(peer_id, [protocol])` and `set_stream_handler`.
+    Run `await nursery.start(reqresp.run)` (or `async with reqresp.running()`) before requests:
+    the readers of persistent streams live in its nursery.
+    """
+
+    def __init__(self, host: Any, metrics: Metrics | None = None, open_timeout: float = 5.0) -> None:
+        self.host = host
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.open_timeout = open_timeout
+        self.specs: dict[str, ProtocolSpec] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._outbound: dict[tuple[ID, str], _Outbound] = {}
+        self._open_locks: dict[tuple[ID, str], trio.Lock] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the reader tasks; on exit every persistent stream is reset and its requests fail."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            for out in list(self._outbound.values()):
+                out.fail_all()
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await _reset(out.stream)
+            self._outbound.clear()
+
+    # --- server -------------------------------------------------------------------------------
+
+    def register(self, spec: ProtocolSpec, handler: Handler | None = None) -> None:
+        """Declare a protocol's limits; with a handler, also serve it."""
+        self.specs[spec.protocol_id] = spec
+        if handler is not None:
+            self._handlers[spec.protocol_id] = handler
+            self.host.set_stream_handler(spec.protocol_id, self._make_stream_handler(spec))
+
+    def _make_stream_handler(self, spec: ProtocolSpec) -> Callable[[Any], Awaitable[None]]:
+        async def handle(stream: Any) -> None:
+            try:
+                await self._serve(spec, stream)
+            except BaseException as exc:  # noqa: B036 - a handler error must never reach py-libp2p (defect 2)
+                if isinstance(exc, trio.Cancelled):
+                    raise
+                log.debug("stream of %s ended: %r", spec.protocol_id, exc)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await _reset(stream)
+
+        return handle
+
+    async def _serve(self, spec: ProtocolSpec, stream: Any) -> None:
+        peer: ID = stream.muxed_conn.peer_id
+        reader = FrameReader(stream)
+        write_lock = trio.Lock()
+        in_flight = 0
+        handler = self._handlers[spec.protocol_id]
+        pid = spec.protocol_id
+
+        async def reply(request_id: int, kind: Kind, payload: bytes) -> None:
+            frame = encode_frame(kind, request_id, payload)
+            async with write_lock:
+                await stream.write(frame)
+            self.metrics.bytes_out[pid] += len(frame)
+
+        async def answer(request_id: int, data: bytes) -> None:
+            nonlocal in_flight
+            try:
+                with trio.fail_after(spec.server_timeout):
+                    try:
+                        response = await handler(peer, data)
+                    except Refused as exc:
+                        await reply(request_id, Kind.ERROR, error_payload(ErrorCode.REFUSED, str(exc)))
+                        return
+                    except trio.TooSlowError:
+                        raise
+                    except Exception as exc:  # the handler's bug is the caller's ERROR frame, not a dead host
+                        log.warning("handler of %s failed for %s: %r", pid, peer, exc)
+                        self.metrics.request_errors[f"{pid}:handler"] += 1
+                        await reply(request_id, Kind.ERROR, error_payload(ErrorCode.HANDLER, type(exc).__name__))
+                        return
+                    if len(response) > spec.max_response:
+                        log.warning("handler of %s returned %d bytes > cap %d", pid, len(response), spec.max_response)
+                        await reply(request_id, Kind.ERROR, error_payload(ErrorCode.HANDLER, "response over cap"))
+                        return
+                    await reply(request_id, Kind.RESPONSE, response)
+            except trio.TooSlowError:
+                self.metrics.request_errors[f"{pid}:server_timeout"] += 1
+                with trio.move_on_after(1):
+                    await reply(request_id, Kind.ERROR, error_payload(ErrorCode.TIMEOUT, "handler deadline"))
+            except Exception as exc:  # the stream died while replying: the reader loop notices too
+                log.debug("reply on %s to %s failed: %r", pid, peer, exc)
+            finally:
+                in_flight -= 1
+
+        def cap(kind: Kind, request_id: int) -> int:
+            return spec.max_request
+
+        async with trio.open_nursery() as nursery:
+            try:
+                while True:
+                    kind, request_id, data, size = await reader.next(cap)
+                    self.metrics.bytes_in[pid] += size + HEADER
+                    if kind != Kind.REQUEST:
+                        raise ProtocolViolation(f"server got a {kind.name} frame")
+                    self.metrics.requests_in[pid] += 1
+                    if data is None:
+                        self.metrics.reject(f"{pid}:request_too_large")
+                        await reply(
+                            request_id,
+                            Kind.ERROR,
+                            error_payload(ErrorCode.TOO_LARGE, f"request of {size} bytes over cap {spec.max_request}"),
+                        )
+                        continue
+                    if in_flight >= spec.max_in_flight:
+                        self.metrics.drop(f"{pid}:in_flight", "requests")
+                        await reply(request_id, Kind.ERROR, error_payload(ErrorCode.BUSY, "too many in flight"))
+                        continue
+                    in_flight += 1
+                    nursery.start_soon(answer, request_id, data)
+            except ProtocolViolation as exc:
+                self.metrics.reject(f"{pid}:violation")
+                log.info("resetting %s stream from %s: %s", pid, peer, exc)
+            except (EOFError, Exception) as exc:
+                log.debug("inbound %s stream from %s closed: %r", pid, peer, exc)
+            nursery.cancel_scope.cancel()
+
+    # --- client -------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        peer: ID,
+        protocol_id: str,
+        data: bytes,
+        *,
+        timeout: float | None = None,
+        max_response: int | None = None,
+    ) -> bytes:
+        """Send one request on the persistent stream to `peer` and wait for its answer.
+
+        Raises RequestTooLarge, RequestTimeout, ResponseTooLarge, RemoteError or PeerGone.
+        """
+        spec = self.specs.get(protocol_id)
+        if spec is None:
+            raise RequestError(f"protocol {protocol_id} is not registered")
+        if len(data) > spec.max_request:
+            raise RequestTooLarge(f"request of {len(data)} bytes over the {spec.max_request}-byte cap of {protocol_id}")
+        deadline = trio.current_time() + (spec.timeout if timeout is None else timeout)
+        cap = spec.max_response if max_response is None else min(max_response, spec.max_response)
+        pid = protocol_id
+        try:
+            with trio.fail_after(max(0.0, deadline - trio.current_time())):
+                out = await self._outbound_for(peer, spec)
+                request_id = next(out.ids) & 0xFFFFFFFF
+                send, receive = trio.open_memory_channel[tuple[Kind, bytes | None, int]](1)
+                out.pending[request_id] = _Pending(cap, send)
+                try:
+                    frame = encode_frame(Kind.REQUEST, request_id, data)
+                    try:
+                        async with out.write_lock:
+                            await out.stream.write(frame)
+                    except trio.Cancelled:
+                        raise
+                    except Exception as exc:
+                        self._forget(out)
+                        raise PeerGone(f"{pid} stream to {peer} failed on write: {exc!r}") from exc
+                    self.metrics.requests_out[pid] += 1
+                    self.metrics.bytes_out[pid] += len(frame)
+                    kind, payload, size = await receive.receive()
+                finally:
+                    out.pending.pop(request_id, None)
+        except trio.TooSlowError as exc:
+            self.metrics.request_errors[f"{pid}:timeout"] += 1
+            raise RequestTimeout(f"{pid} request to {peer} got no answer in time") from exc
+        except RequestError as exc:
+            self.metrics.request_errors[f"{pid}:{type(exc).__name__}"] += 1
+            raise
+        if kind == Kind.ERROR and size < 0:
+            self.metrics.request_errors[f"{pid}:peer_gone"] += 1
+            raise PeerGone(f"{pid} stream to {peer} closed before the answer")
+        if payload is None:
+            self.metrics.request_errors[f"{pid}:response_too_large"] += 1
+            raise ResponseTooLarge(f"{pid} response of {size} bytes from {peer} is over the {cap}-byte cap")
+        if kind == Kind.ERROR:
+            code = payload[0] if payload else 0
+            self.metrics.request_errors[f"{pid}:remote"] += 1
+            raise RemoteError(code, payload[1:].decode("utf-8", "replace"))
+        return payload
+
+    async def _outbound_for(self, peer: ID, spec: ProtocolSpec) -> _Outbound:
+        key = (peer, spec.protocol_id)
+        out = self._outbound.get(key)
+        if out is not None and not out.closed:
+            return out
+        lock = self._open_locks.setdefault(key, trio.Lock())
+        async with lock:
+            out = self._outbound.get(key)
+            if out is not None and not out.closed:
+                return out
+            if self._nursery is None:
+                raise PeerGone("reqresp is not running")
+            try:
+                with trio.fail_after(self.open_timeout):
+                    stream = await self.host.new_stream(peer, [spec.protocol_id])
+            except trio.TooSlowError as exc:
+                raise PeerGone(f"opening {spec.protocol_id} to {peer} timed out") from exc
+            except trio.Cancelled:
+                raise
+            except Exception as exc:
+                raise PeerGone(f"cannot open {spec.protocol_id} to {peer}: {exc}") from exc
+            out = _Outbound(peer, spec, stream)
+            self._outbound[key] = out
+            self._nursery.start_soon(self._read_responses, out)
+            return out
+
+    def _forget(self, out: _Outbound) -> None:
+        out.fail_all()
+        key = (out.peer, out.spec.protocol_id)
+        if self._outbound.get(key) is out:
+            del self._outbound[key]
+
+    async def _read_responses(self, out: _Outbound) -> None:
+        reader = FrameReader(out.stream)
+        pid = out.spec.protocol_id
+        try:
+            while True:
+                kind, request_id, payload, size = await reader.next(out.cap)
+                self.metrics.bytes_in[pid] += size + HEADER
+                if kind == Kind.REQUEST:
+                    raise ProtocolViolation("client got a REQUEST frame")
+                pending = out.pending.pop(request_id, None)
+                if pending is None:
+                    continue  # the caller gave up (deadline) before the answer came: not an error
+                pending.send.send_nowait((kind, payload, size))
+        except ProtocolViolation as exc:
+            self.metrics.reject(f"{pid}:violation")
+            log.info("resetting %s stream to %s: %s", pid, out.peer, exc)
+        except (EOFError, Exception) as exc:
+            log.debug("outbound %s stream to %s ended: %r", pid, out.peer, exc)
+        finally:
+            self._forget(out)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await _reset(out.stream)
+
+    def close_peer(self, peer: ID) -> None:
+        """Fail the requests to a disconnected peer now instead of at their deadlines."""
+        for key, out in list(self._outbound.items()):
+            if key[0] == peer:
+                self._forget(out)
+                if self._nursery is not None:
+                    self._nursery.start_soon(_reset, out.stream)
+
+    def outbound_streams(self, peer: ID) -> int:
+        return sum(1 for key, out in self._outbound.items() if key[0] == peer and not out.closed)
+
+
+async def _reset(stream: Any) -> None:
+    try:
+        await stream.reset()
+    except Exception:  # already closed or reset: nothing to release
+        pass
+
+
+def spec_for(chain_id: str, name: str, max_request: int, max_response: int, **kw: Any) -> ProtocolSpec:
+    """The `/tensornet/<chain_id>/<name>/1` protocol with its limits."""
+    if not chain_id or "/" in chain_id or not name or "/" in name:
+        raise P2PError(f"bad protocol name parts: chain {chain_id!r}, name {name!r}")
+    return ProtocolSpec(f"/tensornet/{chain_id}/{name}/1", max_request, max_response, **kw)
+
+
+__all__ = [
+    "ErrorCode",
+    "Handler",
+    "PeerGone",
+    "ProtocolSpec",
+    "ProtocolViolation",
+    "Refused",
+    "RemoteError",
+    "ReqResp",
+    "RequestError",
+    "RequestTimeout",
+    "RequestTooLarge",
+    "ResponseTooLarge",
+    "encode_frame",
+    "spec_for",
+]
