@@ -1,0 +1,515 @@
+"""Yuma Consensus: one epoch, pure, deterministic, integer fixed point.
+
+This is subtensor's ``epoch_mechanism`` (sparse) re-derived in Python (opentensor/subtensor @ 14bc6f9f,
+pallets/subtensor/src/epoch/run_epoch.rs and epoch/math.rs), with every intermediate held as I32F32 /
+I64F64 / I96F32 raw bits (see protocol/fixedpoint.py) so that the u16 outputs and bonds come out bit for bit
+as subtensor stores them.  The normative text, the input and output formats and the deliberate deviations
+are in spec/yuma.md.
+
+The single public entry point is :func:`epoch`.  It reads nothing but its argument: no clock, no randomness,
+no dict-order dependence.  Matrices are processed as dense ``int64`` blocks over the rows that carry any
+weight or bond (the validators), using the exact kernels of fixedpoint; a value and a presence mask are kept
+side by side because subtensor's sparse rows distinguish an explicit zero from an absent entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocol import fixedpoint as fp
+from protocol.fixedpoint import ONE, U16_MAX, np_div, np_mul, np_to_u16
+
+U64_MAX = (1 << 64) - 1
+
+SparseRow = tuple[tuple[int, int], ...]
+SparseRowsIn = Sequence[Sequence[tuple[int, int]]] | Mapping[int, Sequence[tuple[int, int]]]
+
+__all__ = [
+    "EpochParams",
+    "EpochInputs",
+    "EpochOutputs",
+    "epoch",
+    "activity_cutoff_blocks",
+    "max_upscale_u16",
+]
+
+max_upscale_u16 = fp.max_upscale_u16
+
+
+def activity_cutoff_blocks(factor_milli: int, tempo: int) -> int:
+    """subtensor's ``get_activity_cutoff_blocks``: max(1, factor_milli * tempo // 1000)."""
+    return max(1, (factor_milli * tempo) // 1000)
+
+
+@dataclass(frozen=True)
+class EpochParams:
+    """Subnet hyperparameters the epoch reads, in subtensor's storage units (defaults: subtensor's)."""
+
+    tempo: int = 360
+    activity_cutoff: int = 5000  # blocks; see activity_cutoff_blocks
+    kappa: int = 32767  # u16, consensus majority = kappa / 65535
+    bonds_moving_average: int = 900_000  # parts per million
+    bonds_penalty: int = U16_MAX  # u16
+    liquid_alpha_enabled: bool = False
+    alpha_low: int = 45875  # u16
+    alpha_high: int = 58982  # u16
+    alpha_sigmoid_steepness: int = 1000  # i16
+    max_allowed_validators: int = 64
+    yuma3: bool = True
+    stake_threshold: int = 0  # stake units
+    commit_reveal_enabled: bool = False
+
+
+@dataclass(frozen=True)
+class EpochInputs:
+    """Everything one epoch reads.  Per-uid sequences all have length n = len(stakes).
+
+    weights / bonds: one sparse row per uid of (uid, u16) pairs (a sequence of rows or a mapping uid -> row;
+    missing uids have empty rows).  Weights are stored row-max-upscaled as set_weights leaves them (see
+    :func:`max_upscale_u16`); bonds as the previous epoch returned them.  validator_permits are the PREVIOUS
+    epoch's permits.  commit_blocks[i] is the block of i's earliest unexpired weight commit (None: none);
+    it is read only when params.commit_reveal_enabled.  last_epoch_block is the block of the previous epoch
+    (0: unknown, then block - tempo is used, as subtensor does).
+    """
+
+    block: int
+    stakes: Sequence[int]
+    weights: SparseRowsIn
+    bonds: SparseRowsIn
+    validator_permits: Sequence[bool]
+    last_update: Sequence[int]
+    block_at_registration: Sequence[int]
+    emission: int
+    params: EpochParams = field(default_factory=EpochParams)
+    owner_uid: int | None = None
+    last_epoch_block: int = 0
+    commit_blocks: Sequence[int | None] | None = None
+
+
+@dataclass(frozen=True)
+class EpochOutputs:
+    """Per-uid results.  u16 fields are floor(x * 65535) as subtensor stores them.
+
+    miner_emission + validator_emission sum exactly to the epoch emission (minus ``unallocated``, which is
+    non-zero only when no uid holds any stake).  The ``subtensor_*`` fields are subtensor's own floored
+    emission figures, kept for audit and for the test vectors; they lose dust and are not paid out.
+    """
+
+    active: tuple[bool, ...]
+    stake_weight: tuple[int, ...]
+    consensus: tuple[int, ...]
+    incentive: tuple[int, ...]
+    dividends: tuple[int, ...]
+    validator_trust: tuple[int, ...]
+    rank: tuple[int, ...]
+    trust: tuple[int, ...]
+    validator_permits: tuple[bool, ...]
+    bonds: tuple[SparseRow, ...]
+    miner_emission: tuple[int, ...]
+    validator_emission: tuple[int, ...]
+    unallocated: int
+    subtensor_server_emission: tuple[int, ...]
+    subtensor_validator_emission: tuple[int, ...]
+    subtensor_emission: tuple[int, ...]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Input canonicalisation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _rows(rows: SparseRowsIn, n: int, what: str) -> list[np.ndarray]:
+    """Sparse rows -> list of (k, 2) int64 arrays sorted by column, columns >= n dropped (as subtensor)."""
+    out: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64) for _ in range(n)]
+    if isinstance(rows, Mapping):
+        items = [(int(i), r) for i, r in rows.items()]
+    else:
+        if len(rows) > n:
+            raise ValueError(f"{what}: {len(rows)} rows for {n} uids")
+        items = list(enumerate(rows))
+    for i, row in items:
+        if not 0 <= i < n:
+            raise ValueError(f"{what}: row uid {i} out of range")
+        if len(row) == 0:
+            continue
+        a = np.asarray(row, dtype=np.int64).reshape(-1, 2)
+        if int(a[:, 1].min()) < 0 or int(a[:, 1].max()) > U16_MAX or int(a[:, 0].min()) < 0:
+            raise ValueError(f"{what}: row {i} has a value outside u16 or a negative uid")
+        a = a[a[:, 0] < n]
+        a = a[np.argsort(a[:, 0], kind="stable")]
+        if a.shape[0] > 1 and bool((a[1:, 0] == a[:-1, 0]).any()):
+            raise ValueError(f"{what}: row {i} has duplicate uids")
+        out[i] = a
+    return out
+
+
+def _check_len(name: str, seq: Sequence[object], n: int) -> None:
+    if len(seq) != n:
+        raise ValueError(f"{name}: length {len(seq)} != n {n}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Vector helpers (I32F32 bits in int64 arrays)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    """``inplace_normalize`` for non-negative proportions: x / sum(x), unchanged when the sum is 0."""
+    s = int(x.sum())
+    if s == 0:
+        return x.copy()
+    return np_div(x, np.int64(s))
+
+
+def _col_normalize(v: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``inplace_col_normalize_sparse``: divide present entries by their column sum where non-zero."""
+    colsum = np.where(p, v, 0).sum(axis=0)
+    return np.where(p, np_div(v, colsum[None, :]), v)
+
+
+def _topk_nonzero(stake: list[int], k: int) -> list[bool]:
+    """``is_topk_nonzero``: stable ascending sort, the n-k smallest lose (ties: the lower uid loses)."""
+    n = len(stake)
+    result = [s != 0 for s in stake]
+    if n < k:
+        return result
+    order = sorted(range(n), key=lambda i: stake[i])  # Python's sort is stable, as Rust's sort_by_key
+    for i in order[: n - k]:
+        result[i] = False
+    return result
+
+
+def _hamilton(weights: list[int], total: int) -> list[int]:
+    """Split ``total`` units in proportion to non-negative integer ``weights``, exactly.
+
+    Largest-remainder method: floor shares, then one unit each to the largest remainders; ties go to the
+    larger weight, then the lower index.  Sum(result) == total whenever sum(weights) > 0.
+    """
+    w_sum = sum(weights)
+    if w_sum == 0 or total == 0:
+        return [0] * len(weights)
+    shares = [total * w // w_sum for w in weights]
+    left = total - sum(shares)
+    if left:
+        rema = [(total * w) % w_sum for w in weights]
+        order = sorted(range(len(weights)), key=lambda k: (-rema[k], -weights[k], k))
+        for k in order[:left]:
+            shares[k] += 1
+    return shares
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The epoch
+# ----------------------------------------------------------------------------------------------------------
+
+
+def epoch(inputs: EpochInputs) -> EpochOutputs:
+    """Run one Yuma Consensus epoch (subtensor ``epoch_mechanism``) and return every per-uid result."""
+    p = inputs.params
+    n = len(inputs.stakes)
+    block = int(inputs.block)
+    for name in ("validator_permits", "last_update", "block_at_registration"):
+        _check_len(name, getattr(inputs, name), n)
+    if inputs.emission < 0 or inputs.emission > U64_MAX:
+        raise ValueError("emission must be a u64")
+    stakes_raw = [int(s) for s in inputs.stakes]
+    if any(s < 0 for s in stakes_raw) or sum(stakes_raw) >= (1 << 63):
+        raise ValueError("stakes must be non-negative and sum below 2^63 (I64F64 range)")
+    owner = inputs.owner_uid if inputs.owner_uid is not None and 0 <= inputs.owner_uid < n else None
+    last_update = [int(x) for x in inputs.last_update]
+    registered = [int(x) for x in inputs.block_at_registration]
+    w_rows = _rows(inputs.weights, n, "weights")
+    b_rows = _rows(inputs.bonds, n, "bonds")
+
+    # == Active & updated ==
+    cutoff = int(p.activity_cutoff)
+    inactive = [min(lu + cutoff, U64_MAX) < block for lu in last_update]
+    active = tuple(not x for x in inactive)
+
+    # == Stake: threshold, I64F64 normalisation, then I32F32 ==
+    filtered = [
+        0 if (i != owner and s < p.stake_threshold) else s for i, s in enumerate(stakes_raw)
+    ]
+    total = sum(filtered)
+    stake32 = [((s << 32) // total) if total else 0 for s in filtered]  # floor(floor(s*2^64/T) / 2^32)
+
+    # == Validator permits ==
+    prev_permit = [bool(x) for x in inputs.validator_permits]
+    if owner is not None:
+        prev_permit[owner] = True
+    new_permit = _topk_nonzero(stake32, int(p.max_allowed_validators))
+    if owner is not None:
+        new_permit[owner] = True
+
+    # == Active stake (previous permits) ==
+    act = np.array(
+        [0 if (inactive[i] or not prev_permit[i]) else stake32[i] for i in range(n)], dtype=np.int64
+    )
+    active_stake = _normalize(act)
+
+    # == Weights: permit rows, diagonal, outdated, commit-reveal masks ==
+    commit: list[int | None] | None = None
+    if p.commit_reveal_enabled and inputs.commit_blocks is not None:
+        _check_len("commit_blocks", inputs.commit_blocks, n)
+        commit = [None if c is None else int(c) for c in inputs.commit_blocks]
+    reg_arr = np.array(registered, dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
+    masked_w: list[np.ndarray] = []
+    for i in range(n):
+        a = w_rows[i]
+        if not prev_permit[i] or a.shape[0] == 0:
+            masked_w.append(a[:0])
+            continue
+        js = a[:, 0]
+        keep = (js != i) | (i == owner)
+        keep &= ~(last_update[i] <= reg_arr[js])
+        ci = commit[i] if commit is not None else None
+        if ci is not None:
+            keep &= ~(ci < reg_arr[js])
+        masked_w.append(a[keep])
+
+    # == Bonds: drop columns registered since the last epoch ==
+    if inputs.last_epoch_block == 0:
+        last_tempo = max(0, block - int(p.tempo))
+    else:
+        last_tempo = int(inputs.last_epoch_block) + 1
+    masked_b: list[np.ndarray] = []
+    for i in range(n):
+        a = b_rows[i]
+        if a.shape[0]:
+            a = a[~(last_tempo <= reg_arr[a[:, 0]])]
+        masked_b.append(a)
+
+    # Dense block over the rows that carry anything; every other row is empty throughout.
+    rows = [i for i in range(n) if masked_w[i].shape[0] or masked_b[i].shape[0] or prev_permit[i]]
+    r = len(rows)
+    w_u16 = np.zeros((r, n), dtype=np.int64)
+    w_p = np.zeros((r, n), dtype=bool)
+    b_u16 = np.zeros((r, n), dtype=np.int64)
+    b_p = np.zeros((r, n), dtype=bool)
+    for k, i in enumerate(rows):
+        a = masked_w[i]
+        if a.shape[0]:
+            w_u16[k, a[:, 0]] = a[:, 1]
+            w_p[k, a[:, 0]] = True
+        a = masked_b[i]
+        if a.shape[0]:
+            b_u16[k, a[:, 0]] = a[:, 1]
+            b_p[k, a[:, 0]] = True
+    s_rows = active_stake[rows] if r else np.zeros(0, dtype=np.int64)
+
+    # Row-normalise weights: u16 << 32 over a sum of u16 << 32 is floor(u * 2^32 / sum(u)).
+    row_sum = w_u16.sum(axis=1)
+    weights = np.where(row_sum[:, None] > 0, np_div(w_u16, row_sum[:, None]), w_u16 << 32)
+
+    # == Consensus: stake-weighted median per column ==
+    kappa = fp.u16_ratio(int(p.kappa))
+    consensus = _weighted_median_cols(active_stake, rows, weights, n, kappa)
+
+    # == Clip at consensus; validator trust; ranks; incentive ==
+    cons_row = consensus[None, :]
+    above = weights > cons_row
+    clip_p = w_p & ~(above & (cons_row <= 0))
+    clipped = np.where(clip_p, np.minimum(weights, cons_row), 0)
+    vtrust = np.zeros(n, dtype=np.int64)
+    if r:
+        vtrust[rows] = clipped.sum(axis=1)
+    ranks = np_mul(s_rows[:, None], clipped).sum(axis=0) if r else np.zeros(n, dtype=np.int64)
+    preranks = (
+        np_mul(s_rows[:, None], np.where(w_p, weights, 0)).sum(axis=0) if r else np.zeros(n, dtype=np.int64)
+    )
+    trust = np_div(np.minimum(ranks, preranks), preranks)
+    incentive = _normalize(ranks)
+
+    # == Weights for bonds: W + penalty * (Wc - W) ==
+    penalty = fp.u16_ratio(int(p.bonds_penalty))
+    if penalty == 0:
+        wfb, wfb_p = np.where(w_p, weights, 0), w_p
+    elif penalty == ONE:
+        wfb, wfb_p = clipped, clip_p
+    else:
+        v1 = np.where(w_p, weights, 0)
+        v2 = clipped
+        interp = v1 + np_mul(v2 - v1, np.int64(penalty))
+        wfb_p = interp > 0
+        wfb = np.where(wfb_p, interp, 0)
+
+    # == Bonds and dividends ==
+    if p.yuma3:
+        ema, ema_p, dividends = _bonds_yuma3(p, wfb, wfb_p, b_u16, b_p, consensus, incentive, s_rows, rows, n)
+        store = ema
+    else:
+        ema, ema_p, dividends = _bonds_yuma2(p, wfb, wfb_p, b_u16, b_p, incentive, s_rows, rows, n)
+        colmax = np.where(ema_p, ema, 0).max(axis=0) if r else np.zeros(n, dtype=np.int64)
+        store = np.where(ema_p & (colmax[None, :] != 0), np_div(ema, colmax[None, :]), ema)
+    store_u16 = np_to_u16(store)
+    row_of = {i: k for k, i in enumerate(rows)}
+    bonds_out: list[SparseRow] = []
+    for i in range(n):
+        k = row_of.get(i)
+        if not new_permit[i] or k is None:
+            bonds_out.append(())
+            continue
+        js = np.flatnonzero(ema_p[k])
+        bonds_out.append(tuple(zip(js.tolist(), store_u16[k, js].tolist(), strict=True)))
+
+    # == Emission ==
+    inc_l = [int(x) for x in incentive]
+    div_l = [int(x) for x in dividends]
+    combined = [fp.sat_add(a, b) for a, b in zip(inc_l, div_l, strict=True)]
+    emission_sum = sum(combined)
+    stake_l = stake32
+    act_l = [int(x) for x in active_stake]
+    if emission_sum != 0:
+        n_server = [fp.safe_div(x, emission_sum) for x in inc_l]
+        n_valid = [fp.safe_div(x, emission_sum) for x in div_l]
+        n_comb = fp.normalize(combined)
+        pay_server, pay_valid = inc_l, div_l
+    else:
+        n_server = inc_l
+        fallback = stake_l if sum(act_l) == 0 else act_l
+        n_valid = list(fallback)
+        n_comb = list(fallback)
+        pay_server, pay_valid = [0] * n, list(fallback)
+    e = int(inputs.emission)
+    st_server = tuple(fp.to_u64_sat(fp.saturate(x * e, 128)) for x in n_server)
+    st_valid = tuple(fp.to_u64_sat(fp.saturate(x * e, 128)) for x in n_valid)
+    st_comb = tuple(fp.to_u64_sat(fp.saturate(x * e, 128)) for x in n_comb)
+    split = _hamilton(pay_server + pay_valid, e)
+    miner_emission = tuple(split[:n])
+    validator_emission = tuple(split[n:])
+    unallocated = e - sum(split)
+
+    def u16s(xs: Sequence[int] | np.ndarray) -> tuple[int, ...]:
+        return tuple(fp.fixed_proportion_to_u16(int(x)) for x in xs)
+
+    inc_u16 = u16s(incentive)
+    return EpochOutputs(
+        active=active,
+        stake_weight=u16s(stake32),
+        consensus=u16s(consensus),
+        incentive=inc_u16,
+        dividends=u16s(dividends),
+        validator_trust=u16s(vtrust),
+        rank=inc_u16,
+        trust=u16s(trust),
+        validator_permits=tuple(new_permit),
+        bonds=tuple(bonds_out),
+        miner_emission=miner_emission,
+        validator_emission=validator_emission,
+        unallocated=unallocated,
+        subtensor_server_emission=st_server,
+        subtensor_validator_emission=st_valid,
+        subtensor_emission=st_comb,
+    )
+
+
+def _weighted_median_cols(
+    active_stake: np.ndarray, rows: list[int], weights: np.ndarray, n: int, kappa: int
+) -> np.ndarray:
+    """``weighted_median_col_sparse`` in closed form.
+
+    subtensor's mid-pivot partition search returns, per column, the smallest score v (over the rows with
+    positive active stake, absent entries scoring 0) whose cumulative normalised stake S(score <= v)
+    exceeds minority = sum(stake) - kappa, or the largest score when none does (proof in spec/yuma.md).
+    Sums are exact integers, so the sort-and-scan gives the identical value.
+    """
+    use = [i for i in range(n) if int(active_stake[i]) > 0]
+    if not use:
+        return np.zeros(n, dtype=np.int64)
+    use_stake = _normalize(active_stake[use])
+    minority = int(use_stake.sum()) - kappa
+    row_of = {i: k for k, i in enumerate(rows)}
+    scores = np.zeros((len(use), n), dtype=np.int64)
+    for u, i in enumerate(use):
+        k = row_of.get(i)
+        if k is not None:
+            scores[u] = weights[k]
+    order = np.argsort(scores, axis=0, kind="stable")
+    sorted_scores = np.take_along_axis(scores, order, axis=0)
+    cum = np.cumsum(use_stake[order], axis=0)
+    hit = cum > minority
+    first = hit.argmax(axis=0)
+    cols = np.arange(n)
+    return np.where(hit.any(axis=0), sorted_scores[first, cols], sorted_scores[-1, cols])
+
+
+def _ema_alpha_disabled(p: EpochParams) -> int:
+    """1 - bonds_moving_average / 1e6, via I64F64 then floored to I32F32 (compute_disabled_liquid_alpha)."""
+    bma64 = fp.safe_div(int(p.bonds_moving_average) << 64, 1_000_000 << 64, 64, 128)
+    return fp.sat_sub(ONE, fp.fixed64_to_fixed32(bma64))
+
+
+def _bonds_yuma3(
+    p: EpochParams,
+    wfb: np.ndarray,
+    wfb_p: np.ndarray,
+    b_u16: np.ndarray,
+    b_p: np.ndarray,
+    consensus: np.ndarray,
+    incentive: np.ndarray,
+    s_rows: np.ndarray,
+    rows: list[int],
+    n: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Yuma 3 bonds (fixed-proportion u16 / 65535) and dividends."""
+    old = np.where(b_p, (b_u16 << 32) // U16_MAX, 0)
+    if p.liquid_alpha_enabled and bool((consensus != 0).any()):
+        lo = fp.u16_ratio(int(p.alpha_low))
+        hi = fp.u16_ratio(int(p.alpha_high))
+        cons = np.broadcast_to(consensus[None, :], wfb.shape)
+        alpha = np.zeros_like(wfb)
+        sel = wfb_p
+        alpha[sel] = fp.np_alpha_sigmoid(
+            cons[sel], wfb[sel], old[sel], lo, hi, int(p.alpha_sigmoid_steepness)
+        )
+        decayed = np_mul(ONE - alpha, old)
+        inc = np.maximum(np_mul(alpha, wfb), 0)
+        val = np.minimum(decayed + inc, ONE)
+        ema_p = wfb_p & (val > 0)
+        ema = np.where(ema_p, val, 0)
+    else:
+        alpha = _ema_alpha_disabled(p)
+        acc = np.where(wfb_p, np_mul(np.int64(alpha), wfb), 0) + np.where(
+            b_p, np_mul(np.int64(ONE - alpha), old), 0
+        )
+        ema_p = acc > 0
+        ema = np.where(ema_p, acc, 0)
+    ema_norm = _col_normalize(ema, ema_p)
+    tbpv = np_mul(ema_norm, incentive[None, :]).sum(axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
+    div_rows = np_mul(tbpv, s_rows)
+    dividends = np.zeros(n, dtype=np.int64)
+    if rows:
+        dividends[rows] = div_rows
+    return ema, ema_p, _normalize(dividends)
+
+
+def _bonds_yuma2(
+    p: EpochParams,
+    wfb: np.ndarray,
+    wfb_p: np.ndarray,
+    b_u16: np.ndarray,
+    b_p: np.ndarray,
+    incentive: np.ndarray,
+    s_rows: np.ndarray,
+    rows: list[int],
+    n: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Legacy Yuma (2) bonds: column-normalised EMA of stake-weighted weights, and dividends."""
+    colsum = np.where(b_p, b_u16, 0).sum(axis=0)
+    bonds = np.where(b_p, np.where(colsum[None, :] != 0, np_div(b_u16, colsum[None, :]), b_u16 << 32), 0)
+    delta = np.where(wfb_p, np_mul(wfb, s_rows[:, None]), 0)
+    delta = _col_normalize(delta, wfb_p)
+    alpha = _ema_alpha_disabled(p)
+    acc = np.where(wfb_p, np_mul(np.int64(alpha), delta), 0) + np.where(
+        b_p, np_mul(np.int64(ONE - alpha), bonds), 0
+    )
+    ema_p = acc > 0
+    ema = _col_normalize(np.where(ema_p, acc, 0), ema_p)
+    div_rows = np_mul(incentive[None, :], ema).sum(axis=1) if rows else np.zeros(0, dtype=np.int64)
+    dividends = np.zeros(n, dtype=np.int64)
+    if rows:
+        dividends[rows] = div_rows
+    return ema, ema_p, _normalize(dividends)
