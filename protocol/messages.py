@@ -85,6 +85,7 @@ class Commit(Message):
     index: Annotated[int, U64]
     leader: BlockRef
     blocks: Annotated[tuple[BlockRef, ...], ListOf(BlockRef, 1 << 16)]
+    timestamp_ms: Annotated[int, U64]
     prev_digest: Digest
 
 

@@ -1,0 +1,268 @@
+"""The node's SQLite store (WAL mode): blocks, commits, state snapshots and proposer safety data.
+
+Durability rules (spec/consensus.md §Storage):
+- `synchronous=FULL`: a transaction is on disk when `commit()` returns, so a validator that stores
+  its own block before broadcasting it can never forget having signed it.
+- A commit row, its state root, the applied index and (every `snapshot_every` commits) a state
+  snapshot are written in ONE transaction, so a crash leaves either all or none of them.
+- SQLite's WAL frames carry checksums: a torn frame at the tail is discarded on open, which is
+  what repairs a torn write. `check()` then verifies our own invariants on top.
+
+All methods are synchronous; `AsyncStore` runs them on one worker thread at a time via
+`trio.to_thread`, so the Trio loop never blocks on disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (
+    digest BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    author INTEGER NOT NULL,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blocks_by_round ON blocks (epoch, round, author);
+CREATE TABLE IF NOT EXISTS commits (
+    idx INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL,
+    data BLOB NOT NULL,
+    state_root BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (height INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS own_blocks (
+    epoch INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    PRIMARY KEY (epoch, round)
+) WITHOUT ROWID;
+"""
+
+
+class StoreError(Exception):
+    """The store is missing, corrupt, or from another chain."""
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    index: int
+    digest: bytes
+    data: bytes
+    state_root: bytes
+
+
+T = TypeVar("T")
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._tx():
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            version = self._meta("schema_version")
+            if version is None:
+                self._set_meta("schema_version", SCHEMA_VERSION)
+            elif version != SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {version}, this build reads {SCHEMA_VERSION}")
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        # One connection shared by threads: every statement runs under the lock.
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- identity ------------------------------------------------------------------------------
+
+    def bind_genesis(self, genesis_hash: bytes) -> None:
+        """Tie the store to one chain; refuse to open another chain's data."""
+        with self._tx():
+            stored = self._meta("genesis_hash")
+            if stored is None:
+                self._set_meta("genesis_hash", genesis_hash)
+            elif bytes(stored) != genesis_hash:
+                raise StoreError(
+                    f"{self.path} holds chain with genesis {bytes(stored).hex()[:16]}…, "
+                    f"not {genesis_hash.hex()[:16]}…; use another --home or delete the database"
+                )
+
+    # --- blocks --------------------------------------------------------------------------------
+
+    def put_blocks(self, rows: Iterable[tuple[bytes, int, int, int, bytes]]) -> None:
+        """Store (digest, epoch, round, author, data) rows; existing digests are left alone."""
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO blocks (digest, epoch, round, author, data) VALUES (?, ?, ?, ?, ?)", rows
+            )
+
+    def record_own_block(self, epoch: int, round_: int, digest: bytes, data: bytes, author: int) -> None:
+        """Durably record our own block before it is broadcast; refuses a second block for a round."""
+        with self._tx():
+            row = self._db.execute(
+                "SELECT digest FROM own_blocks WHERE epoch = ? AND round = ?", (epoch, round_)
+            ).fetchone()
+            if row is not None and bytes(row[0]) != digest:
+                raise StoreError(f"refusing to sign a second block for epoch {epoch} round {round_}")
+            self._db.execute(
+                "INSERT OR IGNORE INTO own_blocks (epoch, round, digest) VALUES (?, ?, ?)", (epoch, round_, digest)
+            )
+            self._db.execute(
+                "INSERT OR IGNORE INTO blocks (digest, epoch, round, author, data) VALUES (?, ?, ?, ?, ?)",
+                (digest, epoch, round_, author, data),
+            )
+
+    def last_own_round(self, epoch: int) -> int:
+        rows = self._query("SELECT MAX(round) FROM own_blocks WHERE epoch = ?", (epoch,))
+        return rows[0][0] or 0
+
+    def get_block(self, digest: bytes) -> bytes | None:
+        rows = self._query("SELECT data FROM blocks WHERE digest = ?", (digest,))
+        return bytes(rows[0][0]) if rows else None
+
+    def blocks_in_rounds(self, epoch: int, first: int, last: int, limit: int = 1 << 16) -> list[bytes]:
+        rows = self._query(
+            "SELECT data FROM blocks WHERE epoch = ? AND round BETWEEN ? AND ? ORDER BY round, author, digest LIMIT ?",
+            (epoch, first, last, limit),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def prune_blocks(self, epoch: int, below_round: int) -> int:
+        """Drop blocks of `epoch` below a round that every kept commit no longer needs."""
+        with self._tx():
+            cur = self._db.execute("DELETE FROM blocks WHERE epoch = ? AND round < ?", (epoch, below_round))
+            return cur.rowcount
+
+    # --- commits and state ---------------------------------------------------------------------
+
+    def put_commit(
+        self, record: CommitRecord, snapshot: bytes | None = None, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Append the next commit with its state root (and maybe a snapshot) atomically."""
+        with self._tx():
+            last = self._db.execute("SELECT MAX(idx) FROM commits").fetchone()[0]
+            expected = 0 if last is None else last + 1
+            if record.index != expected:
+                raise StoreError(f"commit {record.index} is not the next one (expected {expected})")
+            self._db.execute(
+                "INSERT INTO commits (idx, digest, data, state_root) VALUES (?, ?, ?, ?)",
+                (record.index, record.digest, record.data, record.state_root),
+            )
+            if snapshot is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO snapshots (height, data) VALUES (?, ?)", (record.index, snapshot)
+                )
+                self._db.execute("DELETE FROM snapshots WHERE height < ?", (record.index,))
+            for key, value in (meta or {}).items():
+                self._set_meta(key, value)
+
+    def last_commit(self) -> CommitRecord | None:
+        rows = self._query("SELECT idx, digest, data, state_root FROM commits ORDER BY idx DESC LIMIT 1")
+        return CommitRecord(rows[0][0], bytes(rows[0][1]), bytes(rows[0][2]), bytes(rows[0][3])) if rows else None
+
+    def commits(self, start: int, end: int) -> list[CommitRecord]:
+        rows = self._query(
+            "SELECT idx, digest, data, state_root FROM commits WHERE idx BETWEEN ? AND ? ORDER BY idx", (start, end)
+        )
+        return [CommitRecord(r[0], bytes(r[1]), bytes(r[2]), bytes(r[3])) for r in rows]
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None:
+        rows = self._query("SELECT height, data FROM snapshots ORDER BY height DESC LIMIT 1")
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            value = self._meta(key)
+        return default if value is None else value
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx():
+            self._set_meta(key, value)
+
+    # --- verification --------------------------------------------------------------------------
+
+    def check(self, verify_commit: Callable[[CommitRecord, bytes | None], None] | None = None) -> list[str]:
+        """Problems found in the store (empty when healthy): SQLite integrity, contiguous commits,
+        and, through `verify_commit(record, prev_digest)`, each commit's own consistency."""
+        problems = []
+        result = self._query("PRAGMA integrity_check")[0][0]
+        if result != "ok":
+            problems.append(f"sqlite integrity_check: {result}")
+        prev: CommitRecord | None = None
+        for row in self._query("SELECT idx, digest, data, state_root FROM commits ORDER BY idx"):
+            record = CommitRecord(row[0], bytes(row[1]), bytes(row[2]), bytes(row[3]))
+            expected = 0 if prev is None else prev.index + 1
+            if record.index != expected:
+                problems.append(f"commit index gap: expected {expected}, found {record.index}")
+            if verify_commit is not None:
+                try:
+                    verify_commit(record, None if prev is None else prev.digest)
+                except Exception as exc:  # report every bad row, not only the first
+                    problems.append(f"commit {record.index}: {exc}")
+            prev = record
+        snap = self.latest_snapshot()
+        if snap is not None and (prev is None or snap[0] > prev.index):
+            problems.append(f"snapshot at height {snap[0]} is past the last commit")
+        return problems
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the store's lock; ROLLBACK on error."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.db = db
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        finally:
+            self.lock.release()
+
+
+class AsyncStore:
+    """Runs Store calls on a worker thread, one at a time, so disk waits never block Trio."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
