@@ -113,3 +113,7 @@ class TxRejected(ValidationError):
     def __init__(self, rule: str, message: str) -> None:
         self.rule = rule
         super().__init__(f"{rule}: {message}")
+
+
+class StateError(ValidationError):
+    """Misuse of the state machine by its driver: a commit height out of order, a corrupt snapshot."""
