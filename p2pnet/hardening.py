@@ -97,6 +97,30 @@ def violation_reason(exc: BaseException) -> str:
     return "handler_error"
 
 
+def _single_leaf(exc: BaseException) -> BaseException | None:
+    """The one non-Cancelled exception inside (nested) groups, or None if there are several or none."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return None if isinstance(exc, trio.Cancelled) else exc
+    leaves = [leaf for e in exc.exceptions if (leaf := _single_leaf(e)) is not None]
+    return leaves[0] if len(leaves) == 1 else None
+
+
+@asynccontextmanager
+async def unwrap_single_error() -> AsyncIterator[None]:
+    """Re-raise a lone error that libp2p's nested nurseries wrapped in ExceptionGroups, as itself.
+
+    Callers of open_host then catch `DialError` or `ConfigError` directly instead of digging through
+    groups; several concurrent errors stay grouped.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = _single_leaf(group)
+        if leaf is None:
+            raise
+        raise leaf from group
+
+
 def _limiter_of(obj: Any) -> PeerLimiter | None:
     return getattr(obj, "_tn_limiter", None)
 
@@ -270,6 +294,10 @@ def build_libp2p_host(
     config = ConnectionConfig(
         # defect 8: one connection per peer, so the first successful dial ends the happy-eyeballs wait
         max_connections_per_peer=1,
+        # no auto-connector: it re-dialled every peer in the peerstore (banned ones too) to keep 50 up;
+        # discovery decides whom we dial
+        min_connections=0,
+        low_watermark=0,
         max_connections=limits.max_inbound_conns + 64,
         high_watermark=limits.max_inbound_conns + 64,
         inbound_upgrade_timeout=limits.handshake_timeout,

@@ -229,7 +229,7 @@ async def open_host(
     announce = [parse_multiaddr(a) for a in external_addrs] or None
     libp2p_host = hardening.build_libp2p_host(keypair, limiter, announce_addrs=announce)
     try:
-        async with trio.open_nursery() as nursery:
+        async with hardening.unwrap_single_error(), trio.open_nursery() as nursery:
             async with libp2p_host.run(listen_addrs):
                 if not libp2p_host.get_network().listeners:
                     raise ConfigError(f"could not listen on any of {[str(a) for a in listen_addrs]}")
