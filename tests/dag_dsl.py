@@ -23,15 +23,16 @@ Format (one statement per line, `#` starts a comment):
 Round entries: `X -> [items]` makes X's block; `X' -> [...]`, `X'' -> [...]` make equivocating
 siblings, named `X4'` etc.; `*` alone or `* -> [items]` applies to every authority not named in that
 statement; a bare `X` means `X -> [*]`. A round may span several statements (e.g. around a checkpoint).
-Items: `*` = every primary (unprimed) block of the previous round, `-Ref` removes one (a list with a
-removal but no `*` starts from `*`), `Ref` adds one (any earlier round). The author's own previous block is always first: the first listed block of its
-own, else its latest primary block (genesis `X0` if none). Timestamps are
-round * 1000 + author, so they never go backwards.
+Items: `*` = every primary (unprimed) block of the previous round, `-Ref` removes one (a list
+with a removal but no `*` starts from `*`), `Ref` adds one (any earlier round). The author's own
+previous block is always first: the first listed block of its own, else its latest primary block
+(genesis `X0` if none). Timestamps are round * 1000 + author, so they never go backwards.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from dataclasses import dataclass, field
 
@@ -338,3 +339,62 @@ def deliver(
     if waiting:
         raise AssertionError(f"blocks never delivered: {sum(len(v) for v in waiting.values())}")
     return commits, decisions
+
+
+def random_dag(
+    committee: Committee,
+    seed: bytes,
+    rounds: int,
+    rng: random.Random,
+    *,
+    equivocators: tuple[int, ...] = (),
+    cite_prob: float = 0.7,
+    skip_prob: float = 0.1,
+    weak_prob: float = 0.05,
+) -> list[TestBlock]:
+    """A valid random DAG in round order: authors sometimes skip a round, cite a random superset of a
+    quorum of the previous round, sometimes add a weak link to an older block; each equivocator makes
+    one or two blocks per round, and every citing block picks one of them (parent order is random)."""
+    n = committee.size
+    stakes = committee.stakes
+    quorum = committee.quorum
+    latest: dict[int, list[BlockRef]] = {a: [BlockRef(0, a, genesis_digest(seed, a))] for a in range(n)}
+    by_round: dict[int, dict[int, list[BlockRef]]] = {0: {a: list(v) for a, v in latest.items()}}
+    out: list[TestBlock] = []
+    for r in range(1, rounds + 1):
+        prev = by_round[r - 1]
+        producers = [a for a in range(n) if rng.random() >= skip_prob]
+        missing = [a for a in range(n) if a not in producers]
+        rng.shuffle(missing)
+        while sum(stakes[a] for a in producers) < quorum:
+            producers.append(missing.pop())
+        here: dict[int, list[BlockRef]] = {}
+        for a in sorted(producers):
+            for variant in range(rng.choice((1, 2)) if a in equivocators else 1):
+                own = rng.choice(latest[a])
+                stake = stakes[a] if own.round == r - 1 else 0
+                others = [x for x in prev if x != a]
+                rng.shuffle(others)
+                chosen = [x for x in others if rng.random() < cite_prob]
+                for x in others:
+                    if stake + sum(stakes[y] for y in chosen) >= quorum:
+                        break
+                    if x not in chosen:
+                        chosen.append(x)
+                parents = [own] + [rng.choice(prev[x]) for x in chosen]
+                for x in range(n):
+                    if x != a and x not in chosen and rng.random() < weak_prob:
+                        old = [b for b in latest[x] if b.round < r - 1] or [
+                            b for rr in range(r - 2, -1, -1) for b in by_round.get(rr, {}).get(x, [])
+                        ][:1]
+                        if old:
+                            parents.append(rng.choice(old))
+                tail = parents[1:]
+                rng.shuffle(tail)
+                blk = make_block(r, a, [parents[0], *tail], salt=variant)
+                out.append(blk)
+                here.setdefault(a, []).append(blk.ref)
+        for a, refs in here.items():
+            latest[a] = refs
+        by_round[r] = here
+    return out
