@@ -291,7 +291,7 @@ class Core:
             refs = self.dag.refs_at_slot(r, author)
             if refs:
                 return min(refs, key=lambda x: x.digest)
-        return None
+        return self.dag.genesis[author].ref if self.dag.gc_round < 0 else None
 
     def _timestamp(self, ref: BlockRef) -> int:
         b = self.dag.get(ref)

@@ -1,8 +1,9 @@
 """The node's SQLite store (WAL mode): blocks, commits, state snapshots and proposer safety data.
 
 Durability rules (spec/consensus.md §Storage):
-- `synchronous=FULL`: a transaction is on disk when `commit()` returns, so a validator that stores
-  its own block before broadcasting it can never forget having signed it.
+- WAL with `synchronous=NORMAL`: a committed transaction survives kill -9; our own blocks are
+  written with `synchronous=FULL` (fsync before return), so a validator that stores its own block
+  before broadcasting it never forgets having signed it, even across a power loss.
 - A commit row, its state root, the applied index and (every `snapshot_every` commits) a state
   snapshot are written in ONE transaction, so a crash leaves either all or none of them.
 - SQLite's WAL frames carry checksums: a torn frame at the tail is discarded on open, which is
@@ -73,8 +74,7 @@ class Store:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         with self._tx():
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
@@ -130,7 +130,23 @@ class Store:
             )
 
     def record_own_block(self, epoch: int, round_: int, digest: bytes, data: bytes, author: int) -> None:
-        """Durably record our own block before it is broadcast; refuses a second block for a round."""
+        """Durably record our own block before it is broadcast; refuses a second block for a round.
+
+        Other writes run with synchronous=NORMAL (safe against kill -9, since WAL frames reach the
+        OS at commit); this one also survives power loss, because signing twice is not recoverable."""
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._record_own_block(epoch, round_, digest, data, author)
+        finally:
+            with self._lock:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def own_block(self, epoch: int, round_: int) -> bytes | None:
+        rows = self._query("SELECT digest FROM own_blocks WHERE epoch = ? AND round = ?", (epoch, round_))
+        return bytes(rows[0][0]) if rows else None
+
+    def _record_own_block(self, epoch: int, round_: int, digest: bytes, data: bytes, author: int) -> None:
         with self._tx():
             row = self._db.execute(
                 "SELECT digest FROM own_blocks WHERE epoch = ? AND round = ?", (epoch, round_)
@@ -174,7 +190,7 @@ class Store:
         """Append the next commit with its state root (and maybe a snapshot) atomically."""
         with self._tx():
             last = self._db.execute("SELECT MAX(idx) FROM commits").fetchone()[0]
-            expected = 0 if last is None else last + 1
+            expected = 1 if last is None else last + 1
             if record.index != expected:
                 raise StoreError(f"commit {record.index} is not the next one (expected {expected})")
             self._db.execute(
@@ -224,7 +240,7 @@ class Store:
         prev: CommitRecord | None = None
         for row in self._query("SELECT idx, digest, data, state_root FROM commits ORDER BY idx"):
             record = CommitRecord(row[0], bytes(row[1]), bytes(row[2]), bytes(row[3]))
-            expected = 0 if prev is None else prev.index + 1
+            expected = 1 if prev is None else prev.index + 1
             if record.index != expected:
                 problems.append(f"commit index gap: expected {expected}, found {record.index}")
             if verify_commit is not None:

@@ -1,0 +1,265 @@
+"""One node's chain: consensus core + state machine + store + mempool, without networking.
+
+The daemon (node/daemon.py) feeds it bytes from the network and broadcasts what it returns; the
+tests drive it directly. Every method runs on the Trio thread; disk writes are small SQLite
+transactions (WAL).
+
+Commit path: accepted blocks are stored; each new commit's transactions (its blocks' payloads in
+linearised order) run through `State.apply_commit`; then the commit, its state root, and every
+`snapshot_every` commits a state snapshot are written in one transaction. A crash between the
+two leaves the commit underived, and the restart derives it again from the stored blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.core import Committed, Core, CoreParams, Vertex, vertex_from_bytes
+from node.mempool import Mempool
+from node.storage import CommitRecord, Store, StoreError
+from protocol import crypto
+from protocol.committee import Committee
+from protocol.crypto import Keypair
+from protocol.dag import BlockRef, CommittedSubDag
+from protocol.errors import ProtocolError
+from protocol.genesis import Genesis
+from protocol.messages import BlockRef as WireRef
+from protocol.messages import Commit, SignedTransaction
+from protocol.state import State
+
+EPOCH = 0  # one consensus epoch per chain for now: the committee is the genesis committee
+
+
+@dataclass
+class CommitInfo:
+    index: int
+    digest: bytes
+    leader: BlockRef
+    blocks: int
+    txs: int
+    ok_txs: int
+    timestamp_ms: int
+    committed_ms: int
+    state_root: bytes
+
+
+@dataclass
+class ChainStats:
+    commits: int = 0
+    txs_ok: int = 0
+    txs_failed: int = 0
+    blocks_accepted: int = 0
+    latencies_ms: list[int] = field(default_factory=list)  # leader creation -> local commit, recent
+
+
+def genesis_committee(genesis: Genesis) -> Committee:
+    if not genesis.committee:
+        raise StoreError("the genesis has no committee: at least one validator is needed")
+    return Committee(tuple(c.hotkey for c in genesis.committee), tuple(c.stake for c in genesis.committee))
+
+
+class Chain:
+    def __init__(
+        self,
+        home: str | Path,
+        genesis: Genesis,
+        *,
+        keypair: Keypair | None = None,
+        params: CoreParams | None = None,
+        snapshot_every: int = 50,
+        clock=time.time,
+    ) -> None:
+        self.home = Path(home)
+        self.genesis = genesis
+        self.genesis_hash = genesis.hash()
+        self.chain_id = genesis.chain_id
+        self.snapshot_every = snapshot_every
+        self.clock = clock
+        self.store = Store(self.home / "chain.db")
+        self.store.bind_genesis(self.genesis_hash)
+        self.committee = genesis_committee(genesis)
+        self.core = Core(
+            self.chain_id, EPOCH, self.committee, self.genesis_hash, keypair=keypair, params=params or CoreParams()
+        )
+        self.is_validator = self.core.own_index is not None
+        self.mempool = Mempool()
+        self.stats = ChainStats()
+        self.recent: list[CommitInfo] = []
+        self._verified: set[bytes] = set()  # tx digests whose signatures the mempool checked
+        self.state = self._restore()
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _restore(self) -> State:
+        """State from the latest snapshot plus replayed commits; the DAG from stored blocks."""
+        snap = self.store.latest_snapshot()
+        state = State.load(snap[1]) if snap else State.from_genesis(self.genesis)
+        last = self.store.last_commit()
+        tail: list[CommittedSubDag] = []
+        if last is not None:
+            records = self.store.commits(max(1, last.index - 200), last.index)
+            start = state.height + 1
+            for rec in self.store.commits(start, last.index):
+                commit = Commit.from_bytes(rec.data)
+                txs = self._payload_of(commit)
+                state.apply_commit(rec.index, txs, verified=frozenset(tx_digests(txs)))
+                if state.root() != rec.state_root:
+                    raise StoreError(
+                        f"replaying commit {rec.index} gives state root {state.root().hex()[:16]}…, "
+                        f"the store says {rec.state_root.hex()[:16]}…: run `tensornet node db check`"
+                    )
+            tail = [_sub_from_record(r) for r in records]
+            self.core.committer.restore(tail)
+        # DAG: blocks above the GC round, parents first
+        gc = self.core.committer.gc_round if last is not None else -1
+        if last is not None:
+            self.core.dag.prune(gc)
+        now = self.now_ms()
+        highest = self.core.dag.highest_round
+        for data in self.store.blocks_in_rounds(EPOCH, gc + 1, 1 << 62):
+            try:
+                v = vertex_from_bytes(data)
+                self.core.add(v, now)
+                highest = max(highest, v.round)
+            except ProtocolError:
+                continue  # a block we stored is always valid; skip rather than refuse to start
+        own_round = self.store.last_own_round(EPOCH)
+        if self.core.own_index is not None and own_round:
+            digest = self.store.own_block(EPOCH, own_round)
+            self.core.restore_own(own_round, BlockRef(own_round, self.core.own_index, digest) if digest else None)
+        # blocks stored but not yet committed when we stopped: derive those commits now
+        for c in self.core.try_commit():
+            self._apply(c, state)
+        return state
+
+    def _payload_of(self, commit: Commit) -> list[bytes]:
+        txs: list[bytes] = []
+        for ref in commit.blocks:
+            data = self.store.get_block(ref.digest)
+            if data is None:
+                raise StoreError(f"commit {commit.index} names block {ref.digest.hex()[:16]}… that is not stored")
+            txs.extend(vertex_from_bytes(data).payload)
+        return txs
+
+    # --- blocks -------------------------------------------------------------------------------
+
+    def receive_block(self, data: bytes) -> tuple[list[Vertex], tuple[BlockRef, ...], list[CommitInfo]]:
+        """Verify and insert a block from the network. Raises a typed ProtocolError if invalid."""
+        out = self.core.receive(data, self.now_ms())
+        commits = self._after_accept(out.accepted)
+        return out.accepted, out.missing, commits
+
+    def _after_accept(self, accepted: list[Vertex]) -> list[CommitInfo]:
+        if not accepted:
+            return []
+        self.store.put_blocks((v.digest, EPOCH, v.round, v.author, v.data) for v in accepted)
+        self.stats.blocks_accepted += len(accepted)
+        return [self._apply(c, self.state) for c in self.core.try_commit()]
+
+    def propose(self) -> Vertex | None:
+        """Build, durably store, and insert our next block if one is due; the caller broadcasts it."""
+        now = self.now_ms()
+        due = self.core.next_proposal_at(now)
+        if due is None or now < due:
+            return None
+        payload = self.mempool.take(self.core.quorum_round + 1)
+        v = self.core.build_block(now, tuple(payload))
+        if v is None:
+            return None
+        self.store.record_own_block(EPOCH, v.round, v.digest, v.data, v.author)
+        self.core.add(v, now)
+        self._after_accept([v])
+        return v
+
+    def next_proposal_in(self) -> float | None:
+        """Seconds until a proposal may be due (None: not until a block arrives)."""
+        now = self.now_ms()
+        due = self.core.next_proposal_at(now)
+        return None if due is None else max(0.0, (due - now) / 1000)
+
+    # --- commits ------------------------------------------------------------------------------
+
+    def _apply(self, c: Committed, state: State) -> CommitInfo:
+        txs = [tx for v in c.vertices for tx in v.payload]
+        verified = frozenset(d for d in tx_digests(txs) if d in self._verified)
+        receipts = state.apply_commit(c.sub.index, txs, verified=verified)
+        root = state.root()
+        commit = Commit(
+            index=c.sub.index,
+            leader=WireRef(*c.sub.leader),
+            blocks=tuple(WireRef(*r) for r in c.sub.blocks),
+            timestamp_ms=c.sub.timestamp_ms,
+            prev_digest=c.sub.prev_digest,
+        )
+        snapshot = state.snapshot() if c.sub.index % self.snapshot_every == 0 else None
+        self.store.put_commit(CommitRecord(c.sub.index, c.sub.digest, commit.to_bytes(), root), snapshot)
+        done = [r.digest for r in receipts]
+        self.mempool.remove(done)
+        self._verified.difference_update(done)
+        now = self.now_ms()
+        ok = sum(1 for r in receipts if r.ok)
+        info = CommitInfo(
+            c.sub.index, c.sub.digest, c.sub.leader, len(c.vertices), len(txs), ok, c.sub.timestamp_ms, now, root
+        )
+        self.stats.commits += 1
+        self.stats.txs_ok += ok
+        self.stats.txs_failed += len(txs) - ok
+        leader = self.core.dag.get(c.sub.leader)
+        if leader is not None:
+            self.stats.latencies_ms.append(max(0, now - leader.timestamp_ms))
+            del self.stats.latencies_ms[:-1000]
+        self.recent.append(info)
+        del self.recent[:-100]
+        return info
+
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    # --- transactions -------------------------------------------------------------------------
+
+    def submit_tx(self, data: bytes) -> bytes:
+        """Admit a signed transaction to the mempool (typed rejection otherwise); returns its digest."""
+        stx = SignedTransaction.from_bytes(data)
+        self.state.check_tx(stx, allow_future_nonce=True)
+        digest = crypto.digest(data)
+        self.mempool.add(digest, data, stx.body.signer, stx.body.nonce)
+        self._verified.add(digest)
+        return digest
+
+    # --- serving peers ------------------------------------------------------------------------
+
+    def blocks_by_digest(self, digests: list[bytes]) -> list[bytes]:
+        out = []
+        for d in digests[:32]:
+            data = self.store.get_block(d)
+            if data is not None:
+                out.append(data)
+        return out
+
+    def blocks_by_round(self, first: int, last: int, limit: int = 32) -> list[bytes]:
+        return self.store.blocks_in_rounds(EPOCH, first, last, limit)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def tx_digests(txs: list[bytes]) -> list[bytes]:
+    return [crypto.digest(t) for t in txs]
+
+
+def _sub_from_record(rec: CommitRecord) -> CommittedSubDag:
+    c = Commit.from_bytes(rec.data)
+    return CommittedSubDag(
+        c.index,
+        BlockRef(c.leader.round, c.leader.author, c.leader.digest),
+        tuple(BlockRef(r.round, r.author, r.digest) for r in c.blocks),
+        c.timestamp_ms,
+        c.prev_digest,
+        rec.digest,
+    )
