@@ -153,7 +153,7 @@ def demo(json_out: JsonOption = False) -> None:
         keys: dict[str, tuple[Keypair, Keypair]] = {}
         wallet_rows = []
         for name in ("alice", "bob"):
-            wallet, create_s = _timed(lambda n=name: Wallet.create(home, n, PASSWORD, kdf="default"))
+            wallet, create_s = _timed(lambda n=name: Wallet.create(home, n, PASSWORD))
             cold, unlock_s = _timed(lambda w=wallet: w.coldkey(PASSWORD))
             hot = wallet.hotkey()
             keys[name] = (cold, hot)
