@@ -36,24 +36,31 @@ MAX_DEPTH = 32
 MAX_ITEMS = 1 << 16  # per array or map
 _UINT64_MAX = (1 << 64) - 1
 
-__all__ = ["encode", "decode", "MAX_SIZE", "MAX_DEPTH", "MAX_ITEMS"]
+__all__ = ["encode", "decode", "encode_into", "MAX_SIZE", "MAX_DEPTH", "MAX_ITEMS"]
 
 
 # --- encoding ----------------------------------------------------------------------------------
 
+# Heads are the hot path of both directions; precomputed one-byte heads and struct packers keep them cheap.
+_SMALL_HEADS = tuple(tuple(bytes((major << 5 | ai,)) for ai in range(24)) for major in range(8))
+_PACK_1 = struct.Struct(">BB").pack
+_PACK_2 = struct.Struct(">BH").pack
+_PACK_4 = struct.Struct(">BI").pack
+_PACK_8 = struct.Struct(">BQ").pack
+
 
 def _head(major: int, arg: int) -> bytes:
     """Shortest head for a major type and argument (the core of deterministic encoding)."""
-    mt = major << 5
     if arg < 24:
-        return bytes((mt | arg,))
+        return _SMALL_HEADS[major][arg]
+    mt = major << 5
     if arg < 0x100:
-        return bytes((mt | 24, arg))
+        return _PACK_1(mt | 24, arg)
     if arg < 0x10000:
-        return bytes((mt | 25,)) + arg.to_bytes(2, "big")
+        return _PACK_2(mt | 25, arg)
     if arg < 0x100000000:
-        return bytes((mt | 26,)) + arg.to_bytes(4, "big")
-    return bytes((mt | 27,)) + arg.to_bytes(8, "big")
+        return _PACK_4(mt | 26, arg)
+    return _PACK_8(mt | 27, arg)
 
 
 def _encode_float(value: float) -> bytes:
@@ -70,61 +77,95 @@ def _encode_float(value: float) -> bytes:
     return b"\xfb" + struct.pack(">d", value)
 
 
-def _encode_into(out: bytearray, obj: Any, allow_floats: bool) -> None:
+def encode_int(out: bytearray, obj: int) -> None:
+    """Append an integer; refuse anything outside the 64-bit range (bignums are tags, and tags are out)."""
+    if obj >= 0:
+        if obj < 24:
+            out.append(obj)
+        elif obj > _UINT64_MAX:
+            raise UnsupportedTypeError(f"integer {obj} does not fit in 64 bits (bignums are not allowed)")
+        else:
+            out += _head(0, obj)
+    elif obj < -(1 << 64):
+        raise UnsupportedTypeError(f"integer {obj} does not fit in 64 bits (bignums are not allowed)")
+    else:
+        out += _head(1, -1 - obj)
+
+
+def encode_text(out: bytearray, obj: str) -> None:
+    try:
+        raw = obj.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidUtf8Error(f"text cannot be encoded as UTF-8: {exc.reason}") from None
+    out += _head(3, len(raw))
+    out += raw
+
+
+def encode_into(out: bytearray, obj: Any, allow_floats: bool = False, depth: int = 0) -> None:
+    """Append the encoding of `obj` (nested `depth` containers deep) to `out`; schema.py builds on this."""
     t = type(obj)
     if t is int:
-        if obj >= 0:
-            if obj > _UINT64_MAX:
-                raise UnsupportedTypeError(f"integer {obj} does not fit in 64 bits (bignums are not allowed)")
-            out += _head(0, obj)
-        else:
-            if obj < -(1 << 64):
-                raise UnsupportedTypeError(f"integer {obj} does not fit in 64 bits (bignums are not allowed)")
-            out += _head(1, -1 - obj)
+        encode_int(out, obj)
     elif t is bytes or t is bytearray or t is memoryview:
         out += _head(2, len(obj))
         out += obj
     elif t is str:
-        raw = obj.encode("utf-8")
-        out += _head(3, len(raw))
-        out += raw
+        encode_text(out, obj)
     elif t is list or t is tuple:
+        if depth >= MAX_DEPTH:
+            raise LimitError(f"value nests deeper than {MAX_DEPTH} containers (or is cyclic)")
         out += _head(4, len(obj))
         for item in obj:
-            _encode_into(out, item, allow_floats)
+            if type(item) is int and 0 <= item < 24:
+                out.append(item)
+            else:
+                encode_into(out, item, allow_floats, depth + 1)
     elif t is dict:
+        if depth >= MAX_DEPTH:
+            raise LimitError(f"value nests deeper than {MAX_DEPTH} containers (or is cyclic)")
         pairs = []
         for key, val in obj.items():
-            if type(key) not in (int, str, bytes):
+            kt = type(key)
+            if kt is str:
+                kb = bytearray()
+                encode_text(kb, key)
+            elif kt is int:
+                kb = bytearray()
+                encode_int(kb, key)
+            elif kt is bytes:
+                kb = _head(2, len(key)) + key
+            else:
                 raise UnsupportedTypeError(f"map key {key!r} must be an int, text or bytes")
-            kb = bytearray()
-            _encode_into(kb, key, allow_floats)
             pairs.append((bytes(kb), val))
-        pairs.sort(key=lambda p: p[0])
+        pairs.sort(key=_first)
         out += _head(5, len(pairs))
         for kb, val in pairs:
             out += kb
-            _encode_into(out, val, allow_floats)
+            encode_into(out, val, allow_floats, depth + 1)
     elif obj is None:
-        out += b"\xf6"
+        out.append(0xF6)
     elif obj is True:
-        out += b"\xf5"
+        out.append(0xF5)
     elif obj is False:
-        out += b"\xf4"
+        out.append(0xF4)
     elif t is float:
         if not allow_floats:
             raise UnsupportedTypeError("floats are not allowed here (consensus data is integer-only)")
         out += _encode_float(obj)
     elif isinstance(obj, int):  # IntEnum and friends encode as their integer value
-        _encode_into(out, int(obj), allow_floats)
+        encode_int(out, int(obj))
     else:
         raise UnsupportedTypeError(f"cannot encode a value of type {t.__name__}")
+
+
+def _first(pair: tuple[bytes, Any]) -> bytes:
+    return pair[0]
 
 
 def encode(obj: Any, *, allow_floats: bool = False) -> bytes:
     """Deterministic CBOR encoding of `obj`; map keys sorted bytewise by their encodings."""
     out = bytearray()
-    _encode_into(out, obj, allow_floats)
+    encode_into(out, obj, allow_floats)
     return bytes(out)
 
 
@@ -136,6 +177,12 @@ _MAJOR_NAMES = {2: "byte string", 3: "text string", 4: "array", 5: "map"}
 
 
 class _Decoder:
+    """Recursive-descent decoder over one buffer; `item` returns (value, next offset).
+
+    The array and map loops inline the commonest items (small integers, two-byte integers, short text
+    keys) and fall back to `item` for everything else; both paths apply the same canonical-form checks.
+    """
+
     __slots__ = ("data", "n", "max_depth", "max_items", "allow_floats")
 
     def __init__(self, data: bytes, max_depth: int, max_items: int, allow_floats: bool) -> None:
@@ -147,10 +194,13 @@ class _Decoder:
 
     def item(self, pos: int, depth: int) -> tuple[Any, int]:
         data = self.data
-        if pos >= self.n:
+        n = self.n
+        if pos >= n:
             raise TruncatedError("input ends where an item should start", pos)
         start = pos
         ib = data[pos]
+        if ib < 24:
+            return ib, pos + 1
         major = ib >> 5
         ai = ib & 0x1F
         pos += 1
@@ -161,7 +211,7 @@ class _Decoder:
         elif ai < 28:
             size = _LEN_FOR_AI[ai]
             end = pos + size
-            if end > self.n:
+            if end > n:
                 raise TruncatedError("input ends inside an item head", start)
             arg = int.from_bytes(data[pos:end], "big")
             if arg < _MIN_FOR_AI[ai]:
@@ -180,13 +230,12 @@ class _Decoder:
             return -1 - arg, pos
         if major == 2 or major == 3:
             end = pos + arg
-            if end > self.n:
+            if end > n:
                 raise TruncatedError(f"{_MAJOR_NAMES[major]} of length {arg} runs past the end", start)
-            raw = data[pos:end]
             if major == 2:
-                return raw, end
+                return data[pos:end], end
             try:
-                return raw.decode("utf-8"), end
+                return data[pos:end].decode("utf-8"), end
             except UnicodeDecodeError as exc:
                 raise InvalidUtf8Error(f"text string is not valid UTF-8: {exc.reason}", start) from None
         if major == 6:
@@ -197,30 +246,53 @@ class _Decoder:
         if arg > self.max_items:
             raise LimitError(f"{_MAJOR_NAMES[major]} of {arg} entries exceeds the cap of {self.max_items}", start)
         # Each entry takes at least one byte: refuse impossible claims before allocating anything.
-        if arg * (1 if major == 4 else 2) > self.n - pos:
+        if arg * (1 if major == 4 else 2) > n - pos:
             raise TruncatedError(f"{_MAJOR_NAMES[major]} claims {arg} entries but the input is too short", start)
+        depth += 1
+        item = self.item
         if major == 4:
             items = []
             append = items.append
             for _ in range(arg):
-                value, pos = self.item(pos, depth + 1)
+                if pos < n:
+                    b = data[pos]
+                    if b < 24:
+                        append(b)
+                        pos += 1
+                        continue
+                    if b == 0x19 and pos + 3 <= n:  # uint16: weights, uids, netuids
+                        v = data[pos + 1] << 8 | data[pos + 2]
+                        if v >= 0x100:
+                            append(v)
+                            pos += 3
+                            continue
+                value, pos = item(pos, depth)
                 append(value)
             return items, pos
         result: dict[Any, Any] = {}
-        prev_key: bytes | None = None
-        for _ in range(arg):
+        prev_key = b""
+        for i in range(arg):
             kstart = pos
-            key, pos = self.item(pos, depth + 1)
-            if type(key) not in (int, str, bytes):
-                raise UnsupportedTypeError("map key must be an int, text or bytes", kstart)
+            b = data[pos] if pos < n else 0xFF
+            if 0x60 <= b < 0x78:  # short text key: field names
+                pos += 1 + b - 0x60
+                if pos > n:
+                    raise TruncatedError(f"text string of length {b - 0x60} runs past the end", kstart)
+                try:
+                    key: Any = data[kstart + 1 : pos].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidUtf8Error(f"text string is not valid UTF-8: {exc.reason}", kstart) from None
+            else:
+                key, pos = item(pos, depth)
+                if type(key) not in (int, str, bytes):
+                    raise UnsupportedTypeError("map key must be an int, text or bytes", kstart)
             kbytes = data[kstart:pos]
-            if prev_key is not None:
+            if i and kbytes <= prev_key:
                 if kbytes == prev_key:
                     raise DuplicateKeyError(f"duplicate map key {key!r}", kstart)
-                if kbytes < prev_key:
-                    raise UnsortedKeysError(f"map key {key!r} is out of canonical order", kstart)
+                raise UnsortedKeysError(f"map key {key!r} is out of canonical order", kstart)
             prev_key = kbytes
-            value, pos = self.item(pos, depth + 1)
+            value, pos = item(pos, depth)
             result[key] = value
         return result, pos
 
@@ -262,12 +334,16 @@ def decode(
     """Decode exactly one canonical CBOR item, or raise a typed `DecodeError`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
-    if len(data) > max_size:
-        raise OversizeError(f"message of {len(data)} bytes exceeds the cap of {max_size}")
-    if len(data) == 0:
+    size = data.nbytes if type(data) is memoryview else len(data)
+    if size > max_size:
+        raise OversizeError(f"message of {size} bytes exceeds the cap of {max_size}")
+    if size == 0:
         raise TruncatedError("empty input", 0)
     raw = bytes(data)
-    value, pos = _Decoder(raw, max_depth, max_items, allow_floats).item(0, 0)
+    try:
+        value, pos = _Decoder(raw, max_depth, max_items, allow_floats).item(0, 0)
+    except RecursionError:  # only reachable when a caller raises max_depth past Python's stack
+        raise LimitError(f"nesting too deep for max_depth={max_depth}") from None
     if pos != len(raw):
         raise TrailingBytesError(f"{len(raw) - pos} bytes after the end of the item", pos)
     return value

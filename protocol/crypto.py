@@ -54,8 +54,8 @@ class Keypair:
     __slots__ = ("_signing", "public")
 
     def __init__(self, seed: bytes) -> None:
-        if len(seed) != 32:
-            raise CryptoError(f"an ed25519 seed is 32 bytes, got {len(seed)}")
+        if type(seed) is not bytes or len(seed) != 32:
+            raise CryptoError(f"an ed25519 seed is 32 bytes, got {type(seed).__name__} of length {_len(seed)}")
         self._signing = nacl.signing.SigningKey(seed)
         self.public: bytes = bytes(self._signing.verify_key)
 
@@ -80,9 +80,15 @@ class Keypair:
 
 def verify(public: bytes, domain: Domain, chain_id: str, body: bytes, signature: bytes) -> None:
     """Raise `BadSignatureError` unless `signature` is `public`'s over (domain, chain_id, body)."""
-    if len(public) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
+    if (
+        type(public) is not bytes
+        or type(signature) is not bytes
+        or len(public) != PUBLIC_KEY_SIZE
+        or len(signature) != SIGNATURE_SIZE
+    ):
         raise BadSignatureError(
-            f"malformed key or signature ({len(public)}-byte key, {len(signature)}-byte signature)"
+            f"malformed key or signature ({type(public).__name__} key of length {_len(public)},"
+            f" {type(signature).__name__} signature of length {_len(signature)})"
         )
     try:
         nacl.signing.VerifyKey(public).verify(signing_bytes(domain, chain_id, body), signature)
@@ -90,6 +96,13 @@ def verify(public: bytes, domain: Domain, chain_id: str, body: bytes, signature:
         raise BadSignatureError(
             f"{domain.value} signature does not verify for {address(public)} on chain {chain_id!r}"
         ) from exc
+
+
+def _len(value: object) -> int | None:
+    try:
+        return len(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 # --- addresses ---------------------------------------------------------------------------------
@@ -101,13 +114,19 @@ def _checksum(public: bytes) -> bytes:
 
 def address(public: bytes) -> str:
     """Human-friendly form of a public key: 'tn' + base32(key || 4-byte checksum), lower case."""
-    if len(public) != PUBLIC_KEY_SIZE:
-        raise BadAddressError(f"a public key is {PUBLIC_KEY_SIZE} bytes, got {len(public)}")
+    if type(public) is not bytes or len(public) != PUBLIC_KEY_SIZE:
+        raise BadAddressError(f"a public key is {PUBLIC_KEY_SIZE} bytes, got {type(public).__name__} {public!r:.80}")
     return ADDRESS_PREFIX + base64.b32encode(public + _checksum(public)).decode().rstrip("=").lower()
 
 
 def parse_address(text: str) -> bytes:
-    """Public key from an address (or 64 hex characters); a typo fails the checksum."""
+    """Public key from an address (or 64 hex characters); a typo fails the checksum.
+
+    Only the canonical spelling is accepted (either letter case): base32's last character carries two
+    unused bits, and without this check three other characters there would parse to the same key.
+    """
+    if type(text) is not str:
+        raise BadAddressError(f"an address is text, got {type(text).__name__}")
     text = text.strip()
     if len(text) == 2 * PUBLIC_KEY_SIZE and all(c in "0123456789abcdefABCDEF" for c in text):
         return bytes.fromhex(text)
@@ -123,4 +142,6 @@ def parse_address(text: str) -> bytes:
     public, check = raw[:PUBLIC_KEY_SIZE], raw[PUBLIC_KEY_SIZE:]
     if not hmac.compare_digest(check, _checksum(public)):
         raise BadAddressError(f"address {text!r} fails its checksum (a typo?)")
+    if address(public) != text.lower():
+        raise BadAddressError(f"address {text!r} is not in canonical form (a typo in its last character?)")
     return public
