@@ -214,6 +214,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return errors
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 class _RootGroup(TyperGroup):
     """Turns typed errors into one line and exit 1, and unexpected ones into one line and exit 70."""
 
@@ -225,10 +231,13 @@ class _RootGroup(TyperGroup):
         except Exception as exc:
             if isinstance(ctx.obj, CliState) and ctx.obj.debug:
                 raise
-            if isinstance(exc, _user_errors()):
-                print_error(str(exc))
+            leaves = _leaves(exc)  # trio nurseries wrap a task's error in an ExceptionGroup
+            bugs = [leaf for leaf in leaves if not isinstance(leaf, _user_errors())]
+            if not bugs:
+                print_error("; ".join(dict.fromkeys(str(leaf) for leaf in leaves)))
                 raise typer.Exit(EXIT_ERROR) from exc
-            print_error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            bug = bugs[0]
+            print_error(f"internal error: {type(bug).__name__}: {bug} (rerun with --debug for the traceback)")
             raise typer.Exit(EXIT_BUG) from exc
 
 

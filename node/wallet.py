@@ -107,7 +107,8 @@ def read_password(
     if password_file not in (None, ""):
         path = Path(password_file)
         try:
-            raw = path.read_bytes()[: MAX_KEY_FILE + 1]
+            with path.open("rb") as fh:  # bounded: `--password-file /dev/stdin` works, /dev/zero cannot hang us
+                raw = fh.read(MAX_KEY_FILE)
         except OSError as exc:
             raise PasswordError(f"cannot read password file {path}: {exc.strerror or exc}") from exc
         try:

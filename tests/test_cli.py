@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from node import cli
 from node.cli import GROUPS, build_app, emit, load_command_module
-from node.errors import WrongPasswordError
+from node.errors import CliError, WrongPasswordError
 
 PW = "hunter2 but longer"
 REPO = Path(__file__).resolve().parents[1]
@@ -211,6 +211,21 @@ def test_unexpected_exception_is_exit_70_without_traceback() -> None:
     assert "internal error: RuntimeError: kaput (rerun with --debug" in result.stderr
     debug = run(app, "--debug", "boom")
     assert isinstance(debug.exception, RuntimeError)
+
+
+def test_typed_errors_inside_exception_groups_are_still_one_line() -> None:
+    app = build_app({})
+
+    @app.command("group")
+    def group(bug: bool = False) -> None:
+        inner: list[Exception] = [WrongPasswordError("first"), CliError("second"), WrongPasswordError("first")]
+        raise ExceptionGroup("nursery", [*inner, *([KeyError("k")] if bug else [])])
+
+    result = run(app, "group")
+    assert result.exit_code == 1
+    assert result.stderr == "error: first; second\n"
+    buggy = run(app, "group", "--bug")
+    assert buggy.exit_code == cli.EXIT_BUG and "internal error: KeyError" in buggy.stderr
 
 
 def test_json_logs_on_stderr_keep_stdout_clean(app: typer.Typer, pwfile: Path) -> None:

@@ -287,6 +287,12 @@ def test_bad_password_files(tmp_path: Path, content: bytes, message: str) -> Non
         read_password(f, env={})
 
 
+def test_password_file_read_is_bounded() -> None:
+    with pytest.raises(PasswordError, match="is empty"):
+        read_password("/dev/null", env={})
+    assert read_password("/dev/zero", env={}) == "\0" * (64 * 1024)  # returns, rather than reading forever
+
+
 def test_missing_password_file_and_empty_prompt(tmp_path: Path) -> None:
     with pytest.raises(PasswordError, match="cannot read password file"):
         read_password(tmp_path / "absent", env={})
