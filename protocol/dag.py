@@ -208,11 +208,11 @@ class DagState:
         self.committee = committee
         self.epoch_seed = bytes(epoch_seed)
         self.genesis = genesis_blocks(committee, self.epoch_seed)
+        self._genesis_digests = tuple(g.digest for g in self.genesis)
         self._blocks: dict[BlockRef, DagBlock] = {}
         self._parents: dict[BlockRef, tuple[BlockRef, ...]] = {}
         self._slots: dict[Slot, list[BlockRef]] = {}
         self._rounds: dict[int, list[BlockRef]] = {}
-        self._round_version: dict[int, int] = {}
         self.highest_round = GENESIS_ROUND
         self.gc_round = -1  # blocks at or below this round are pruned (genesis lives at round 0)
         for g in self.genesis:
@@ -248,12 +248,15 @@ class DagState:
         return tuple(sorted(refs))
 
     def unordered_refs_at_round(self, round: int) -> Sequence[BlockRef]:
-        """Refs of a round in insertion order: only for order-independent aggregates (stake sums)."""
+        """Refs of a round in insertion order (append-only until pruned).
+
+        Only for order-independent aggregates (stake sums) and for resuming a scan where it stopped.
+        """
         return self._rounds.get(round, ())
 
-    def round_version(self, round: int) -> int:
-        """How many blocks were ever inserted at `round`; lets the committer skip unchanged work."""
-        return self._round_version.get(round, 0)
+    def unordered_refs_at_slot(self, round: int, author: int) -> Sequence[BlockRef]:
+        """Refs of a slot in insertion order (append-only until pruned); see `unordered_refs_at_round`."""
+        return self._slots.get(Slot(round, author), ())
 
     def is_ancestor(self, ancestor: BlockRef, descendant: BlockRef) -> bool:
         """Whether `ancestor` is in the causal history of `descendant` (a block is its own ancestor)."""
@@ -293,41 +296,52 @@ class DagState:
     def check_structure(self, block: DagBlock) -> tuple[BlockRef, tuple[BlockRef, ...]]:
         """Rules that need only the committee (spec §3.1); returns (ref, normalised parents).
 
-        Raises a `BlockInvalid` subclass naming the broken rule.
+        Raises a `BlockInvalid` subclass naming the broken rule. Hot path: kept to one pass.
         """
         c = self.committee
+        n = c.size
         r, a, d = block.round, block.author, block.digest
         if type(r) is not int or r < 1:
             raise BadRound(f"round {r!r}")
-        if not c.is_valid_index(a):
-            raise BadAuthor(f"author {a!r} with {c.size} authorities")
+        if type(a) is not int or not 0 <= a < n:
+            raise BadAuthor(f"author {a!r} with {n} authorities")
         if type(d) is not bytes or len(d) != DIGEST_LEN:
             raise BadDigest(f"{d!r}")
         raw = block.parents
-        if len(raw) > c.size:
-            raise TooManyParents(f"{len(raw)} parents, {c.size} authorities")
-        parents = tuple(_parent_ref(p) for p in raw)
-        seen: set[int] = set()
+        if len(raw) > n:
+            raise TooManyParents(f"{len(raw)} parents, {n} authorities")
+        stakes = c.stakes
+        genesis = self._genesis_digests
+        seen = 0  # bitmask of parent authors
         stake = 0
-        for i, (pr, pa, pd) in enumerate(parents):
+        prev_round = r - 1
+        parents = []
+        for i, p in enumerate(raw):
+            if type(p) is not BlockRef:
+                p = _parent_ref(p)
+            pr, pa, pd = p
             if type(pr) is not int or pr < 0 or type(pd) is not bytes or len(pd) != DIGEST_LEN:
                 raise BadParentRef(f"parent {i}: round {pr!r}, digest {pd!r}")
-            if not c.is_valid_index(pa):
-                raise BadParentRef(f"parent {i}: author {pa!r} with {c.size} authorities")
+            if type(pa) is not int or not 0 <= pa < n:
+                raise BadParentRef(f"parent {i}: author {pa!r} with {n} authorities")
             if (i == 0) != (pa == a):
                 raise FirstParentNotOwn(f"parent {i} is by {pa}, block author {a}")
-            if pa in seen:
+            bit = 1 << pa
+            if seen & bit:
                 raise DuplicateParentAuthor(f"author {pa} twice")
-            seen.add(pa)
+            seen |= bit
             if pr >= r:
                 raise ParentRoundTooHigh(f"parent {i} at round {pr}, block round {r}")
-            if pr == GENESIS_ROUND and pd != self.genesis[pa].digest:
+            if pr == prev_round:
+                stake += stakes[pa]
+                if pr == GENESIS_ROUND and pd != genesis[pa]:
+                    raise BadGenesisParent(f"parent {i}: {pd.hex()}")
+            elif pr == GENESIS_ROUND and pd != genesis[pa]:
                 raise BadGenesisParent(f"parent {i}: {pd.hex()}")
-            if pr == r - 1:
-                stake += c.stakes[pa]
+            parents.append(p)
         if stake < c.quorum:
-            raise InsufficientParentStake(f"stake {stake} at round {r - 1}, quorum {c.quorum}")
-        return BlockRef(r, a, d), parents
+            raise InsufficientParentStake(f"stake {stake} at round {prev_round}, quorum {c.quorum}")
+        return BlockRef(r, a, d), tuple(parents)
 
     def missing_ancestors(self, block: DagBlock) -> tuple[BlockRef, ...]:
         """Parents above the GC round that are not in the DAG (the synchronizer fetches these)."""
@@ -355,16 +369,22 @@ class DagState:
             return InsertResult(InsertStatus.STALE)
         gc = self.gc_round
         blocks = self._blocks
-        missing = tuple(p for p in parents if p.round > gc and p not in blocks)
-        if missing:
-            return InsertResult(InsertStatus.MISSING, missing)
+        max_ts = 0
+        missing = None
+        for p in parents:
+            pb = blocks.get(p)
+            if pb is not None:
+                if pb.timestamp_ms > max_ts:
+                    max_ts = pb.timestamp_ms
+            elif p.round > gc:
+                missing = [p] if missing is None else [*missing, p]
+        if missing is not None:
+            return InsertResult(InsertStatus.MISSING, tuple(missing))
         ts = block.timestamp_ms
         if type(ts) is not int or ts < 0:
             raise BadTimestamp(f"timestamp {ts!r}")
-        for p in parents:
-            pb = blocks.get(p)
-            if pb is not None and pb.timestamp_ms > ts:
-                raise TimestampBeforeParents(f"{ts} < parent {p!r} at {pb.timestamp_ms}")
+        if ts < max_ts:
+            raise TimestampBeforeParents(f"{ts} below a parent's {max_ts}")
         self._store(ref, block, parents)
         return InsertResult(InsertStatus.ACCEPTED)
 
@@ -373,7 +393,6 @@ class DagState:
         self._parents[ref] = parents
         self._slots.setdefault(Slot(ref.round, ref.author), []).append(ref)
         self._rounds.setdefault(ref.round, []).append(ref)
-        self._round_version[ref.round] = self._round_version.get(ref.round, 0) + 1
         if ref.round > self.highest_round:
             self.highest_round = ref.round
 
@@ -386,13 +405,12 @@ class DagState:
         if gc_round <= self.gc_round:
             return 0
         dropped = 0
-        for r in sorted(x for x in self._rounds if x <= gc_round):
-            for ref in self._rounds.pop(r):
+        for r in range(max(self.gc_round + 1, GENESIS_ROUND), gc_round + 1):
+            for ref in self._rounds.pop(r, ()):
                 del self._blocks[ref]
                 del self._parents[ref]
                 self._slots.pop(Slot(ref.round, ref.author), None)
                 dropped += 1
-            self._round_version.pop(r, None)
         self.gc_round = gc_round
         return dropped
 
@@ -457,8 +475,19 @@ class _SlotMemo:
     support: dict[BlockRef, BlockRef | None] = field(default_factory=dict)  # block -> block it supports
     certificate: dict[tuple[BlockRef, BlockRef], bool] = field(default_factory=dict)
     direct: LeaderStatus | None = None  # a decided direct status, final
-    undecided_at: tuple[int, ...] | None = None  # DAG versions at which direct was last undecided
     from_anchor: dict[BlockRef, LeaderStatus] = field(default_factory=dict)
+    # Incremental tallies: round lists only grow, so each scan resumes where the last one stopped.
+    blame_seen: int = 0  # voting-round refs examined
+    blamers: set[int] = field(default_factory=set)
+    blame_stake: int = 0
+    support_tally: dict[BlockRef, _Tally] = field(default_factory=dict)  # leader block -> certificates
+
+
+@dataclass
+class _Tally:
+    seen: int = 0  # decision-round refs examined
+    authors: set[int] = field(default_factory=set)
+    stake: int = 0
 
 
 LeaderSchedule = Callable[[int, int], int]  # (round, offset) -> author
@@ -579,50 +608,48 @@ class Committer:
     # -- decisions --
 
     def _direct(self, slot: Slot, offset: int) -> LeaderStatus:
+        """The direct rule, tallied incrementally: each new voting/decision-round block is examined once."""
         memo = self._memo_for(slot)
         if memo.direct is not None:
             return memo.direct
         dag = self.dag
         r = slot.round
-        w = self.wave_length
-        undecided = LeaderStatus(slot, offset, Decision.UNDECIDED)
-        versions = tuple(dag.round_version(x) for x in range(r, r + w))
-        if memo.undecided_at == versions:
-            return undecided
         stakes = self.committee.stakes
         quorum = self.committee.quorum
         # Direct skip: a quorum of voting-round authors each has a block supporting no block of the slot.
         # Such an honest author can never vote for the slot, so no block of it can ever be certified.
-        blamers: set[int] = set()
-        stake = 0
-        for v in dag.unordered_refs_at_round(r + 1):
-            if v.author not in blamers and self._supported(v, slot, memo) is None:
-                blamers.add(v.author)
-                stake += stakes[v.author]
-                if stake >= quorum:
-                    memo.direct = LeaderStatus(slot, offset, Decision.SKIP, None, True)
-                    return memo.direct
-        # Direct commit: a quorum of decision-round authors each has a certificate for the block.
-        deciders = dag.unordered_refs_at_round(r + w - 1)
-        if sum(stakes[a] for a in {d.author for d in deciders}) >= quorum:
-            committed = []
-            for leader in dag.refs_at_slot(r, slot.author):
-                certifiers: set[int] = set()
-                stake = 0
-                for d in deciders:
-                    if d.author not in certifiers and self._is_certificate(d, leader, slot, memo):
-                        certifiers.add(d.author)
-                        stake += stakes[d.author]
-                        if stake >= quorum:
-                            committed.append(leader)
-                            break
-            if len(committed) > 1:
-                raise SafetyViolation(f"two blocks of slot {slot!r} directly committed: {committed}")
-            if committed:
-                memo.direct = LeaderStatus(slot, offset, Decision.COMMIT, committed[0], True)
+        voters = dag.unordered_refs_at_round(r + 1)
+        if memo.blame_seen < len(voters):
+            blamers = memo.blamers
+            for v in voters[memo.blame_seen:]:
+                if v.author not in blamers and self._supported(v, slot, memo) is None:
+                    blamers.add(v.author)
+                    memo.blame_stake += stakes[v.author]
+            memo.blame_seen = len(voters)
+            if memo.blame_stake >= quorum:
+                memo.direct = LeaderStatus(slot, offset, Decision.SKIP, None, True)
                 return memo.direct
-        memo.undecided_at = versions
-        return undecided
+        # Direct commit: a quorum of decision-round authors each has a certificate for the block.
+        deciders = dag.unordered_refs_at_round(r + self.wave_length - 1)
+        committed = []
+        for leader in dag.unordered_refs_at_slot(r, slot.author):
+            tally = memo.support_tally.get(leader)
+            if tally is None:
+                tally = memo.support_tally[leader] = _Tally()
+            if tally.seen < len(deciders):
+                for d in deciders[tally.seen:]:
+                    if d.author not in tally.authors and self._is_certificate(d, leader, slot, memo):
+                        tally.authors.add(d.author)
+                        tally.stake += stakes[d.author]
+                tally.seen = len(deciders)
+            if tally.stake >= quorum:
+                committed.append(leader)
+        if len(committed) > 1:
+            raise SafetyViolation(f"two blocks of slot {slot!r} directly committed: {sorted(committed)}")
+        if committed:
+            memo.direct = LeaderStatus(slot, offset, Decision.COMMIT, committed[0], True)
+            return memo.direct
+        return LeaderStatus(slot, offset, Decision.UNDECIDED)
 
     def _indirect(self, slot: Slot, offset: int, later: Iterable[LeaderStatus]) -> LeaderStatus:
         """Decide through the first committed anchor at round >= slot.round + wave_length."""
