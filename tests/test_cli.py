@@ -285,3 +285,33 @@ def test_real_processes(tmp_path: Path, pwfile: Path) -> None:
     assert wrong.returncode == 1
     assert wrong.stderr.startswith("error: wrong password") and wrong.stderr.count("\n") == 1
     assert "Traceback" not in wrong.stderr
+
+
+def test_log_configure_reaches_existing_loggers_and_stdlib(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from node import log
+
+    early = log.get_logger("early", peer="p1")  # made before configure(), as module-level loggers are
+    try:
+        log.configure("json", "info")
+        early.info("hello", n=1)
+        early.debug("hidden")
+        logging.getLogger("somelib").warning("from %s", "stdlib")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+        assert [(r["event"], r["level"], r["logger"]) for r in lines] == [
+            ("hello", "info", "early"),
+            ("from stdlib", "warning", "somelib"),
+        ]
+        assert lines[0]["peer"] == "p1" and lines[0]["n"] == 1 and "timestamp" in lines[0]
+        log.configure("text", "warning")
+        early.info("quiet")
+        early.warning("loud")
+        err = capsys.readouterr().err
+        assert "quiet" not in err and "loud" in err and "peer=p1" in err
+        with pytest.raises(ValueError, match="log level"):
+            log.configure("text", "verbose")
+        with pytest.raises(ValueError, match="log format"):
+            log.configure("xml", "info")  # type: ignore[arg-type]
+    finally:
+        log.configure("text", "info")
