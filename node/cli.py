@@ -43,9 +43,14 @@ __all__ = [
     "PasswordFileOption",
     "WalletOption",
     "build_app",
+    "cli_password",
     "emit",
+    "get_app",
     "main",
+    "print_error",
     "prompt_password",
+    "stderr_console",
+    "stdout_console",
     "unlock_coldkey",
 ]
 
