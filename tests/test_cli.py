@@ -315,3 +315,13 @@ def test_log_configure_reaches_existing_loggers_and_stdlib(capsys: pytest.Captur
             log.configure("xml", "info")  # type: ignore[arg-type]
     finally:
         log.configure("text", "info")
+
+
+def test_unlock_coldkey_helper_for_other_commands(app: typer.Typer, pwfile: Path, tmp_path: Path) -> None:
+    made = create(app, pwfile)
+    keypair = cli.unlock_coldkey(tmp_path / "home", "alice", pwfile)
+    assert keypair.address == made["coldkey"]
+    bad = tmp_path / "bad"
+    bad.write_text("nope\n")
+    with pytest.raises(WrongPasswordError):
+        cli.unlock_coldkey(None, "alice", bad)  # None: the home comes from $TENSORNET_HOME
