@@ -88,6 +88,19 @@ class Neuron:
     emission: int = 0
     validator_permit: bool = False
     axon: Endpoint | None = None
+    _digest: bytes | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Any change drops the cached digest, so the root never reads a stale one.
+        object.__setattr__(self, name, value)
+        if name != "_digest":
+            object.__setattr__(self, "_digest", None)
+
+    def digest(self) -> bytes:
+        """BLAKE2b-256 of the neuron's canonical encoding, cached until the neuron changes."""
+        if self._digest is None:
+            object.__setattr__(self, "_digest", crypto.digest(codec.encode(self.to_obj())))
+        return self._digest
 
     def to_obj(self) -> list:
         return [
@@ -149,7 +162,7 @@ class Subnet:
     def pending(self) -> int:
         return self.pending_owner + self.pending_miners + self.pending_validators
 
-    def to_obj(self) -> list:
+    def to_obj(self, *, neurons: bool = True) -> list:
         return [
             self.netuid,
             self.name,
@@ -157,12 +170,18 @@ class Subnet:
             self.created_at,
             self.hp.to_obj(),
             self.burn,
-            [n.to_obj() for n in self.neurons],
+            [n.to_obj() for n in self.neurons] if neurons else None,
             [self.pending_owner, self.pending_miners, self.pending_validators],
             self.epoch_index,
             self.last_epoch_height,
             [[hk, [list(c) for c in cs]] for hk, cs in sorted(self.commits.items())],
         ]
+
+    def root_obj(self) -> list:
+        """to_obj with each neuron replaced by its digest: the root re-encodes only changed neurons."""
+        obj = self.to_obj(neurons=False)
+        obj[6] = [n.digest() for n in self.neurons]
+        return obj
 
     @classmethod
     def from_obj(cls, o: list) -> Subnet:
@@ -402,7 +421,8 @@ class State:
 
     # --- encoding, root, snapshot ---------------------------------------------------------------------
 
-    def to_obj(self) -> list:
+    def to_obj(self, *, for_root: bool = False) -> list:
+        subnets = [self.subnets[n].root_obj() if for_root else self.subnets[n].to_obj() for n in sorted(self.subnets)]
         return [
             SNAPSHOT_VERSION,
             self.params.to_obj(),
@@ -414,14 +434,14 @@ class State:
             [[c, h, a] for (c, h), a in sorted(self.stakes.items())],
             [[h, c] for h, c in sorted(self.hotkey_owner.items())],
             [[h, e.to_obj()] for h, e in sorted(self.endpoints.items())],
-            [self.subnets[n].to_obj() for n in sorted(self.subnets)],
+            subnets,
             self.subnet_last_price,
             self.subnet_last_height,
         ]
 
     def root(self) -> bytes:
-        """BLAKE2b-256 of the canonical CBOR of the whole state (to_obj)."""
-        return crypto.digest(codec.encode(self.to_obj()))
+        """BLAKE2b-256 of the canonical CBOR of the state, each neuron standing as its own digest."""
+        return crypto.digest(codec.encode(self.to_obj(for_root=True)))
 
     def snapshot(self) -> bytes:
         return codec.encode(self.to_obj())
