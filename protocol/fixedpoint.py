@@ -36,6 +36,7 @@ U16_MAX = 0xFFFF
 
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
+U64_ALL = (1 << 64) - 1
 I128_MIN = -(1 << 127)
 I128_MAX = (1 << 127) - 1
 
@@ -291,21 +292,34 @@ def _max_bits(a: Int64Array) -> int:
     return int(np.abs(a).max()).bit_length() if a.size else 0
 
 
-def np_mul(a: Int64Array | int, b: Int64Array | int) -> Int64Array:
-    """Element-wise I32F32 product floor(a * b / 2^32), exact in int64.
+def np_mul(a: Int64Array | int, b: Int64Array | int, check: bool = True) -> Int64Array:
+    """Element-wise I32F32 product floor(a * b / 2^32), exact in int64, any signs.
 
     Split b = bh * 2^16 + bl (bl in [0, 2^16)); then floor(ab / 2^32) = (a*bh + ((a*bl) >> 16)) >> 16.
     The partial products stay inside int64 when bits(a) + bits(b) <= 78 and bits(a) <= 46; this is checked
-    (proportions <= 1.0 have 33 bits, so any two multiply safely).
+    unless the caller proves it (``check=False``).
     """
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    ba = _max_bits(a)
-    if ba > 46 or ba + _max_bits(b) > 78:
-        raise OverflowError("np_mul operands out of range")
+    if check:
+        ba = _max_bits(a)
+        if ba > 46 or ba + _max_bits(b) > 78:
+            raise OverflowError("np_mul operands out of range")
     bh = b >> 16
     bl = b & 0xFFFF
     return (a * bh + ((a * bl) >> 16)) >> 16
+
+
+def np_mul_prop(a: Int64Array, b: Int64Array) -> Int64Array:
+    """floor(a * b / 2^32) for proportions 0 <= a, b <= 1.0 (2^32), the epoch's hot product.
+
+    In uint64 the product is exact except for 1.0 * 1.0 = 2^64, which wraps to 0; bit 32 of ``a & b`` is
+    set exactly in that case, and adds the missing 2^32 back.  Callers guarantee the range.
+    """
+    au = np.asarray(a, dtype=np.int64).view(np.uint64)
+    bu = np.asarray(b, dtype=np.int64).view(np.uint64)
+    r = ((au * bu) >> np.uint64(32)) + (((au & bu) >> np.uint64(32)) << np.uint64(32))
+    return r.view(np.int64)
 
 
 def np_div(x: Int64Array | int, d: Int64Array | int) -> Int64Array:
@@ -317,9 +331,21 @@ def np_div(x: Int64Array | int, d: Int64Array | int) -> Int64Array:
     """
     x = np.asarray(x, dtype=np.int64)
     d = np.asarray(d, dtype=np.int64)
-    x, d = np.broadcast_arrays(x, d)
     if x.size and (int(x.min()) < 0 or int(d.min()) < 0):
         raise ValueError("np_div expects non-negative operands")
+    if x.size == 0 or int(x.max()) <= ONE:
+        # fast path for proportions: x * 2^32 fits in uint64 except x == 1.0, where the numerator 2^64 is
+        # replaced by 2^64 - 1 and the quotient corrected by one when d divides 2^64 (a power of two).
+        xu = x.view(np.uint64) if x.ndim else x.reshape(1).view(np.uint64)
+        du = np.where(d == 0, 1, d).astype(np.uint64)
+        is_one = xu == np.uint64(ONE)
+        num = np.where(is_one, np.uint64(U64_ALL), xu << np.uint64(32))
+        q = num // du
+        q = q + (is_one & ((du & (du - np.uint64(1))) == 0)).astype(np.uint64)
+        overflow = q > np.uint64(I64_MAX)  # checked_div fails: safe_div gives 0
+        res = np.where((d == 0) | overflow, 0, q.astype(np.int64))
+        return res.reshape(np.broadcast_shapes(x.shape, d.shape))
+    x, d = np.broadcast_arrays(x, d)
     big = (x >= _DIV_BOUND) | (d >= _DIV_BOUND)
     zero = d == 0
     dd = np.where(zero | big, 1, d)
@@ -327,8 +353,9 @@ def np_div(x: Int64Array | int, d: Int64Array | int) -> Int64Array:
     x1 = xx << 16
     q1 = x1 // dd
     r1 = x1 - q1 * dd
-    if q1.size and int(q1.max()) >= _DIV_BOUND:
-        raise OverflowError("np_div quotient out of range")
+    huge = q1 >= _DIV_BOUND  # quotient too large for the two-step form: scalar path
+    big = big | huge
+    q1 = np.where(huge, 0, q1)
     q = (q1 << 16) + ((r1 << 16) // dd)
     out: Int64Array = np.where(zero, 0, q)
     if bool(big.any()):
@@ -361,17 +388,22 @@ def np_exp_safe(x: Int64Array) -> Int64Array:
         for idx in np.flatnonzero(~small):
             out.flat[idx] = exp_safe(int(x.flat[idx]))
     xs = x[small]
-    neg = xs < 0
-    op = np.abs(xs)
+    # Identical inputs give identical outputs: evaluate each distinct value once.
+    uniq, inverse = np.unique(xs, return_inverse=True)
+    op = np.abs(uniq)
+    op_hi = op >> 16  # the series multiplies by the same operand every step: split it once (see np_mul)
+    op_lo = op & 0xFFFF
     result = op + ONE
     term = op.copy()
     for i in range(2, FRAC_BITS):
-        term = np_mul(op, term) // i
-        result = result + term
+        # floor(term * op / 2^32) then truncating / i; term < 2^41 and op < 2^36 keep this inside int64
+        term = ((term * op_hi + ((term * op_lo) >> 16)) >> 16) // i
+        result += term
     inv = np_div(np.full_like(result, ONE), result)
-    res = np.where(neg, inv, result)
-    res = np.where(xs == 0, ONE, res)
-    res = np.where(xs == ONE, E_I32F32, res)
+    res = np.where(uniq < 0, inv, result)
+    res = np.where(uniq == 0, ONE, res)
+    res = np.where(uniq == ONE, E_I32F32, res)
+    res = res[inverse.reshape(-1)]
     out[small] = res
     return out
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
 from protocol import fixedpoint as fp
-from protocol.fixedpoint import ONE, U16_MAX, np_div, np_mul, np_to_u16
+from protocol.fixedpoint import ONE, U16_MAX, np_div, np_mul, np_mul_prop, np_to_u16
 
 U64_MAX = (1 << 64) - 1
 
@@ -135,11 +136,17 @@ def _rows(rows: SparseRowsIn, n: int, what: str) -> list[np.ndarray]:
             raise ValueError(f"{what}: row uid {i} out of range")
         if len(row) == 0:
             continue
-        a = np.asarray(row, dtype=np.int64).reshape(-1, 2)
+        try:
+            flat = np.fromiter(chain.from_iterable(row), dtype=np.int64, count=2 * len(row))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what}: row {i} is not a list of (uid, u16) pairs") from exc
+        a = flat.reshape(-1, 2)
         if int(a[:, 1].min()) < 0 or int(a[:, 1].max()) > U16_MAX or int(a[:, 0].min()) < 0:
             raise ValueError(f"{what}: row {i} has a value outside u16 or a negative uid")
-        a = a[a[:, 0] < n]
-        a = a[np.argsort(a[:, 0], kind="stable")]
+        if int(a[:, 0].max()) >= n:
+            a = a[a[:, 0] < n]
+        if a.shape[0] > 1 and not bool((a[1:, 0] > a[:-1, 0]).all()):
+            a = a[np.argsort(a[:, 0], kind="stable")]
         if a.shape[0] > 1 and bool((a[1:, 0] == a[:-1, 0]).any()):
             raise ValueError(f"{what}: row {i} has duplicate uids")
         out[i] = a
@@ -149,6 +156,20 @@ def _rows(rows: SparseRowsIn, n: int, what: str) -> list[np.ndarray]:
 def _check_len(name: str, seq: Sequence[object], n: int) -> None:
     if len(seq) != n:
         raise ValueError(f"{name}: length {len(seq)} != n {n}")
+
+
+def _check_params(p: EpochParams) -> None:
+    """Reject hyperparameters subtensor's setters could never store (keeps every proportion in [0, 1])."""
+    for name in ("kappa", "bonds_penalty", "alpha_low", "alpha_high"):
+        v = getattr(p, name)
+        if not 0 <= v <= U16_MAX:
+            raise ValueError(f"{name} must be a u16")
+    if not 0 <= p.bonds_moving_average <= 1_000_000:
+        raise ValueError("bonds_moving_average must be in [0, 1_000_000]")
+    if not -32768 <= p.alpha_sigmoid_steepness <= 32767:
+        raise ValueError("alpha_sigmoid_steepness must be an i16")
+    if p.tempo < 0 or p.activity_cutoff < 0 or p.max_allowed_validators < 0 or p.stake_threshold < 0:
+        raise ValueError("tempo, activity_cutoff, max_allowed_validators, stake_threshold must be >= 0")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -209,6 +230,7 @@ def _hamilton(weights: list[int], total: int) -> list[int]:
 def epoch(inputs: EpochInputs) -> EpochOutputs:
     """Run one Yuma Consensus epoch (subtensor ``epoch_mechanism``) and return every per-uid result."""
     p = inputs.params
+    _check_params(p)
     n = len(inputs.stakes)
     block = int(inputs.block)
     for name in ("validator_permits", "last_update", "block_at_registration"):
@@ -316,9 +338,9 @@ def epoch(inputs: EpochInputs) -> EpochOutputs:
     vtrust = np.zeros(n, dtype=np.int64)
     if r:
         vtrust[rows] = clipped.sum(axis=1)
-    ranks = np_mul(s_rows[:, None], clipped).sum(axis=0) if r else np.zeros(n, dtype=np.int64)
+    ranks = np_mul_prop(s_rows[:, None], clipped).sum(axis=0) if r else np.zeros(n, dtype=np.int64)
     preranks = (
-        np_mul(s_rows[:, None], np.where(w_p, weights, 0)).sum(axis=0) if r else np.zeros(n, dtype=np.int64)
+        np_mul_prop(s_rows[:, None], np.where(w_p, weights, 0)).sum(axis=0) if r else np.zeros(n, dtype=np.int64)
     )
     trust = np_div(np.minimum(ranks, preranks), preranks)
     incentive = _normalize(ranks)
@@ -344,16 +366,16 @@ def epoch(inputs: EpochInputs) -> EpochOutputs:
         ema, ema_p, dividends = _bonds_yuma2(p, wfb, wfb_p, b_u16, b_p, incentive, s_rows, rows, n)
         colmax = np.where(ema_p, ema, 0).max(axis=0) if r else np.zeros(n, dtype=np.int64)
         store = np.where(ema_p & (colmax[None, :] != 0), np_div(ema, colmax[None, :]), ema)
-    store_u16 = np_to_u16(store)
-    row_of = {i: k for k, i in enumerate(rows)}
-    bonds_out: list[SparseRow] = []
-    for i in range(n):
-        k = row_of.get(i)
-        if not new_permit[i] or k is None:
-            bonds_out.append(())
-            continue
-        js = np.flatnonzero(ema_p[k])
-        bonds_out.append(tuple(zip(js.tolist(), store_u16[k, js].tolist(), strict=True)))
+    bonds_out: list[SparseRow] = [()] * n
+    if r:
+        rk, cj = np.nonzero(ema_p)  # row-major: sorted by row, then column
+        vals = np_to_u16(store[rk, cj]).tolist()
+        cols = cj.tolist()
+        bounds = np.searchsorted(rk, np.arange(r + 1)).tolist()
+        for k, i in enumerate(rows):
+            if new_permit[i]:
+                lo, hi = bounds[k], bounds[k + 1]
+                bonds_out[i] = tuple(zip(cols[lo:hi], vals[lo:hi], strict=True))
 
     # == Emission ==
     inc_l = [int(x) for x in incentive]
@@ -383,7 +405,7 @@ def epoch(inputs: EpochInputs) -> EpochOutputs:
     unallocated = e - sum(split)
 
     def u16s(xs: Sequence[int] | np.ndarray) -> tuple[int, ...]:
-        return tuple(fp.fixed_proportion_to_u16(int(x)) for x in xs)
+        return tuple(np_to_u16(np.asarray(xs, dtype=np.int64)).tolist())
 
     inc_u16 = u16s(incentive)
     return EpochOutputs(
@@ -465,21 +487,21 @@ def _bonds_yuma3(
         alpha[sel] = fp.np_alpha_sigmoid(
             cons[sel], wfb[sel], old[sel], lo, hi, int(p.alpha_sigmoid_steepness)
         )
-        decayed = np_mul(ONE - alpha, old)
-        inc = np.maximum(np_mul(alpha, wfb), 0)
+        decayed = np_mul_prop(ONE - alpha, old)
+        inc = np_mul_prop(alpha, wfb)
         val = np.minimum(decayed + inc, ONE)
         ema_p = wfb_p & (val > 0)
         ema = np.where(ema_p, val, 0)
     else:
         alpha = _ema_alpha_disabled(p)
-        acc = np.where(wfb_p, np_mul(np.int64(alpha), wfb), 0) + np.where(
-            b_p, np_mul(np.int64(ONE - alpha), old), 0
+        acc = np.where(wfb_p, np_mul_prop(np.int64(alpha), wfb), 0) + np.where(
+            b_p, np_mul_prop(np.int64(ONE - alpha), old), 0
         )
         ema_p = acc > 0
         ema = np.where(ema_p, acc, 0)
     ema_norm = _col_normalize(ema, ema_p)
-    tbpv = np_mul(ema_norm, incentive[None, :]).sum(axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
-    div_rows = np_mul(tbpv, s_rows)
+    tbpv = np_mul_prop(ema_norm, incentive[None, :]).sum(axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
+    div_rows = np_mul_prop(tbpv, s_rows)
     dividends = np.zeros(n, dtype=np.int64)
     if rows:
         dividends[rows] = div_rows
@@ -500,15 +522,15 @@ def _bonds_yuma2(
     """Legacy Yuma (2) bonds: column-normalised EMA of stake-weighted weights, and dividends."""
     colsum = np.where(b_p, b_u16, 0).sum(axis=0)
     bonds = np.where(b_p, np.where(colsum[None, :] != 0, np_div(b_u16, colsum[None, :]), b_u16 << 32), 0)
-    delta = np.where(wfb_p, np_mul(wfb, s_rows[:, None]), 0)
+    delta = np.where(wfb_p, np_mul_prop(wfb, s_rows[:, None]), 0)
     delta = _col_normalize(delta, wfb_p)
     alpha = _ema_alpha_disabled(p)
-    acc = np.where(wfb_p, np_mul(np.int64(alpha), delta), 0) + np.where(
-        b_p, np_mul(np.int64(ONE - alpha), bonds), 0
+    acc = np.where(wfb_p, np_mul_prop(np.int64(alpha), delta), 0) + np.where(
+        b_p, np_mul_prop(np.int64(ONE - alpha), bonds), 0
     )
     ema_p = acc > 0
     ema = _col_normalize(np.where(ema_p, acc, 0), ema_p)
-    div_rows = np_mul(incentive[None, :], ema).sum(axis=1) if rows else np.zeros(0, dtype=np.int64)
+    div_rows = np_mul_prop(incentive[None, :], ema).sum(axis=1) if rows else np.zeros(0, dtype=np.int64)
     dividends = np.zeros(n, dtype=np.int64)
     if rows:
         dividends[rows] = div_rows
