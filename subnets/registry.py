@@ -7,6 +7,7 @@ import; a new subnet calls `register` once (see spec/subnets.md).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from subnets.task import ConfigError, Task, UnknownTaskError
@@ -37,7 +38,7 @@ def get(name: str) -> type[Task[Any, Any]]:
     return cls
 
 
-def create(name: str, config: dict[str, Any] | None = None, **kwargs: Any) -> Task[Any, Any]:
+def create(name: str, config: Mapping[str, Any] | None = None, **kwargs: Any) -> Task[Any, Any]:
     """Instantiate a task by name; `kwargs` carries side-specific arguments such as a validator secret."""
     return get(name)(config, **kwargs)
 

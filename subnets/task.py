@@ -88,6 +88,7 @@ class Task(abc.ABC, Generic[Q, A]):
     Query: ClassVar[type[Message]]
     Answer: ClassVar[type[Message]]
     MAX_SCORE: ClassVar[int] = MAX_SCORE
+    TIMEOUT_MS: ClassVar[int] = 12_000  # the validator loop's deadline for one answer, send to receive
 
     # --- the four parts ---------------------------------------------------------------------
 

@@ -214,8 +214,9 @@ class TextMiner:
         if checkpoint is not None and type(checkpoint) is not str:
             raise ConfigError("text: config 'checkpoint' must be a path")
         self.checkpoint = checkpoint
-        torch.manual_seed(self.seed)
-        self.model = textmodel.ByteMLP(order=order, hidden=hidden).to(device)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+            torch.manual_seed(self.seed)
+            self.model = textmodel.ByteMLP(order=order, hidden=hidden).to(device)
         self.model.eval()
         self.train_loss: float | None = None
 
@@ -246,6 +247,7 @@ class TextTask(Task[TextQuery, TextAnswer]):
     """Next-byte prediction on held-out stdlib source, scored by cross-entropy."""
 
     name: ClassVar[str] = "text"
+    TIMEOUT_MS: ClassVar[int] = 5_000
     Query = TextQuery
     Answer = TextAnswer
     CONFIG: ClassVar[frozenset[str]] = frozenset({"windows", "context"})

@@ -194,3 +194,13 @@ def test_signed_query_response_round_trip(name, config):
     empty = vtask.Answer(()) if name == "text" else vtask.Answer(b"")
     with pytest.raises(ValidationError):
         vtask.score(ch, vtask.decode_answer(empty.to_bytes()))
+
+
+def test_miner_bench_runs_and_verifies_on_a_tiny_shape(capsys):
+    from bench import miner as bench_miner
+
+    result = bench_miner.main(["--json", "--device", "cpu", "--shape", "8", "32", "8", "--repeat", "1", "--steps", "2"])
+    printed = capsys.readouterr().out
+    assert '"baseline_torch_matmul_gflops"' in printed
+    assert result["compute"]["shape"] == [8, 32, 8] and result["compute"]["miner_answer_gflops"] > 0
+    assert result["text"]["answers_per_s"] > 0 and result["text"]["train_steps"] == 2

@@ -221,3 +221,14 @@ def test_bad_configuration_is_refused(task):
     for cfg in ({"steps": -1}, {"checkpoint": 5}, {"lr": 1}):
         with pytest.raises(ConfigError):
             task.load_miner(CPU, cfg)
+
+
+def test_miner_init_is_seeded_and_leaves_the_global_rng_alone(task):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = task.load_miner(CPU, {"seed": 5})
+    assert torch.equal(torch.rand(3), expected)
+    b, c = task.load_miner(CPU, {"seed": 5}), task.load_miner(CPU, {"seed": 6})
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.model.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
