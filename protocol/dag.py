@@ -94,6 +94,38 @@ class GenesisBlock:
         return BlockRef(GENESIS_ROUND, self.author, self.digest)
 
 
+@dataclass(frozen=True, slots=True)
+class BlockView:
+    """A `DagBlock` over a decoded wire block, with the digest computed once (the wire recomputes it).
+
+    `source` keeps the original (e.g. the `SignedBlock`) for payload, storage and re-broadcast.
+    """
+
+    round: int
+    author: int
+    digest: bytes
+    parents: tuple[BlockRef, ...]
+    timestamp_ms: int
+    source: object = None
+
+    @property
+    def ref(self) -> BlockRef:
+        return BlockRef(self.round, self.author, self.digest)
+
+    @classmethod
+    def of_signed(cls, signed: object) -> BlockView:
+        """From anything shaped like messages.SignedBlock: `.body` with the block fields, and `.digest`."""
+        body = signed.body  # type: ignore[attr-defined]
+        return cls(
+            body.round,
+            body.author,
+            signed.digest,  # type: ignore[attr-defined]
+            tuple(_parent_ref(p) for p in body.parents),
+            body.timestamp_ms,
+            signed,
+        )
+
+
 def genesis_digest(epoch_seed: bytes, author: int) -> bytes:
     """BLAKE2b-256("tensornet/genesis/v1" || epoch_seed || u32 author big-endian)."""
     return _h(_GENESIS_DOMAIN + bytes(epoch_seed) + author.to_bytes(4, "big"))

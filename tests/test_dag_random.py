@@ -320,3 +320,29 @@ def test_restore_resumes_the_same_sequence() -> None:
     assert again.try_commit() == []
     rest, _ = deliver(again, blocks[half:])
     assert done + rest == reference
+
+
+def test_real_signed_blocks() -> None:
+    """The wire SignedBlock, wrapped in BlockView, runs through the DAG and commits."""
+    from protocol import messages as m
+    from protocol.crypto import Keypair
+    from protocol.dag import BlockView
+
+    keys = [Keypair(bytes([i + 1]) * 32) for i in range(4)]
+    committee = Committee(tuple(k.public for k in keys), (1, 1, 1, 1))
+    c = Committer(DagState(committee, SEED))
+    prev = [m.BlockRef(g.round, g.author, g.digest) for g in c.dag.genesis]
+    commits = []
+    for r in range(1, 7):
+        here = []
+        for a, kp in enumerate(keys):
+            body = m.Block(chain_id="dag-test", epoch=0, round=r, author=a, timestamp_ms=r * 10,
+                           parents=(prev[a], *prev[:a], *prev[a + 1:]), payload=(b"tx%d" % r,), commit_votes=())
+            view = BlockView.of_signed(m.SignedBlock.create(body, kp))
+            assert c.dag.insert(view).status is InsertStatus.ACCEPTED
+            commits += c.try_commit()
+            here.append(m.BlockRef(r, a, view.digest))
+        prev = here
+    assert [x.leader.round for x in commits] == [1, 2, 3, 4]
+    leader_block = c.dag.get(commits[0].leader)
+    assert isinstance(leader_block, BlockView) and leader_block.source.body.payload == (b"tx1",)
