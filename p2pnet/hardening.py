@@ -294,9 +294,7 @@ def build_libp2p_host(
     config = ConnectionConfig(
         # defect 8: one connection per peer, so the first successful dial ends the happy-eyeballs wait
         max_connections_per_peer=1,
-        # no auto-connector: it re-dialled every peer in the peerstore (banned ones too) to keep 50 up;
-        # discovery decides whom we dial
-        min_connections=0,
+        min_connections=0,  # no floor of connections to keep up (see _no_auto_connect)
         low_watermark=0,
         max_connections=limits.max_inbound_conns + 64,
         high_watermark=limits.max_inbound_conns + 64,
@@ -312,6 +310,9 @@ def build_libp2p_host(
         enable_upnp=False,
     )
     swarm = host.get_network()
+    # The auto-connector dialled up to ~300 peers from the peerstore (banned or stale ones too) to hit a
+    # connection target; discovery decides whom we dial, so it is switched off for this swarm.
+    swarm.auto_connector.maybe_connect = _no_auto_connect
     swarm.__class__ = HardenedSwarm
     swarm._tn_limiter = limiter
     host.__class__ = HardenedBasicHost
@@ -319,6 +320,10 @@ def build_libp2p_host(
     # BasicHost.__init__ bound the unguarded dispatcher into the swarm; bind the guarded one instead.
     swarm.set_stream_handler(host._swarm_stream_handler)
     return host
+
+
+async def _no_auto_connect() -> None:
+    await trio.lowlevel.checkpoint()
 
 
 async def close_host(libp2p_host: Any) -> None:
