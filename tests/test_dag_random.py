@@ -346,3 +346,26 @@ def test_real_signed_blocks() -> None:
     assert [x.leader.round for x in commits] == [1, 2, 3, 4]
     leader_block = c.dag.get(commits[0].leader)
     assert isinstance(leader_block, BlockView) and leader_block.source.body.payload == (b"tx1",)
+
+
+def test_ancestry_queries() -> None:
+    spec = parse_dag("""
+stakes: 1 1 1 1
+Round 1 : { * }
+Round 2 : { A -> [-D1], *, B' -> [*] }
+Round 3 : { C -> [*, -B2, B2'], * -> [-D2] }
+""")
+    c = spec.new_committer()
+    for b in spec.blocks:
+        c.dag.insert(b)
+    n = spec.names
+    dag = c.dag
+    assert dag.is_ancestor(n["A1"], n["C3"]) and dag.is_ancestor(n["C3"], n["C3"])
+    assert dag.is_ancestor(n["B2'"], n["C3"]) and not dag.is_ancestor(n["B2"], n["C3"])
+    assert not dag.is_ancestor(n["D1"], n["A2"]) and dag.is_ancestor(n["D1"], n["A3"])
+    assert dag.ancestors_at_round(n["C3"], 2) == sorted([n["A2"], n["B2'"], n["C2"], n["D2"]])
+    assert dag.ancestors_at_round(n["A3"], 1) == sorted(n[x] for x in ("A1", "B1", "C1", "D1"))
+    assert dag.refs_at_slot(2, 1) == tuple(sorted([n["B2"], n["B2'"]]))
+    assert [b.ref for b in dag.blocks_at_round(3)] == sorted(n[x] for x in ("A3", "B3", "C3", "D3"))
+    assert dag.missing_ancestors(spec.blocks[-1]) == ()
+    assert dag.highest_round == 3 and len(dag) == 4 + 4 + 5 + 4
