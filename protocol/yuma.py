@@ -449,9 +449,11 @@ def _weighted_median_cols(
         k = row_of.get(i)
         if k is not None:
             scores[u] = weights[k]
-    order = np.argsort(scores, axis=0, kind="stable")
-    sorted_scores = np.take_along_axis(scores, order, axis=0)
-    cum = np.cumsum(use_stake[order], axis=0)
+    # One sort per column of (score << 30 | row): scores are <= 2^32, rows < 2^30, so the key fits int64;
+    # ties order by row, which does not change any cumulative sum at a tie group's end.
+    packed = np.sort((scores << 30) | np.arange(len(use), dtype=np.int64)[:, None], axis=0)
+    sorted_scores = packed >> 30
+    cum = np.cumsum(use_stake[packed & ((1 << 30) - 1)], axis=0)
     hit = cum > minority
     first = hit.argmax(axis=0)
     cols = np.arange(n)
