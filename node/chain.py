@@ -13,6 +13,7 @@ two leaves the commit underived, and the restart derives it again from the store
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class CommitInfo:
     timestamp_ms: int
     committed_ms: int
     state_root: bytes
+    latency_ms: int | None  # our view: leader block creation to this commit
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Chain:
         self.stats = ChainStats()
         self.recent: list[CommitInfo] = []
         self._verified: set[bytes] = set()  # tx digests whose signatures the mempool checked
+        self.on_commit: Callable[[CommitInfo], None] | None = None
         self.state = self._restore()
 
     # --- start-up -----------------------------------------------------------------------------
@@ -148,11 +151,12 @@ class Chain:
 
     # --- blocks -------------------------------------------------------------------------------
 
-    def receive_block(self, data: bytes) -> tuple[list[Vertex], tuple[BlockRef, ...], list[CommitInfo]]:
-        """Verify and insert a block from the network. Raises a typed ProtocolError if invalid."""
+    def receive_block(self, data: bytes) -> tuple[list[Vertex], tuple[BlockRef, ...]]:
+        """Verify and insert a block from the network (typed ProtocolError if invalid); commits
+        that follow are applied and reported through `on_commit`."""
         out = self.core.receive(data, self.now_ms())
-        commits = self._after_accept(out.accepted)
-        return out.accepted, out.missing, commits
+        self._after_accept(out.accepted)
+        return out.accepted, out.missing
 
     def _after_accept(self, accepted: list[Vertex]) -> list[CommitInfo]:
         if not accepted:
@@ -203,18 +207,22 @@ class Chain:
         self._verified.difference_update(done)
         now = self.now_ms()
         ok = sum(1 for r in receipts if r.ok)
+        leader = next((v for v in c.vertices if v.ref == c.sub.leader), None)
+        latency = None if leader is None else max(0, now - leader.timestamp_ms)
         info = CommitInfo(
-            c.sub.index, c.sub.digest, c.sub.leader, len(c.vertices), len(txs), ok, c.sub.timestamp_ms, now, root
+            c.sub.index, c.sub.digest, c.sub.leader, len(c.vertices), len(txs), ok, c.sub.timestamp_ms, now, root,
+            latency,
         )
         self.stats.commits += 1
         self.stats.txs_ok += ok
         self.stats.txs_failed += len(txs) - ok
-        leader = self.core.dag.get(c.sub.leader)
-        if leader is not None:
-            self.stats.latencies_ms.append(max(0, now - leader.timestamp_ms))
+        if latency is not None:
+            self.stats.latencies_ms.append(latency)
             del self.stats.latencies_ms[:-1000]
         self.recent.append(info)
         del self.recent[:-100]
+        if self.on_commit is not None:
+            self.on_commit(info)
         return info
 
     @property
@@ -231,6 +239,10 @@ class Chain:
         self.mempool.add(digest, data, stx.body.signer, stx.body.nonce)
         self._verified.add(digest)
         return digest
+
+    def next_nonce(self, signer: bytes) -> int:
+        """The nonce a new transaction should carry: after the chain's and the pending ones."""
+        return max(self.state.next_nonce(signer), self.mempool.next_nonce(signer))
 
     # --- serving peers ------------------------------------------------------------------------
 

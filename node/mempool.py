@@ -129,6 +129,10 @@ class Mempool:
                 if not mine:
                     del self._by_sender[e.sender]
 
+    def next_nonce(self, sender: bytes) -> int:
+        mine = self._by_sender.get(sender)
+        return max((e.nonce for e in mine.values()), default=-1) + 1 if mine else 0
+
     def pending(self) -> list[tuple[bytes, bytes]]:
         """(digest, data) of every pending transaction, for re-checks after a state change."""
         return [(e.digest, e.data) for e in self._entries.values()]

@@ -294,6 +294,11 @@ def _hotkey_json(keypair: Keypair) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
 
 
+def write_hotkey(path: Path, keypair: Keypair) -> None:
+    """Write a new hotkey file (0600); refuses to overwrite an existing key."""
+    _write_new_private(Path(path), _hotkey_json(keypair))
+
+
 def read_hotkey(path: Path) -> Keypair:
     """Load a hotkey file; refuse unsafe permissions and a seed that does not match the address."""
     obj = _read_key_file(path, "hotkey")

@@ -1,0 +1,128 @@
+"""A small client of a node's HTTP API, for the CLI, miners, validators and the testnet runner.
+
+Also builds and signs transactions: `client.send(keypair, call)` fetches the signer's next nonce,
+signs, submits, and returns the digest; an API refusal raises `ApiError` carrying the node's rule.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+
+from node.errors import NodeError
+from protocol import crypto
+from protocol.crypto import Keypair
+from protocol.messages import SignedTransaction, Transaction
+
+DEFAULT_NODE = "http://127.0.0.1:26657"
+UNIT = 10**9
+
+
+class ApiError(NodeError):
+    """The node answered with an error (or could not be reached)."""
+
+    def __init__(self, message: str, rule: str | None = None, status: int | None = None) -> None:
+        self.rule = rule
+        self.status = status
+        super().__init__(message)
+
+
+def parse_amount(text: str) -> int:
+    """'1.5' tokens -> 1_500_000_000 units, exactly (no float)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise NodeError(f"amount {text!r} is not a number (use tokens, e.g. 1.5)") from None
+    units = value * UNIT
+    if value < 0 or units != units.to_integral_value():
+        raise NodeError(f"amount {text!r} must be >= 0 with at most 9 decimals")
+    return int(units)
+
+
+def format_amount(units: int) -> str:
+    whole, frac = divmod(units, UNIT)
+    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+class NodeClient:
+    def __init__(self, url: str | None = None, timeout: float = 10.0) -> None:
+        self.url = (url or os.environ.get("TENSORNET_NODE") or DEFAULT_NODE).rstrip("/")
+        if not self.url.startswith("http"):
+            self.url = "http://" + self.url
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, resp: httpx.Response) -> Any:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if resp.status_code >= 400:
+            msg = body.get("error") if isinstance(body, dict) else resp.text[:200]
+            rule = body.get("rule") if isinstance(body, dict) else None
+            raise ApiError(f"node refused: {msg}", rule, resp.status_code)
+        return body
+
+    def get(self, path: str, **params: Any) -> Any:
+        try:
+            return self._check(self._http.get(path, params=params or None))
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the node at {self.url}: {exc} (is `tensornet node run` up?)") from None
+
+    def post_tx(self, data: bytes) -> bytes:
+        try:
+            resp = self._http.post("/tx", content=data, headers={"content-type": "application/cbor"})
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the node at {self.url}: {exc}") from None
+        return bytes.fromhex(self._check(resp)["digest"])
+
+    # --- conveniences ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/status")
+
+    def healthy(self) -> bool:
+        try:
+            return self._http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def next_nonce(self, public: bytes) -> int:
+        return int(self.get(f"/accounts/{crypto.address(public)}/nonce")["next_nonce"])
+
+    def account(self, public: bytes) -> dict[str, Any]:
+        return self.get(f"/accounts/{crypto.address(public)}")
+
+    def metagraph(self, netuid: int) -> list[dict[str, Any]]:
+        return self.get(f"/subnets/{netuid}/metagraph")
+
+    def send(self, keypair: Keypair, call: Any, nonce: int | None = None) -> bytes:
+        """Sign `call` with `keypair` and submit it; returns the transaction digest."""
+        chain_id = self.status()["chain_id"]
+        if nonce is None:
+            nonce = self.next_nonce(keypair.public)
+        stx = SignedTransaction.create(Transaction(chain_id, keypair.public, nonce, call), keypair)
+        return self.post_tx(stx.to_bytes())
+
+    def wait_height(self, height: int, timeout: float = 30.0) -> int:
+        """Block until the node's height reaches `height`; returns it (ApiError on timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            h = int(self.status()["height"])
+            if h >= height:
+                return h
+            if time.monotonic() > deadline:
+                raise ApiError(f"node at {self.url} still at height {h} after {timeout:.0f}s (wanted {height})")
+            time.sleep(0.2)

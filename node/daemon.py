@@ -1,0 +1,379 @@
+"""`tensornet node run`: the chain driver on a libp2p stack, with the HTTP API, until a signal.
+
+Tasks (one Trio nursery, each with an owner and every network wait under a deadline):
+- gossip receive: blocks and transactions are verified inside the gossip validator, so only
+  valid messages are forwarded (ACCEPT), stale duplicates are dropped (IGNORE), and invalid ones
+  penalise the forwarder (REJECT);
+- proposer: signs, stores (fsync) and only then publishes our block when the threshold clock says so;
+- synchronizer: fetches missing ancestors (sender first, then other peers) and, when the round
+  stalls, probes peers for the blocks of the next rounds (how a late or restarted node catches up);
+- the API server.
+SIGINT/SIGTERM cancel the nursery; the store is closed last.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve
+
+from node.api import NodeMetrics, build_app
+from node.chain import Chain, CommitInfo
+from node.config import GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, parse_hostport
+from node.core import CoreParams
+from node.mempool import MempoolError
+from p2pnet.discovery import DiscoveryConfig
+from p2pnet.gossip import GossipMessage, Verdict
+from p2pnet.nodekey import load_or_create_node_key
+from p2pnet.reqresp import ProtocolSpec, RequestError
+from p2pnet.stack import open_stack
+from protocol import crypto
+from protocol.dag import BlockRef
+from protocol.errors import DecodeError, ProtocolError
+from protocol.genesis import load_genesis
+from protocol.messages import BlockRef as WireRef
+from protocol.messages import (
+    BlocksResponse,
+    CommitsResponse,
+    FetchBlocks,
+    FetchCommits,
+    Status,
+)
+from protocol.messages import Commit as CommitMsg
+
+log = logging.getLogger("node")
+
+BLOCKS_SPEC = ProtocolSpec("/tensornet/blocks/1", max_request=8 * 1024, max_response=40 * 1024 * 1024, timeout=5.0)
+COMMITS_SPEC = ProtocolSpec("/tensornet/commits/1", max_request=1024, max_response=4 * 1024 * 1024, timeout=5.0)
+SYNC_INTERVAL = 0.2
+PROBE_ROUNDS = 8
+
+
+class Node:
+    def __init__(self, home: Path, config: NodeConfig, metrics_port: int | None = None) -> None:
+        self.home = home
+        self.config = config
+        self.metrics_port = metrics_port
+        genesis = load_genesis(str(home / GENESIS_FILE))
+        keypair = None
+        if config.validator:
+            from node.wallet import read_hotkey
+
+            keypair = read_hotkey(home / VALIDATOR_KEY_FILE)
+        params = CoreParams(leader_timeout_ms=config.leader_timeout_ms, min_round_delay_ms=config.min_round_delay_ms)
+        self.chain = Chain(home, genesis, keypair=keypair, params=params, snapshot_every=config.snapshot_every)
+        if config.validator and not self.chain.is_validator:
+            log.warning("validator key %s is not in the committee: running as a full node", keypair.address)
+        self.metrics = NodeMetrics()
+        self.chain.on_commit = self._observe
+        self.stack: Any = None
+        self.peer_id: Any = None
+        self.listen_addrs: list[str] = []
+        self._block_arrived = trio.Event()
+        self._fetch_send, self._fetch_recv = trio.open_memory_channel[tuple[Any, tuple[BlockRef, ...]]](1024)
+        self._last_sync_round = -1
+        self.api_addr: str | None = None
+
+    # --- status and metrics -------------------------------------------------------------------
+
+    def status(self) -> Status:
+        last = self.chain.recent[-1] if self.chain.recent else None
+        return Status(
+            chain_id=self.chain.chain_id,
+            genesis_hash=self.chain.genesis_hash,
+            height=self.chain.height,
+            head_digest=last.digest if last else bytes(32),
+            epoch=0,
+            highest_round=self.chain.core.quorum_round,
+            validator=self.chain.is_validator,
+        )
+
+    def chain_peers(self) -> int:
+        hs = getattr(self.stack, "handshake", None)
+        return len(hs.statuses) if hs is not None else 0
+
+    def sync_distance(self) -> int:
+        """Rounds between the highest round a peer reported and our own threshold clock."""
+        hs = getattr(self.stack, "handshake", None)
+        if hs is None or not hs.statuses:
+            return 0
+        best = max(s.highest_round for s in hs.statuses.values())
+        return max(0, best - self.chain.core.quorum_round)
+
+    def refresh_metrics(self) -> None:
+        m = self.metrics
+        m.height.set(self.chain.height)
+        m.round.set(self.chain.core.quorum_round)
+        m.peers.set(self.chain_peers())
+        m.mempool.set(len(self.chain.mempool))
+
+    def subnet_obj(self, netuid: int) -> dict[str, Any]:
+        sn = self.chain.state.subnet(netuid)
+        assert sn is not None
+        hp = sn.hp
+        return {
+            "netuid": netuid,
+            "name": sn.name,
+            "owner": crypto.address(sn.owner),
+            "neurons": len(sn.neurons),
+            "tempo": hp.tempo,
+            "burn": sn.burn,
+            "hyperparameters": {k: getattr(hp, k) for k in hp.__dataclass_fields__},
+        }
+
+    def _observe(self, c: CommitInfo) -> None:
+        self.metrics.txs.labels("ok").inc(c.ok_txs)
+        self.metrics.txs.labels("failed").inc(c.txs - c.ok_txs)
+        if c.latency_ms is not None:
+            self.metrics.commit_latency.observe(c.latency_ms / 1000)
+
+    # --- gossip validators --------------------------------------------------------------------
+
+    def _on_block(self, forwarder: Any, data: bytes) -> Verdict:
+        if forwarder == self.peer_id:
+            return Verdict.ACCEPT  # our own block, already stored and inserted
+        try:
+            accepted, missing = self.chain.receive_block(data)
+        except ProtocolError as exc:
+            self.metrics.rejects.labels(type(exc).__name__).inc()
+            log.debug("rejected block from %s: %s", forwarder, exc)
+            return Verdict.REJECT
+        if missing:
+            try:
+                self._fetch_send.send_nowait((forwarder, missing))
+            except trio.WouldBlock:
+                pass  # the synchronizer's periodic pass will ask again
+        if accepted:
+            self._block_arrived.set()
+            return Verdict.ACCEPT
+        # duplicate or suspended: forward only if it was new to us (suspended blocks are valid)
+        return Verdict.ACCEPT if missing else Verdict.IGNORE
+
+    def _on_tx(self, forwarder: Any, data: bytes) -> Verdict:
+        if forwarder == self.peer_id:
+            return Verdict.ACCEPT
+        try:
+            self.chain.submit_tx(data)
+        except MempoolError:
+            return Verdict.IGNORE
+        except DecodeError:
+            self.metrics.rejects.labels("tx_decode").inc()
+            return Verdict.REJECT
+        except ProtocolError as exc:
+            self.metrics.rejects.labels(getattr(exc, "rule", type(exc).__name__)).inc()
+            # a bad signature is an attack; a stale nonce or short balance may be an honest race
+            return Verdict.REJECT if isinstance(exc, crypto.BadSignatureError) else Verdict.IGNORE
+        return Verdict.ACCEPT
+
+    async def submit_tx(self, data: bytes) -> bytes:
+        """API path: admit locally, then gossip to the validators."""
+        digest = self.chain.submit_tx(data)
+        gossip = self.stack.gossip if self.stack is not None else None
+        if gossip is not None:
+            try:
+                await gossip.publish(gossip.topic("transactions"), data)
+            except Exception as exc:  # still pending locally; a validator here will include it
+                log.warning("could not gossip transaction %s: %s", digest.hex()[:16], exc)
+        return digest
+
+    # --- request handlers ---------------------------------------------------------------------
+
+    async def _serve_blocks(self, peer: Any, data: bytes) -> bytes:
+        req = FetchBlocks.from_bytes(data)
+        if req.refs:
+            blocks = self.chain.blocks_by_digest([r.digest for r in req.refs])
+        else:
+            last = min(req.round_to, req.round_from + PROBE_ROUNDS)
+            blocks = self.chain.blocks_by_round(req.round_from, last, 32)
+        return BlocksResponse(tuple(blocks)).to_bytes()
+
+    async def _serve_commits(self, peer: Any, data: bytes) -> bytes:
+        req = FetchCommits.from_bytes(data)
+        end = min(req.end, req.start + 31)
+        recs = self.chain.store.commits(req.start, end)
+        return CommitsResponse(tuple(CommitMsg.from_bytes(r.data) for r in recs)).to_bytes()
+
+    # --- tasks --------------------------------------------------------------------------------
+
+    async def _proposer(self) -> None:
+        gossip = self.stack.gossip
+        topic = gossip.topic("blocks")
+        while True:
+            v = self.chain.propose()
+            if v is not None:
+                try:
+                    await gossip.publish(topic, v.data)
+                except Exception as exc:
+                    log.warning("publishing block of round %d failed: %s", v.round, exc)
+                continue
+            wait = self.chain.next_proposal_in()
+            self._block_arrived = trio.Event()
+            with trio.move_on_after(0.5 if wait is None else max(0.001, wait)):
+                await self._block_arrived.wait()
+
+    async def _fetch(self, peer: Any, refs: Sequence[BlockRef]) -> int:
+        req = FetchBlocks(0, tuple(WireRef(*r) for r in refs[:32]), 0, 0)
+        return await self._request_blocks(peer, req)
+
+    async def _request_blocks(self, peer: Any, req: FetchBlocks) -> int:
+        try:
+            raw = await self.stack.reqresp.request(peer, BLOCKS_SPEC.protocol_id, req.to_bytes())
+            resp = BlocksResponse.from_bytes(raw)
+        except (RequestError, ProtocolError) as exc:
+            log.debug("block fetch from %s failed: %s", peer, exc)
+            return 0
+        got = 0
+        for data in resp.blocks:
+            try:
+                accepted, missing = self.chain.receive_block(data)
+            except ProtocolError as exc:
+                self.metrics.rejects.labels(type(exc).__name__).inc()
+                continue
+                got += len(accepted)
+            if missing:
+                try:
+                    self._fetch_send.send_nowait((peer, missing))
+                except trio.WouldBlock:
+                    pass
+        if got:
+            self._block_arrived.set()
+        return got
+
+    async def _fetcher(self) -> None:
+        """Missing ancestors: ask the peer that sent the child first (it must have them)."""
+        async for peer, refs in self._fetch_recv:
+            still = [r for r in refs if r not in self.chain.core.dag]
+            if still:
+                await self._fetch(peer, still)
+
+    def _peers(self) -> list[Any]:
+        hs = self.stack.handshake
+        return sorted(hs.statuses, key=str) if hs is not None else []
+
+    async def _synchronizer(self) -> None:
+        rng = random.Random()
+        while True:
+            await trio.sleep(SYNC_INTERVAL)
+            peers = self._peers()
+            if not peers:
+                continue
+            missing = self.chain.core.missing_refs()
+            if missing:
+                await self._fetch(rng.choice(peers), missing)
+            r = self.chain.core.quorum_round
+            if r == self._last_sync_round or self.sync_distance() > 2:
+                # stalled or behind: ask the most advanced peer for the next rounds' blocks
+                statuses = self.stack.handshake.statuses
+                ahead = [p for p in peers if p in statuses and statuses[p].highest_round > r]
+                peer = max(ahead, key=lambda p: statuses[p].highest_round) if ahead else rng.choice(peers)
+                await self._request_blocks(peer, FetchBlocks(0, (), r, r + PROBE_ROUNDS))
+            self._last_sync_round = r
+
+    async def _status_refresher(self) -> None:
+        """Re-run the handshake now and then so peers' heights (sync distance) stay current."""
+        while True:
+            await trio.sleep(2.0)
+            hs = self.stack.handshake
+            for peer in list(hs.statuses):
+                with trio.move_on_after(2.0):
+                    try:
+                        await hs.exchange(peer)
+                    except Exception as exc:
+                        log.debug("status refresh with %s failed: %s", peer, exc)
+
+    async def _serve_api(self, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        host, port = parse_hostport(self.config.api)
+        cfg = HyperConfig()
+        cfg.bind = [f"{host}:{port}"] + ([f"{host}:{self.metrics_port}"] if self.metrics_port else [])
+        cfg.accesslog = None
+        cfg.errorlog = logging.getLogger("hypercorn.error")
+        cfg.graceful_timeout = 1.0
+
+        async def started(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve(build_app(self), cfg, task_status=task_status)
+
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(started)
+            self.api_addr = urls[0] if urls else f"http://{host}:{port}"
+            task_status.started(self.api_addr)
+
+    async def run(self, *, ready: Any = None) -> None:
+        node_key = load_or_create_node_key(self.home)
+        c = self.config
+        disc = DiscoveryConfig(target_peers=c.target_peers, dht=False)
+        async with open_stack(
+            node_key,
+            listen=c.listen,
+            chain_id=self.chain.chain_id,
+            status_fn=self.status,
+            bootstrap=c.bootnodes,
+            home=self.home,
+            discovery=disc,
+        ) as stack:
+            self.stack = stack
+            self.peer_id = stack.host.peer_id
+            self.listen_addrs = [str(a) for a in stack.host.addrs]
+            stack.reqresp.register(BLOCKS_SPEC, self._serve_blocks)
+            stack.reqresp.register(COMMITS_SPEC, self._serve_commits)
+            blocks = await stack.gossip.subscribe(stack.gossip.topic("blocks"), self._on_block)
+            txs = await stack.gossip.subscribe(stack.gossip.topic("transactions"), self._on_tx)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_drain, blocks)
+                nursery.start_soon(_drain, txs)
+                nursery.start_soon(self._fetcher)
+                nursery.start_soon(self._synchronizer)
+                nursery.start_soon(self._status_refresher)
+                if self.chain.is_validator:
+                    nursery.start_soon(self._proposer)
+                api = await nursery.start(self._serve_api)
+                log.info(
+                    "node up: chain %s height %d, peer %s, api %s, validator %s",
+                    self.chain.chain_id, self.chain.height, self.peer_id, api, self.chain.is_validator,
+                )
+                if ready is not None:
+                    ready(self)
+                await _until_signal()
+                nursery.cancel_scope.cancel()
+
+    def close(self) -> None:
+        self.chain.close()
+
+
+async def _drain(channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:
+    # Processing happened in the validator; delivered messages need nothing more.
+    async for _ in channel:
+        pass
+
+
+async def _until_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for sig in signals:
+            log.info("received %s: shutting down", signal.Signals(sig).name)
+            return
+
+
+def run_node(home: Path, config: NodeConfig, metrics_port: int | None = None) -> None:
+    if config.log_format == "json":
+        from node.log import configure
+
+        configure("json")
+    node = Node(home, config, metrics_port)
+    try:
+        trio.run(node.run)
+    finally:
+        node.close()
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
