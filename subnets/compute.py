@@ -13,8 +13,9 @@ for secret random vectors r it tests C r == A (B r) (mod p). Soundness, given a 
   passes with probability exactly 1/p;
 - with ROUNDS = 2 independent vectors a wrong product escapes with probability <= p^-2 < 2^-47.
 The vectors come from the validator's secret and the challenge seed, never from anything the miner
-sees, so a miner cannot build a wrong C that passes. int64 arithmetic cannot overflow: |B r| < 2^43,
-|A (B r mod p)| < 2^43, |C r| < 2^22 * 2^24 * 2^12 = 2^58.
+sees, so a miner cannot build a wrong C that passes. Exact arithmetic: |B r| < 2^3 * 2^24 * 2^16 = 2^43
+and |A (B r mod p)| < 2^43 are integers that float64 (53-bit mantissa) holds exactly, so those two
+products run on BLAS; |C r| < 2^22 * 2^24 * 2^12 = 2^58 needs int64, over the small m x n product.
 
 A correct answer scores `MAX * F / (F + latency_ms * R)`, where F is the challenge's FLOPs and R the
 reference rate in FLOP/ms: a miner at the reference rate gets half the maximum; faster gets more;
@@ -119,8 +120,11 @@ def freivalds(a: np.ndarray, b: np.ndarray, c: np.ndarray, secret: bytes, rounds
         return False  # outside the range every true entry lies in; also what makes the mod-p test sound
     rng = np.random.Generator(np.random.PCG64(int.from_bytes(secret, "big")))
     r = rng.integers(0, PRIME, size=(c.shape[1], rounds), dtype=np.int64)
-    right = (a.astype(np.int64) @ ((b.astype(np.int64) @ r) % PRIME)) % PRIME
-    left = (c.astype(np.int64) @ r) % PRIME
+    # A and B sides in float64 BLAS: every value is an integer of magnitude < 2^43 < 2^53, so the products
+    # and the floor-mod (result in [0, p)) are exact.
+    br = np.mod(b.astype(np.float64) @ r.astype(np.float64), PRIME)
+    right = np.mod(a.astype(np.float64) @ br, PRIME).astype(np.int64)
+    left = (c.astype(np.int64) @ r) % PRIME  # |C r| < 2^58: needs int64, but C is only m x n
     return bool(np.array_equal(left, right))
 
 

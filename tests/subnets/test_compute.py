@@ -207,3 +207,19 @@ def test_bad_configuration_is_refused():
         t.score_payload(ch, as_answer(true_product(ch.query)).to_bytes(), -1)
     with pytest.raises(ConfigError):
         t.challenge(b"short seed")
+
+
+def test_freivalds_is_exact_at_the_largest_magnitudes():
+    """Worst-case entries at the largest k: the float64 products stay exact, so nothing is rounded away."""
+    a = np.full((3, MAX_INNER), -8, dtype=np.int8)
+    a[1] = 7
+    b = np.full((MAX_INNER, 4), -8, dtype=np.int8)
+    b[:, 1] = 7
+    c = a.astype(np.int64) @ b.astype(np.int64)
+    assert int(np.abs(c).max()) == 64 * MAX_INNER
+    secrets = [bytes([i]) * 32 for i in range(10)]
+    assert all(freivalds(a, b, c, s) for s in secrets)
+    for delta in (1, -1):
+        wrong = c.copy()
+        wrong[2, 3] += delta
+        assert not any(freivalds(a, b, wrong, s) for s in secrets)
