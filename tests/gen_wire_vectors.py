@@ -312,6 +312,70 @@ def build() -> dict[str, list[dict[str, Any]]]:
     }
 
 
+# --- spec/wire.md field tables ------------------------------------------------------------------
+
+SPEC = Path(__file__).resolve().parent.parent / "spec" / "wire.md"
+BEGIN = "<!-- BEGIN GENERATED: python -m tests.gen_wire_vectors -->"
+END = "<!-- END GENERATED -->"
+
+
+def kind_text(kind: Any) -> str:
+    from protocol.schema import Bool, Bytes, ListOf, Nested, OneOf, Text, UInt
+
+    if isinstance(kind, UInt):
+        return f"u{kind.bits}"
+    if isinstance(kind, Bool):
+        return "bool"
+    if isinstance(kind, Bytes):
+        if kind.size is not None:
+            return f"bytes[{kind.size}]"
+        return f"bytes ≤ {kind.max_size:,}" if kind.max_size is not None else "bytes"
+    if isinstance(kind, Text):
+        return f"text ≤ {kind.max_len} chars"
+    if isinstance(kind, Nested):
+        return f"[{kind.cls.__name__}](#{kind.cls.__name__.lower()})"
+    if isinstance(kind, ListOf):
+        return f"list ≤ {kind.max_len:,} of {kind_text(kind.item)}"
+    if isinstance(kind, OneOf):
+        return "one of " + ", ".join(f"`{v.KIND}` [{v.__name__}](#{v.__name__.lower()})" for v in kind.variants)
+    raise NotImplementedError(type(kind).__name__)
+
+
+def field_tables() -> str:
+    from tests.wire_strategies import all_message_types
+
+    lines = [BEGIN, ""]
+    for cls in all_message_types():
+        lines.append(f"### {cls.__name__}")
+        lines.append("")
+        facts = []
+        if cls.KIND:
+            facts.append(f"call kind `{cls.KIND}`")
+        if issubclass(cls, messages.Signed):
+            facts.append(f"signed under domain `{cls.DOMAIN.value}`, signer field `body.{cls.SIGNER}`")
+        if cls.__name__ in messages.WIRE_TYPES:
+            facts.append(f"top-level wire type, size cap {cls.MAX_SIZE:,} bytes")
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        if doc and not doc.startswith(cls.__name__ + "("):  # dataclass's generated signature is no doc
+            lines += [doc, ""]
+        if facts:
+            text = "; ".join(facts)
+            lines += [text[0].upper() + text[1:] + ".", ""]
+        lines += ["| # | field | type |", "|---|---|---|"]
+        order = {name: i for i, (_, name, _) in enumerate(cls._wire)}
+        for name, kind in cls._fields:
+            lines.append(f"| {order[name]} | `{name}` | {kind_text(kind)} |")
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def spec_text() -> str:
+    text = SPEC.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    return text[:start] + field_tables() + text[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
     check = "--check" in (argv if argv is not None else sys.argv[1:])
     OUT.mkdir(parents=True, exist_ok=True)
@@ -325,6 +389,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.write_text(text)
             print(f"{path}: {len(vectors)} vectors")
+    if SPEC.exists():
+        if check:
+            if SPEC.read_text() != spec_text():
+                stale.append("spec/wire.md")
+        else:
+            SPEC.write_text(spec_text())
+            print(f"{SPEC}: field tables regenerated")
     if stale:
         print("stale vectors (run python -m tests.gen_wire_vectors):", ", ".join(stale))
         return 1

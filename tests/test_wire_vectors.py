@@ -15,7 +15,7 @@ from protocol import codec, errors
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError
 from tests import wire_strategies
-from tests.gen_wire_vectors import INTENDED, build, diag
+from tests.gen_wire_vectors import INTENDED, SPEC, build, diag, spec_text
 
 DIR = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "wire"
 FILES = sorted(DIR.glob("*.json"))
@@ -86,3 +86,10 @@ def test_files_match_the_generator():
     """The committed files are exactly what the generator builds now (no hand edits, nothing stale)."""
     for name, vectors in build().items():
         assert json.loads((DIR / name).read_text()) == json.loads(json.dumps(vectors)), f"{name}: {REGEN}"
+
+
+def test_spec_field_tables_match_the_schema():
+    """spec/wire.md §12 is generated from the compiled schema; a new field or message must land there too."""
+    assert SPEC.read_text() == spec_text(), f"spec/wire.md field tables are stale: {REGEN}"
+    for cls in TYPES.values():
+        assert f"### {cls.__name__}\n" in SPEC.read_text()
