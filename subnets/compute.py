@@ -120,10 +120,11 @@ def freivalds(a: np.ndarray, b: np.ndarray, c: np.ndarray, secret: bytes, rounds
         return False  # outside the range every true entry lies in; also what makes the mod-p test sound
     rng = np.random.Generator(np.random.PCG64(int.from_bytes(secret, "big")))
     r = rng.integers(0, PRIME, size=(c.shape[1], rounds), dtype=np.int64)
-    # A and B sides in float64 BLAS: every value is an integer of magnitude < 2^43 < 2^53, so the products
-    # and the floor-mod (result in [0, p)) are exact.
-    br = np.mod(b.astype(np.float64) @ r.astype(np.float64), PRIME)
-    right = np.mod(a.astype(np.float64) @ br, PRIME).astype(np.int64)
+    # A and B sides in float64 on torch's CPU BLAS (its thread count is the caller's torch.set_num_threads):
+    # every value is an integer of magnitude < 2^43 < 2^53, so the products and the floor-mod are exact.
+    rt = torch.from_numpy(r).to(torch.float64)
+    br = torch.remainder(torch.from_numpy(b).to(torch.float64) @ rt, PRIME)
+    right = torch.remainder(torch.from_numpy(a).to(torch.float64) @ br, PRIME).to(torch.int64).numpy()
     left = (c.astype(np.int64) @ r) % PRIME  # |C r| < 2^58: needs int64, but C is only m x n
     return bool(np.array_equal(left, right))
 
