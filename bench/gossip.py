@@ -1,0 +1,324 @@
+"""Gossip throughput: N nodes, each its own process on loopback, swept over publish rates.
+
+    python -m bench.gossip --json [--nodes 8] [--rates 10,20,...] [--seconds 2]
+
+For each rate (messages/s published by the whole network, spread over every node) it reports the
+delivery ratio, deliveries/s, and latency p50/p99 (send to delivery, one machine clock). The same
+sweep runs twice in one invocation: with p2pnet's tuned GossipSub (p2pnet.gossip.open_gossip) and
+with py-libp2p's DEFAULT GossipSub settings as the baseline. The baseline keeps every libp2p
+default (spam protection at 10 msg/s per forwarder and topic, 32-entry queues, sender+seqno ids,
+validation cache) except the heartbeat, which is 1 s instead of 120 s so its mesh forms within the
+run at all; both use the same hardened host. `lossless_max_rate` is the highest swept rate that
+delivered every message; when the top rate was lossless it is a lower bound (`capped: true`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MSG_SIZE = 300
+HEADER = struct.Struct(">IHIq")  # round, origin, seq, send time (ns)
+DEFAULT_RATES = (10, 20, 40, 80, 160, 320)
+CHAIN = "bench"
+
+
+# --- child process --------------------------------------------------------------------------------
+
+
+async def child(mode: str, index: int) -> None:
+    import trio
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    from p2pnet.gossip import Verdict, open_gossip, topic_name
+    from p2pnet.host import open_host
+
+    topic = topic_name(CHAIN, "blocks")
+    received: dict[int, list[int]] = {}  # round -> latencies (us)
+
+    def out(obj: dict) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def record(data: bytes) -> None:
+        rnd, _origin, _seq, sent = HEADER.unpack_from(data)
+        received.setdefault(rnd, []).append((time.time_ns() - sent) // 1000)
+
+    async with open_host(create_new_key_pair()) as host:
+        if mode == "tuned":
+            gossip_cm = open_gossip(host, CHAIN)
+        else:
+            gossip_cm = _default_pubsub(host)
+        async with gossip_cm as g, trio.open_nursery() as nursery:
+            if mode == "tuned":
+                channel = await g.subscribe(topic, lambda peer, data: Verdict.ACCEPT)
+
+                async def consume() -> None:
+                    async for msg in channel:
+                        record(msg.data)
+
+                async def publish(data: bytes) -> None:
+                    await g.publish(topic, data)
+
+                def mesh() -> int:
+                    return len(g.mesh_peers(topic))
+            else:
+                sub = await g.subscribe(topic)
+                me = host.peer_id.to_bytes()
+
+                async def consume() -> None:
+                    while True:
+                        msg = await sub.get()
+                        if msg.from_id != me:
+                            record(msg.data)
+
+                async def publish(data: bytes) -> None:
+                    await g.publish(topic, data)
+
+                def mesh() -> int:
+                    return len(g.router.mesh.get(topic, ()))
+
+            nursery.start_soon(consume)
+            out({"event": "ready", "addr": str(host.addrs[0])})
+            stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+            buf = b""
+            while True:
+                chunk = await stdin.receive_some(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    cmd = json.loads(line)
+                    if cmd["cmd"] == "connect":
+                        for addr in cmd["addrs"]:
+                            await host.connect(addr)
+                        out({"event": "connected"})
+                    elif cmd["cmd"] == "mesh":
+                        out({"event": "mesh", "mesh": mesh(), "peers": len(host.peers())})
+                    elif cmd["cmd"] == "round":
+                        rnd, rate, count = cmd["round"], cmd["rate"], cmd["count"]
+                        start = trio.current_time() + cmd.get("offset", 0.0)
+                        sent = 0
+                        for seq in range(count):
+                            await trio.sleep_until(start + seq / rate)
+                            body = HEADER.pack(rnd, index, seq, time.time_ns())
+                            try:
+                                await publish(body + b"\x00" * (MSG_SIZE - len(body)))
+                                sent += 1
+                            except Exception as exc:  # a refused publish counts as not sent, and is reported
+                                out({"event": "publish_error", "error": repr(exc)})
+                        out({"event": "sent", "sent": sent})
+                    elif cmd["cmd"] == "report":
+                        lat = received.get(cmd["round"], [])
+                        out({"event": "report", "count": len(lat), "lat": lat})
+                    elif cmd["cmd"] == "quit":
+                        nursery.cancel_scope.cancel()
+                        return
+            nursery.cancel_scope.cancel()
+
+
+def _default_pubsub(host):
+    """py-libp2p's GossipSub with its default settings (heartbeat 1 s, see the module docstring)."""
+    from contextlib import asynccontextmanager
+
+    from libp2p.pubsub import pubsub as pubsub_module
+    from libp2p.pubsub import rpc_queue
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.tools.anyio_service import background_trio_service
+
+    # p2pnet.hardening enlarges libp2p's queues process-wide; the baseline gets libp2p's own again.
+    pubsub_module.RpcQueue = rpc_queue.RpcQueue
+    pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = 32
+
+    @asynccontextmanager
+    async def run():
+        router = GossipSub(protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12,
+                           heartbeat_interval=1)
+        pubsub = Pubsub(host.libp2p, router)
+        async with background_trio_service(pubsub), background_trio_service(router):
+            await pubsub.wait_until_ready()
+            yield pubsub
+
+    return run()
+
+
+# --- parent -----------------------------------------------------------------------------------------
+
+
+class Proc:
+    def __init__(self, mode: str, index: int) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TENSORNET_LOG_LEVEL="error")
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "bench.gossip", "--child", mode, "--index", str(index)],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        self.q: queue.Queue[dict] = queue.Queue()
+        self.errors: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for raw in self.p.stdout:
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if obj.get("event") == "publish_error":
+                self.errors.append(obj["error"])
+            else:
+                self.q.put(obj)
+
+    def send(self, **cmd) -> None:
+        self.p.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.p.stdin.flush()
+
+    def wait(self, event: str, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            obj = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
+            if obj.get("event") == event:
+                return obj
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(timeout=10)
+
+
+def _pct(values: list[int], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] / 1000.0
+
+
+def sweep(mode: str, n: int, rates: list[int], seconds: float, settle: float) -> dict:
+    procs = [Proc(mode, i) for i in range(n)]
+    try:
+        addrs = [p.wait("ready")["addr"] for p in procs]
+        # Each node dials up to 3 earlier ones: a connected graph with several paths, not a full mesh.
+        for i, p in enumerate(procs):
+            targets = [addrs[j] for j in range(max(0, i - 3), i)]
+            p.send(cmd="connect", addrs=targets)
+            p.wait("connected")
+        deadline = time.monotonic() + 30
+        while True:
+            meshes = []
+            for p in procs:
+                p.send(cmd="mesh")
+                meshes.append(p.wait("mesh")["mesh"])
+            if min(meshes) >= min(2, n - 1) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        time.sleep(1.5)  # one more heartbeat so the mesh is settled
+        results = []
+        for rnd, rate in enumerate(rates, start=1):
+            per_node = max(1, round(rate * seconds / n))
+            for i, p in enumerate(procs):
+                # Spread the publishers' start times so the total rate is even, not n-message bursts.
+                p.send(cmd="round", round=rnd, rate=rate / n, count=per_node, offset=0.2 + i / rate)
+            sent = sum(p.wait("sent", timeout=seconds * 10 + 30)["sent"] for p in procs)
+            time.sleep(settle)
+            lat: list[int] = []
+            for p in procs:
+                p.send(cmd="report", round=rnd)
+                lat += p.wait("report")["lat"]
+            expected = per_node * n * (n - 1)
+            results.append(
+                {
+                    "rate": rate,
+                    "published": per_node * n,
+                    "sent": sent,
+                    "delivered": len(lat),
+                    "expected": expected,
+                    "delivery_ratio": round(len(lat) / expected, 4),
+                    "deliveries_per_s": round(len(lat) / seconds, 1),
+                    "latency_p50_ms": _pct(lat, 0.50),
+                    "latency_p99_ms": _pct(lat, 0.99),
+                }
+            )
+            print(f"[{mode}] {results[-1]}", file=sys.stderr, flush=True)
+        lossless = [r["rate"] for r in results if r["delivered"] == r["expected"]]
+        # The highest rate below which every swept rate was lossless.
+        top = 0
+        for r in results:
+            if r["delivered"] != r["expected"]:
+                break
+            top = r["rate"]
+        return {
+            "mode": mode,
+            "nodes": n,
+            "results": results,
+            "lossless_rates": lossless,
+            "lossless_max_rate": top,
+            "capped": bool(results) and top == results[-1]["rate"],
+        }
+    finally:
+        for p in procs:
+            try:
+                p.send(cmd="quit")
+            except OSError:
+                pass
+        for p in procs:
+            try:
+                p.p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            p.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (always JSON today)")
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)))
+    parser.add_argument("--baseline-rates", default=None, help="default: the same as --rates")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--settle", type=float, default=1.5)
+    parser.add_argument("--child", choices=("tuned", "default"))
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args()
+    if args.child:
+        import trio
+
+        trio.run(child, args.child, args.index)
+        return
+    if args.nodes < 2:
+        parser.error("--nodes must be at least 2")
+    rates = [int(r) for r in args.rates.split(",")]
+    base_rates = [int(r) for r in args.baseline_rates.split(",")] if args.baseline_rates else rates
+    t0 = time.monotonic()
+    baseline = sweep("default", args.nodes, base_rates, args.seconds, args.settle)
+    tuned = sweep("tuned", args.nodes, rates, args.seconds, args.settle)
+    b, t = baseline["lossless_max_rate"], tuned["lossless_max_rate"]
+    print(
+        json.dumps(
+            {
+                "bench": "gossip",
+                "nodes": args.nodes,
+                "message_bytes": MSG_SIZE,
+                "seconds_per_rate": args.seconds,
+                "figure": {"lossless_max_rate": t, "capped": tuned["capped"]},
+                "baseline": {"lossless_max_rate": b, "capped": baseline["capped"]},
+                "speedup": round(t / b, 2) if b else None,
+                "tuned": tuned,
+                "default": baseline,
+                "wall_s": round(time.monotonic() - t0, 1),
+            },
+            indent=None if args.json else 1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
