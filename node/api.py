@@ -220,6 +220,38 @@ def build_app(node: Node) -> Starlette:
             return error(400, str(exc))
         return JSONResponse({"next_nonce": chain.next_nonce(key)})
 
+    async def timing(request: Request) -> Response:
+        """Per recent commit: leader block creation and local commit times (ms), for benchmarks."""
+        since = int(request.query_params.get("from", 0))
+        rows = [
+            {"height": c.index, "leader_ms": c.timestamp_ms, "committed_ms": c.committed_ms, "txs": c.txs,
+             "ok_txs": c.ok_txs, "latency_ms": c.latency_ms}
+            for c in chain.recent
+            if c.index >= since
+        ]
+        return JSONResponse(rows)
+
+    async def submit_many(request: Request) -> Response:
+        """A CBOR array of signed transactions (bulk load: one request, many transactions)."""
+        from protocol import codec
+
+        body = await request.body()
+        try:
+            txs = codec.decode(body, max_size=16 << 20, max_items=10_000)
+        except ProtocolError as exc:
+            return error(400, str(exc), type(exc).__name__)
+        if not isinstance(txs, list) or not all(isinstance(t, bytes) for t in txs):
+            return error(400, "expected a CBOR array of byte strings (signed transactions)")
+        accepted, refused = 0, {}
+        for t in txs:
+            try:
+                await node.submit_tx(t, gossip=not chain.is_validator)  # a validator includes them itself
+                accepted += 1
+            except ProtocolError as exc:
+                key = getattr(exc, "rule", type(exc).__name__)
+                refused[key] = refused.get(key, 0) + 1
+        return JSONResponse({"accepted": accepted, "refused": refused})
+
     async def metrics(request: Request) -> Response:
         node.refresh_metrics()
         return Response(generate_latest(node.metrics.registry), media_type="text/plain; version=0.0.4")
@@ -242,6 +274,8 @@ def build_app(node: Node) -> Starlette:
         Route("/subnets/{netuid:int}", subnet),
         Route("/subnets/{netuid:int}/metagraph", metagraph),
         Route("/tx", submit, methods=["POST"]),
+        Route("/txs", submit_many, methods=["POST"]),
+        Route("/timing", timing),
         Route("/metrics", metrics),
     ]
     return Starlette(routes=routes)

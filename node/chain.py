@@ -13,6 +13,7 @@ two leaves the commit underived, and the restart derives it again from the store
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ class Chain:
         self.is_validator = self.core.own_index is not None
         self.mempool = Mempool()
         self.stats = ChainStats()
-        self.recent: list[CommitInfo] = []
+        self.recent: deque[CommitInfo] = deque(maxlen=10_000)  # for status, timing and latency figures
         self._verified: set[bytes] = set()  # tx digests whose signatures the mempool checked
         self.on_commit: Callable[[CommitInfo], None] | None = None
         self.state = self._restore()
@@ -220,7 +221,6 @@ class Chain:
             self.stats.latencies_ms.append(latency)
             del self.stats.latencies_ms[:-1000]
         self.recent.append(info)
-        del self.recent[:-100]
         if self.on_commit is not None:
             self.on_commit(info)
         return info

@@ -173,10 +173,10 @@ class Node:
             return Verdict.REJECT if isinstance(exc, crypto.BadSignatureError) else Verdict.IGNORE
         return Verdict.ACCEPT
 
-    async def submit_tx(self, data: bytes) -> bytes:
+    async def submit_tx(self, data: bytes, gossip: bool = True) -> bytes:
         """API path: admit locally, then gossip to the validators."""
         digest = self.chain.submit_tx(data)
-        gossip = self.stack.gossip if self.stack is not None else None
+        gossip = self.stack.gossip if (self.stack is not None and gossip) else None
         if gossip is not None:
             try:
                 await gossip.publish(gossip.topic("transactions"), data)
@@ -260,8 +260,11 @@ class Node:
 
     async def _synchronizer(self) -> None:
         rng = random.Random()
+        catching_up = False
         while True:
-            await trio.sleep(SYNC_INTERVAL)
+            # far behind and the last probe brought blocks: go again at once
+            await trio.sleep(0 if catching_up else SYNC_INTERVAL)
+            catching_up = False
             peers = self._peers()
             if not peers:
                 continue
@@ -274,7 +277,8 @@ class Node:
                 statuses = self.stack.handshake.statuses
                 ahead = [p for p in peers if p in statuses and statuses[p].highest_round > r]
                 peer = max(ahead, key=lambda p: statuses[p].highest_round) if ahead else rng.choice(peers)
-                await self._request_blocks(peer, FetchBlocks(0, (), r, r + PROBE_ROUNDS))
+                got = await self._request_blocks(peer, FetchBlocks(0, (), r, r + PROBE_ROUNDS))
+                catching_up = got > 0 and self.sync_distance() > 2
             self._last_sync_round = r
 
     async def _status_refresher(self) -> None:

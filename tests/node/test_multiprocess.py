@@ -1,0 +1,93 @@
+"""Four validators, each its own OS process on loopback: commits, kill -9 and restart, a late full node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from node.testnet_gen import generate
+from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def common_height(nodes: list[NodeProc]) -> int:
+    return min(n.height() for n in nodes)
+
+
+def assert_agree(nodes: list[NodeProc]) -> int:
+    h = common_height(nodes)
+    assert h > 0
+    roots = state_roots_at(nodes, h)
+    assert len(roots) == 1, f"state roots differ at height {h}: {roots}"
+    return h
+
+
+def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None:
+    plans, genesis_path = generate(tmp_path / "net", hosts=["127.0.0.1"] * 4, p2p_base=31400, api_base=27400)
+    boot_home = tmp_path / "boot"
+    boot = subprocess.Popen(
+        [*tensornet_cmd(), "bootstrap", "--home", str(boot_home), "--listen", "/ip4/127.0.0.1/tcp/31499", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        text=True,
+    )
+    nodes: list[NodeProc] = []
+    full: NodeProc | None = None
+    try:
+        boot_addr = json.loads(boot.stdout.readline())["multiaddr"]
+        for p in plans:
+            peers = [q.multiaddr for q in plans if q is not p] + [boot_addr]
+            nodes.append(NodeProc(p.home, p.api, ["--bootnodes", ",".join(peers)]).start())
+        wait_for(lambda: common_height(nodes) >= 10, 90, "10 commits on every validator", nodes=nodes)
+        assert_agree(nodes)
+
+        # kill -9 one validator: the other three (>= 2f+1) keep committing
+        victim = nodes[3]
+        victim.kill()
+        h = max(n.height() for n in nodes[:3])
+        wait_for(lambda: min(n.height() for n in nodes[:3]) >= h + 10, 60, "commits without the killed node",
+                 nodes=nodes[:3])
+
+        # restart it from disk: it resumes and catches up with the others
+        victim.start()
+        wait_for(lambda: victim.height() >= min(n.height() for n in nodes[:3]) - 2, 90, "restarted node catching up",
+                 nodes=nodes)
+        assert_agree(nodes)
+
+        # a fresh full node that knows only the bootstrap syncs from genesis to the head
+        fhome = tmp_path / "full"
+        subprocess.run(
+            [*tensornet_cmd(), "node", "init", "--home", str(fhome), "--genesis", str(genesis_path),
+             "--bootnodes", boot_addr, "--listen", "/ip4/127.0.0.1/tcp/31450", "--api", "127.0.0.1:27450"],
+            check=True, cwd=REPO, capture_output=True,
+        )
+        full = NodeProc(fhome, "http://127.0.0.1:27450").start()
+        wait_for(lambda: full.height() >= min(n.height() for n in nodes) - 2, 120, "full node syncing to the head",
+                 nodes=[*nodes, full])
+        assert_agree([*nodes, full])
+        s = full.status()
+        assert s is not None and s["validator"] is False
+
+        # clean shutdown on SIGTERM, and the store checks out afterwards
+        codes = [n.stop() for n in nodes]
+        assert codes == [0, 0, 0, 0], f"exit codes {codes}"
+        check = subprocess.run(
+            [*tensornet_cmd(), "node", "db", "check", "--home", str(plans[0].home), "--json"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert json.loads(check.stdout)["ok"] is True
+    finally:
+        stop_all([*nodes, *( [full] if full else [])])
+        boot.terminate()
+        try:
+            boot.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            boot.kill()
+        time.sleep(0.1)
