@@ -174,13 +174,16 @@ def encode(obj: Any, *, allow_floats: bool = False) -> bytes:
 _MIN_FOR_AI = {24: 24, 25: 0x100, 26: 0x10000, 27: 0x100000000}
 _LEN_FOR_AI = {24: 1, 25: 2, 26: 4, 27: 8}
 _MAJOR_NAMES = {2: "byte string", 3: "text string", 4: "array", 5: "map"}
+_MISS = object()  # "the inline fast path did not take this item"
 
 
 class _Decoder:
     """Recursive-descent decoder over one buffer; `item` returns (value, next offset).
 
-    The array and map loops inline the commonest items (small integers, two-byte integers, short text
-    keys) and fall back to `item` for everything else; both paths apply the same canonical-form checks.
+    The array and map loops inline the commonest items (integers below 2**16, byte strings shorter than 256,
+    short text keys) and fall back to `item` for everything else, including any inline candidate that is not
+    canonical or runs past the end, so that `item` raises the error; the fast path only ever accepts what `item`
+    would accept.
     """
 
     __slots__ = ("data", "n", "max_depth", "max_items", "allow_floats")
@@ -254,19 +257,36 @@ class _Decoder:
             items = []
             append = items.append
             for _ in range(arg):
+                value = _MISS
                 if pos < n:
                     b = data[pos]
                     if b < 24:
-                        append(b)
+                        value = b
                         pos += 1
-                        continue
-                    if b == 0x19 and pos + 3 <= n:  # uint16: weights, uids, netuids
-                        v = data[pos + 1] << 8 | data[pos + 2]
-                        if v >= 0x100:
-                            append(v)
-                            pos += 3
-                            continue
-                value, pos = item(pos, depth)
+                    elif b == 0x19:  # uint16: weights, uids, netuids
+                        if pos + 3 <= n:
+                            x = data[pos + 1] << 8 | data[pos + 2]
+                            if x >= 0x100:
+                                value = x
+                                pos += 3
+                    elif b == 0x18:
+                        if pos + 2 <= n and data[pos + 1] >= 24:
+                            value = data[pos + 1]
+                            pos += 2
+                    elif b == 0x58:  # bytes of 24-255: keys, digests, signatures, small payloads
+                        if pos + 2 <= n:
+                            x = data[pos + 1]
+                            end = pos + 2 + x
+                            if x >= 24 and end <= n:
+                                value = data[pos + 2 : end]
+                                pos = end
+                    elif 0x40 <= b < 0x58:
+                        end = pos + 1 + b - 0x40
+                        if end <= n:
+                            value = data[pos + 1 : end]
+                            pos = end
+                if value is _MISS:
+                    value, pos = item(pos, depth)
                 append(value)
             return items, pos
         result: dict[Any, Any] = {}
@@ -292,7 +312,36 @@ class _Decoder:
                     raise DuplicateKeyError(f"duplicate map key {key!r}", kstart)
                 raise UnsortedKeysError(f"map key {key!r} is out of canonical order", kstart)
             prev_key = kbytes
-            value, pos = item(pos, depth)
+            value = _MISS
+            if pos < n:
+                b = data[pos]
+                if b < 24:
+                    value = b
+                    pos += 1
+                elif b == 0x19:  # uint16: weights, uids, netuids
+                    if pos + 3 <= n:
+                        x = data[pos + 1] << 8 | data[pos + 2]
+                        if x >= 0x100:
+                            value = x
+                            pos += 3
+                elif b == 0x18:
+                    if pos + 2 <= n and data[pos + 1] >= 24:
+                        value = data[pos + 1]
+                        pos += 2
+                elif b == 0x58:  # bytes of 24-255: keys, digests, signatures, small payloads
+                    if pos + 2 <= n:
+                        x = data[pos + 1]
+                        end = pos + 2 + x
+                        if x >= 24 and end <= n:
+                            value = data[pos + 2 : end]
+                            pos = end
+                elif 0x40 <= b < 0x58:
+                    end = pos + 1 + b - 0x40
+                    if end <= n:
+                        value = data[pos + 1 : end]
+                        pos = end
+            if value is _MISS:
+                value, pos = item(pos, depth)
             result[key] = value
         return result, pos
 

@@ -182,6 +182,16 @@ class OneOf(Kind):
 
 
 _LEAF_KINDS = (UInt, Bytes, Text, Bool)
+_FAST_NONE, _FAST_UINT, _FAST_BYTES = 0, 1, 2
+
+
+def _fast_check(kind: Kind) -> tuple[int, int]:
+    if type(kind) is UInt:
+        return _FAST_UINT, kind.limit
+    if type(kind) is Bytes and kind.size is not None:
+        return _FAST_BYTES, kind.size
+    return _FAST_NONE, 0
+
 U8, U16, U32, U64 = UInt(8), UInt(16), UInt(32), UInt(64)
 BOOL = Bool()
 B32 = Bytes(32)
@@ -198,6 +208,8 @@ class Message:
     # Encoding plan compiled by @message: the map head, then (encoded key, name, kind) in canonical key order.
     _map_head: ClassVar[bytes] = b"\xa0"
     _wire: ClassVar[tuple[tuple[bytes, str, Kind], ...]] = ()
+    # Decoding plan: (name, kind, fast-check code, its argument) in declaration order (the constructor's order).
+    _plan: ClassVar[tuple[tuple[str, Kind, int, int], ...]] = ()
 
     def to_obj(self) -> dict[str, Any]:
         return {name: kind.dump(getattr(self, name)) for name, kind in self._fields}
@@ -228,8 +240,21 @@ class Message:
                 raise UnknownFieldError(f"{path}: unknown field(s) {', '.join(unknown)}")
             missing = sorted(n for n in cls._names if n not in obj)
             raise MissingFieldError(f"{path}: missing field(s) {', '.join(missing)}")
-        values = {name: kind.load(obj[name], f"{path}.{name}") for name, kind in cls._fields}
-        return cls(**values)
+        args = []
+        append = args.append
+        for name, kind, fast, arg in cls._plan:
+            value = obj[name]
+            # Inline checks for the common leaves; anything that fails them goes to `load` for the exact error.
+            if fast == _FAST_UINT:
+                if type(value) is int and 0 <= value < arg:
+                    append(value)
+                    continue
+            elif fast == _FAST_BYTES:
+                if type(value) is bytes and len(value) == arg:
+                    append(value)
+                    continue
+            append(kind.load(value, f"{path}.{name}"))
+        return cls(*args)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -257,4 +282,7 @@ def message(cls: M) -> M:
     cls._names = frozenset(name for name, _ in cls._fields)
     cls._map_head = codec._head(5, len(cls._fields))
     cls._wire = tuple(sorted((codec.encode(name), name, kind) for name, kind in cls._fields))
+    cls._plan = tuple((name, kind, *_fast_check(kind)) for name, kind in cls._fields)
+    if any(f.kw_only or not f.init for f in dataclasses.fields(cls)):
+        raise TypeError(f"{cls.__name__}: message fields must be positional init fields")
     return cls

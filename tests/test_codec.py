@@ -152,8 +152,10 @@ def test_non_canonical_heads_every_width(major, ai, size, arg):
     head = bytes([major << 5 | ai]) + arg.to_bytes(size, "big")
     for small in (0, arg):  # both the smallest and the largest argument that a shorter head holds
         data = bytes([major << 5 | ai]) + small.to_bytes(size, "big") + b"\x00" * 2
-        err = _rejects(b"\x82\x00" + data[: len(head)], NonCanonicalError, 2)
+        err = _rejects(b"\x82\x00" + data[: len(head)], NonCanonicalError, 2)  # as an array item
         assert "shortest" in str(err)
+        _rejects(b"\xa1\x00" + data[: len(head)], NonCanonicalError, 2)  # as a map value
+        _rejects(data[: len(head)], NonCanonicalError, 0)  # at the top
 
 
 @pytest.mark.parametrize(("ai", "size", "arg"), _WIDTHS)
