@@ -65,10 +65,16 @@ def split_p2p_addr(text: str) -> tuple[str, str]:
 
 
 def check_peer_id(text: str) -> str:
+    """A base58 peer ID that is a well-formed multihash (identity or sha2-256), else PeerStoreError."""
     try:
-        return ID.from_base58(text).to_base58()
+        raw = ID.from_base58(text).to_bytes()
     except Exception as exc:
         raise PeerStoreError(f"not a peer id: {text!r:.80}") from exc
+    identity = len(raw) >= 2 and raw[0] == 0x00 and raw[1] == len(raw) - 2 and len(raw) <= 44
+    sha256 = len(raw) == 34 and raw[0] == 0x12 and raw[1] == 0x20
+    if not (identity or sha256):
+        raise PeerStoreError(f"not a peer id (bad multihash): {text!r:.80}")
+    return text
 
 
 def check_addr(text: str) -> str:
