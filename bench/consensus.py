@@ -1,0 +1,167 @@
+"""Consensus benchmark: N validators as separate processes on loopback, optional signed-tx load.
+
+    python -m bench.consensus --validators 4 --seconds 20 [--tx-rate 3000] --json
+
+The last line is JSON: rounds_per_s, commit_latency_ms_p50/p99 (leader block creation to its
+commit on EVERY node, i.e. the slowest node's commit time), tx_per_s (committed and executed
+signed transactions per second), state_roots_agree, and as the same-run baseline the rounds per
+wall-clock second of the same consensus core in the in-process simulator (no network, no disk),
+which bounds what the networking leaves of the protocol's own speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from node.testnet_gen import account, generate
+from protocol import codec
+from protocol.messages import SignedTransaction, Transaction, Transfer
+from tests.netutil import NodeProc, state_roots_at, stop_all, wait_for
+
+UNIT = 10**9
+SENDERS = 64
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
+
+
+def inprocess_baseline(validators: int) -> float:
+    from tests.sim.network import Simulation
+
+    sim = Simulation([1] * validators, seed=1)
+    t0 = time.perf_counter()
+    sim.run(2000)
+    wall = time.perf_counter() - t0
+    return max(n.core.quorum_round for n in sim.nodes) / wall
+
+
+class Load(threading.Thread):
+    """Pre-signs transfers from many funded senders and posts them in batches, round-robin over APIs."""
+
+    def __init__(self, chain_id: str, apis: list[str], rate: int, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.apis = apis
+        self.rate = rate
+        self.seconds = seconds
+        self.sent = 0
+        self.refused: dict[str, int] = {}
+        senders = [account(chain_id, f"load{i}") for i in range(SENDERS)]
+        dest = account(chain_id, "sink").public
+        total = int(rate * seconds) + 1
+        self.txs = []
+        for i in range(total):
+            kp = senders[i % SENDERS]
+            tx = Transaction(chain_id, kp.public, i // SENDERS, Transfer(dest, 1))
+            self.txs.append(SignedTransaction.create(tx, kp).to_bytes())
+
+    def run(self) -> None:
+        client = httpx.Client(timeout=10)
+        start = time.monotonic()
+        step = 0.1
+        per_step = max(1, int(self.rate * step))
+        i = 0
+        k = 0
+        while i < len(self.txs) and time.monotonic() - start < self.seconds:
+            batch = self.txs[i : i + per_step]
+            # A sender's transactions go to one validator, in nonce order, so none waits on another's block.
+            by_api: dict[int, list[bytes]] = {}
+            for j, t in enumerate(batch):
+                by_api.setdefault(((i + j) % SENDERS) % len(self.apis), []).append(t)
+            for a, txs in by_api.items():
+                try:
+                    r = client.post(self.apis[a] + "/txs", content=codec.encode(txs))
+                    body = r.json()
+                    self.sent += body.get("accepted", 0)
+                    for key, n in body.get("refused", {}).items():
+                        self.refused[key] = self.refused.get(key, 0) + n
+                except (httpx.HTTPError, ValueError):
+                    pass
+            i += per_step
+            k += 1
+            delay = start + k * step - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        client.close()
+
+
+def run(validators: int, seconds: float, tx_rate: int, workdir: Path) -> dict:
+    chain_id = "bench"
+    funded = {f"load{i}": 1_000_000 * UNIT for i in range(SENDERS)} if tx_rate else {}
+    plans, _ = generate(workdir, hosts=["127.0.0.1"] * validators, chain_id=chain_id, p2p_base=32400,
+                        api_base=28400, funded=funded)
+    nodes = [NodeProc(p.home, p.api).start() for p in plans]
+    load = Load(chain_id, [p.api for p in plans], tx_rate, seconds) if tx_rate else None
+    try:
+        wait_for(lambda: min(n.height() for n in nodes) >= 3, 120, "first commits", nodes=nodes)
+        time.sleep(2)  # warm-up
+        s0 = [n.status() for n in nodes]
+        t0 = time.monotonic()
+        start_h = max(s["height"] for s in s0)
+        if load is not None:
+            load.start()
+        time.sleep(seconds)
+        s1 = [n.status() for n in nodes]
+        elapsed = time.monotonic() - t0
+        if load is not None:
+            load.join(timeout=30)
+        rounds = statistics.median((b["round"] - a["round"]) / elapsed for a, b in zip(s0, s1, strict=True))
+        end_h = min(s["height"] for s in s1)
+        timings = [{r["height"]: r for r in n.get(f"/timing?from={start_h + 1}") or []} for n in nodes]
+        lat, txs = [], 0
+        for h in range(start_h + 1, end_h + 1):
+            rows = [t.get(h) for t in timings]
+            if any(r is None for r in rows):
+                continue
+            lat.append(max(r["committed_ms"] for r in rows) - rows[0]["leader_ms"])
+            txs += rows[0]["ok_txs"]
+        roots = state_roots_at(nodes, end_h)
+        return {
+            "validators": validators,
+            "seconds": round(elapsed, 2),
+            "rounds_per_s": round(rounds, 2),
+            "commits_per_s": round((end_h - start_h) / elapsed, 2),
+            "commit_latency_ms_p50": percentile(lat, 0.5),
+            "commit_latency_ms_p99": percentile(lat, 0.99),
+            "tx_rate_offered": tx_rate,
+            "tx_submitted": load.sent if load else 0,
+            "tx_refused": load.refused if load else {},
+            "tx_per_s": round(txs / elapsed, 1),
+            "state_roots_agree": len(roots) == 1,
+            "height": end_h,
+            "baseline_inprocess_rounds_per_s": round(inprocess_baseline(validators), 1),
+        }
+    finally:
+        stop_all(nodes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--validators", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--tx-rate", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tn-bench-") as d:
+        result = run(args.validators, args.seconds, args.tx_rate, Path(d))
+    if not args.json:
+        for k, v in result.items():
+            print(f"{k:36} {v}", file=sys.stderr)
+    print(json.dumps(result))
+    return 0 if result["state_roots_agree"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
