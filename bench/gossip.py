@@ -202,7 +202,7 @@ def _pct(values: list[int], q: float) -> float | None:
     return values[min(len(values) - 1, int(q * len(values)))] / 1000.0
 
 
-def sweep(mode: str, n: int, rates: list[int], seconds: float, settle: float) -> dict:
+def sweep(mode: str, n: int, rates: list[int], seconds: float, settle: float, max_settle: float = 8.0) -> dict:
     procs = [Proc(mode, i) for i in range(n)]
     try:
         addrs = [p.wait("ready")["addr"] for p in procs]
@@ -228,12 +228,19 @@ def sweep(mode: str, n: int, rates: list[int], seconds: float, settle: float) ->
                 # Spread the publishers' start times so the total rate is even, not n-message bursts.
                 p.send(cmd="round", round=rnd, rate=rate / n, count=per_node, offset=0.2 + i / rate)
             sent = sum(p.wait("sent", timeout=seconds * 10 + 30)["sent"] for p in procs)
-            time.sleep(settle)
-            lat: list[int] = []
-            for p in procs:
-                p.send(cmd="report", round=rnd)
-                lat += p.wait("report")["lat"]
             expected = per_node * n * (n - 1)
+            # Wait until deliveries stop growing (or all arrived), so "lost" means lost, not late.
+            settle_end = time.monotonic() + max_settle
+            last = -1
+            while True:
+                time.sleep(settle)
+                lat: list[int] = []
+                for p in procs:
+                    p.send(cmd="report", round=rnd)
+                    lat += p.wait("report")["lat"]
+                if len(lat) >= expected or len(lat) == last or time.monotonic() > settle_end:
+                    break
+                last = len(lat)
             results.append(
                 {
                     "rate": rate,
@@ -284,7 +291,7 @@ def main() -> None:
     parser.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)))
     parser.add_argument("--baseline-rates", default=None, help="default: the same as --rates")
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--settle", type=float, default=1.5)
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds between delivery polls")
     parser.add_argument("--child", choices=("tuned", "default"))
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args()
