@@ -116,8 +116,13 @@ def encode_into(out: bytearray, obj: Any, allow_floats: bool = False, depth: int
             raise LimitError(f"value nests deeper than {MAX_DEPTH} containers (or is cyclic)")
         out += _head(4, len(obj))
         for item in obj:
-            if type(item) is int and 0 <= item < 24:
-                out.append(item)
+            if type(item) is int and 0 <= item < 0x10000:  # inline: weight vectors are lists of u16
+                if item < 24:
+                    out.append(item)
+                elif item < 0x100:
+                    out += _PACK_1(0x18, item)
+                else:
+                    out += _PACK_2(0x19, item)
             else:
                 encode_into(out, item, allow_floats, depth + 1)
     elif t is dict:
