@@ -36,7 +36,7 @@ from p2pnet.nodekey import load_or_create_node_key
 from p2pnet.reqresp import ProtocolSpec, RequestError
 from p2pnet.stack import open_stack
 from protocol import crypto
-from protocol.dag import BlockRef
+from protocol.dag import BlockRef, SafetyViolation
 from protocol.errors import DecodeError, ProtocolError
 from protocol.genesis import load_genesis
 from protocol.messages import BlockRef as WireRef
@@ -81,6 +81,8 @@ class Node:
         self._fetch_send, self._fetch_recv = trio.open_memory_channel[tuple[Any, tuple[BlockRef, ...]]](1024)
         self._last_sync_round = -1
         self.api_addr: str | None = None
+        self.fatal: Exception | None = None
+        self._stop = trio.Event()
 
     # --- status and metrics -------------------------------------------------------------------
 
@@ -146,6 +148,9 @@ class Node:
             self.metrics.rejects.labels(type(exc).__name__).inc()
             log.debug("rejected block from %s: %s", forwarder, exc)
             return Verdict.REJECT
+        except SafetyViolation as exc:
+            self._halt(exc)
+            return Verdict.IGNORE
         if missing:
             try:
                 self._fetch_send.send_nowait((forwarder, missing))
@@ -183,6 +188,11 @@ class Node:
             except Exception as exc:  # still pending locally; a validator here will include it
                 log.warning("could not gossip transaction %s: %s", digest.hex()[:16], exc)
         return digest
+
+    def _halt(self, exc: Exception) -> None:
+        log.critical("SAFETY VIOLATION, halting: %s", exc)
+        self.fatal = exc
+        self._stop.set()
 
     # --- request handlers ---------------------------------------------------------------------
 
@@ -237,6 +247,9 @@ class Node:
             except ProtocolError as exc:
                 self.metrics.rejects.labels(type(exc).__name__).inc()
                 continue
+            except SafetyViolation as exc:
+                self._halt(exc)
+                return got
                 got += len(accepted)
             if missing:
                 try:
@@ -321,6 +334,9 @@ class Node:
             bootstrap=c.bootnodes,
             home=self.home,
             discovery=disc,
+            # Blocks and transactions carry their own ed25519 signatures, so a second libp2p
+            # signature per gossip message only costs a sign and a verify per hop.
+            gossip_options={"strict_signing": False},
         ) as stack:
             self.stack = stack
             self.peer_id = stack.host.peer_id
@@ -344,8 +360,16 @@ class Node:
                 )
                 if ready is not None:
                     ready(self)
-                await _until_signal()
+                nursery.start_soon(self._signals)
+                await self._stop.wait()
                 nursery.cancel_scope.cancel()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for sig in signals:
+                log.info("received %s: shutting down", signal.Signals(sig).name)
+                self._stop.set()
+                return
 
     def close(self) -> None:
         self.chain.close()
@@ -357,11 +381,6 @@ async def _drain(channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:
         pass
 
 
-async def _until_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for sig in signals:
-            log.info("received %s: shutting down", signal.Signals(sig).name)
-            return
 
 
 def run_node(home: Path, config: NodeConfig, metrics_port: int | None = None) -> None:
@@ -374,6 +393,8 @@ def run_node(home: Path, config: NodeConfig, metrics_port: int | None = None) ->
         trio.run(node.run)
     finally:
         node.close()
+    if node.fatal is not None:
+        raise SystemExit(3)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
