@@ -587,19 +587,37 @@ def _has_interrupt(exc: BaseException) -> bool:
 
 
 def run_trio(main: Callable[..., Awaitable[Any]], *args: Any) -> int:
-    """`trio.run(main, *args)` for a CLI: 0 on return, 130 on Ctrl-C however deeply it was wrapped.
+    """`trio.run(main, *args)` for a CLI: 0 on return, 130 on SIGINT, 143 on SIGTERM, with a clean shutdown.
 
-    Trio delivers SIGINT as KeyboardInterrupt inside whatever nursery was running, so it reaches the
-    top wrapped in (nested) BaseExceptionGroups, which `except KeyboardInterrupt` does not catch. Any
-    other error is re-raised unchanged.
+    Trio delivers SIGINT as KeyboardInterrupt inside whichever task is running, often one of libp2p's,
+    which may swallow it or wrap it in nested BaseExceptionGroups that `except KeyboardInterrupt` does
+    not catch. Instead, the signals are received here and turned into a cancellation of `main`, so every
+    `async with` (hosts, databases) unwinds normally. A KeyboardInterrupt that still arrives wrapped is
+    recognised too. Any other error is re-raised unchanged.
     """
+    received: list[int] = []
+
+    async def supervised() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with unwrap_single_error(), trio.open_nursery() as nursery:
+
+                async def watch() -> None:
+                    async for signum in signals:
+                        received.append(signum)
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(watch)
+                await main(*args)
+                nursery.cancel_scope.cancel()
+
     try:
-        trio.run(main, *args)
+        trio.run(supervised)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt) or (_has_interrupt(exc) and _only_interrupts(exc)):
             return 128 + signal.SIGINT
         raise
-    return 0
+    return 128 + received[0] if received else 0
 
 
 # --- module-level patches -----------------------------------------------------------------------
