@@ -234,6 +234,7 @@ class FetchCommits(Message):
 
 @message
 class CommitsResponse(Message):
+    MAX_SIZE: ClassVar[int] = 8 * 1024 * 1024
     commits: Annotated[tuple[Commit, ...], ListOf(Commit, MAX_FETCH)]
 
 
@@ -316,6 +317,7 @@ class SignedTransaction(Signed):
 class SignedQuery(Signed):
     DOMAIN: ClassVar[Domain] = Domain.REQUEST
     SIGNER: ClassVar[str] = "caller"
+    MAX_SIZE: ClassVar[int] = MAX_QUERY_PAYLOAD + 4096  # a full payload plus the envelope
     body: Query
     signature: Signature
 
@@ -324,6 +326,7 @@ class SignedQuery(Signed):
 class SignedResponse(Signed):
     DOMAIN: ClassVar[Domain] = Domain.RESPONSE
     SIGNER: ClassVar[str] = "miner"
+    MAX_SIZE: ClassVar[int] = MAX_QUERY_PAYLOAD + 4096
     body: Response
     signature: Signature
 
