@@ -7,6 +7,7 @@ in the middle of one. Errors are JSON `{"error": ..., "rule": ...}` with a 4xx s
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -66,8 +67,38 @@ def error(status: int, message: str, rule: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+EMISSION_HISTORY = 2000  # epochs kept in memory for the explorer's emission chart
+
+
+def _record_epochs(node: Node, history: deque[dict[str, Any]]) -> None:
+    """Wrap the chain's commit hook: after each commit, note every subnet whose epoch ran at that height
+    (its paid emission per uid), so the explorer can chart emission over time. In memory only."""
+    chain = node.chain
+    previous = chain.on_commit
+
+    def hook(info: Any) -> None:
+        if previous is not None:
+            previous(info)
+        for netuid, sn in chain.state.subnets.items():
+            if sn.last_epoch_height == info.index and sn.neurons:
+                history.append(
+                    {
+                        "height": info.index,
+                        "timestamp_ms": info.timestamp_ms,
+                        "netuid": netuid,
+                        "epoch": sn.epoch_index,
+                        "emission": sum(n.emission for n in sn.neurons),
+                        "issued": chain.state.issued,
+                    }
+                )
+
+    chain.on_commit = hook
+
+
 def build_app(node: Node) -> Starlette:
     chain = node.chain
+    emission_history: deque[dict[str, Any]] = deque(maxlen=EMISSION_HISTORY)
+    _record_epochs(node, emission_history)
 
     def status_obj() -> dict[str, Any]:
         last = chain.recent[-1] if chain.recent else None
@@ -196,6 +227,26 @@ def build_app(node: Node) -> Starlette:
             return error(404, f"no subnet {netuid}")
         return JSONResponse(_jsonable(chain.state.metagraph(netuid)))
 
+    async def weights(request: Request) -> Response:
+        netuid = int(request.path_params["netuid"])
+        sn = chain.state.subnet(netuid)
+        if sn is None:
+            return error(404, f"no subnet {netuid}")
+        return JSONResponse(
+            [
+                {
+                    "uid": uid,
+                    "hotkey": n.hotkey.hex(),
+                    "last_update": n.last_update,
+                    "weights": [list(w) for w in n.weights],
+                }
+                for uid, n in enumerate(sn.neurons)
+            ]
+        )
+
+    async def emission(request: Request) -> Response:
+        return JSONResponse({"height": chain.height, "issued": chain.state.issued, "epochs": list(emission_history)})
+
     async def submit(request: Request) -> Response:
         body = await request.body()
         if len(body) > 2 * 64 * 1024 + 64:
@@ -273,6 +324,8 @@ def build_app(node: Node) -> Starlette:
         Route("/subnets", subnets),
         Route("/subnets/{netuid:int}", subnet),
         Route("/subnets/{netuid:int}/metagraph", metagraph),
+        Route("/subnets/{netuid:int}/weights", weights),
+        Route("/emission", emission),
         Route("/tx", submit, methods=["POST"]),
         Route("/txs", submit_many, methods=["POST"]),
         Route("/timing", timing),
