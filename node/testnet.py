@@ -42,6 +42,8 @@ OWNER_FUNDS = 1_000 * UNIT
 NEURON_FUNDS = 1_000 * UNIT
 VALIDATOR_SELF_STAKE = 100 * UNIT
 U16 = 65535
+# Many torch processes share few cores here: one BLAS/OpenMP thread each avoids oversubscription.
+NEURON_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 class TestnetError(NodeError):
@@ -337,9 +339,12 @@ def make_plan(spec: TestnetSpec) -> Plan:
         cold = account(spec.chain_id, name)
         hot = _deterministic_hotkey(spec.chain_id, name)
         wallet = Wallet.create(wallet_home, name, TESTNET_PASSWORD, kdf="fast", coldkey=cold)
+        # The miner host signs with hotkey `worker<i>` (one per worker); a validator with `default`.
         hk = wallet.hotkey_path()
         hk.unlink()
         write_hotkey(hk, hot)
+        if role == "miner":
+            write_hotkey(wallet.hotkey_path("worker0"), hot)
         neurons.append(Neuron(name, netuid, role, cold, hot))
     plan = Plan(
         spec=spec,
@@ -369,15 +374,17 @@ def neuron_commands_available() -> dict[str, bool]:
     }
 
 
-def neuron_argv(plan: Plan, n: Neuron, node_url: str, port: int) -> list[str]:
+def neuron_argv(plan: Plan, n: Neuron, node_url: str, port: int, weights_interval_s: float) -> list[str]:
+    """`tensornet miner run` (one CPU worker: hotkey `worker0`) or `tensornet validator run` for `n`."""
     common = [
         "--subnet", str(n.netuid), "--wallet", n.name, "--home", str(plan.wallet_home), "--node", node_url,
         "--password-file", str(plan.spec.directory / PASSWORD_FILE),
     ]
     if n.role == "miner":
-        return [*tensornet_argv(), "miner", "run", *common, "--cpu-workers", str(plan.spec.cpu_workers),
-                "--port", str(port)]
-    return [*tensornet_argv(), "validator", "run", *common]
+        return [*tensornet_argv(), "miner", "run", *common, "--gpus", "none", "--cpu-workers", "1",
+                "--base-port", str(port), "--status-interval-s", "5"]
+    return [*tensornet_argv(), "validator", "run", *common, "--stake", str(VALIDATOR_SELF_STAKE // UNIT),
+            "--interval-s", f"{weights_interval_s:g}", "--step-s", "2"]
 
 
 # --- chain observation ------------------------------------------------------------------------
@@ -509,6 +516,8 @@ class Testnet:
         self.clients: list[NodeClient] = []
         self.started = time.monotonic()
         self.scripted_weights = False
+        self.weights_interval_s = 5.0
+        self.heights_per_s: float | None = None
         self.ran: dict[str, str] = {}
 
     # -- helpers
@@ -559,6 +568,7 @@ class Testnet:
         """Register every hotkey (burn), stake the subnet validators, and wait until the chain shows it."""
         assert self.plan is not None
         c = self.clients[0]
+        t0, h0 = time.monotonic(), int(c.status()["height"])
         for n in self.plan.neurons:
             c.send(n.coldkey, Register(n.netuid, n.hotkey.public, 10 * UNIT))
             if n.role == "validator":
@@ -576,6 +586,11 @@ class Testnet:
             return True
 
         self._wait("registrations and stakes to commit", done)
+        dt, dh = time.monotonic() - t0, int(c.status()["height"]) - h0
+        if dt > 0 and dh > 0:
+            self.heights_per_s = dh / dt
+            # Validators submit weights about twice per tempo, whatever this machine's commit rate.
+            self.weights_interval_s = max(1.0, min(30.0, self.spec.tempo / self.heights_per_s / 2))
 
     def start_neurons(self) -> None:
         assert self.plan is not None
@@ -586,7 +601,8 @@ class Testnet:
         for i, n in enumerate(self.plan.neurons):
             if not have[n.role]:
                 continue
-            self.procs.start(n.name, n.role, neuron_argv(self.plan, n, urls[i % len(urls)], port + i))
+            argv = neuron_argv(self.plan, n, urls[i % len(urls)], port + i, self.weights_interval_s)
+            self.procs.start(n.name, n.role, argv, env=NEURON_ENV)
             started[n.role] += 1
         for role in ("miner", "validator"):
             if have[role]:
