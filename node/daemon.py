@@ -45,6 +45,7 @@ from protocol.messages import (
     CommitsResponse,
     FetchBlocks,
     FetchCommits,
+    FetchOwnLast,
     Status,
 )
 from protocol.messages import Commit as CommitMsg
@@ -52,6 +53,8 @@ from protocol.messages import Commit as CommitMsg
 log = logging.getLogger("node")
 
 BLOCKS_SPEC = ProtocolSpec("/tensornet/blocks/1", max_request=8 * 1024, max_response=40 * 1024 * 1024, timeout=5.0)
+OWN_LAST_SPEC = ProtocolSpec("/tensornet/own-last/1", max_request=256, max_response=8 * 1024 * 1024, timeout=3.0)
+AMNESIA_WAIT = 5.0
 COMMITS_SPEC = ProtocolSpec("/tensornet/commits/1", max_request=1024, max_response=4 * 1024 * 1024, timeout=5.0)
 SYNC_INTERVAL = 0.2
 PROBE_ROUNDS = 8
@@ -205,6 +208,48 @@ class Node:
             blocks = self.chain.blocks_by_round(req.round_from, last, 32)
         return BlocksResponse(tuple(blocks)).to_bytes()
 
+    async def _serve_own_last(self, peer: Any, data: bytes) -> bytes:
+        req = FetchOwnLast.from_bytes(data)
+        block = self.chain.store.last_block_by(req.epoch, req.author)
+        return BlocksResponse((block,) if block is not None else ()).to_bytes()
+
+    async def _recover_own_last(self) -> None:
+        """Amnesia guard: a validator with no record of its own blocks (new, or its database was
+        wiped) asks its peers for the last block it signed before proposing anything, so it can
+        never sign a second block for a round it already signed in."""
+        chain = self.chain
+        if chain.store.last_own_round(0) > 0 or chain.core.own_index is None:
+            return
+        n = chain.committee.size
+        want = max(1, n - (n - 1) // 3 - 1)  # enough peers that with us they make 2f+1 members
+        with trio.move_on_after(AMNESIA_WAIT):
+            await self.stack.handshake.wait_for_peers(want)
+        best = None
+        req = FetchOwnLast(0, chain.core.own_index).to_bytes()
+        for peer in self._peers():
+            try:
+                resp = BlocksResponse.from_bytes(await self.stack.reqresp.request(peer, OWN_LAST_SPEC.protocol_id, req))
+            except (RequestError, ProtocolError) as exc:
+                log.debug("own-last query to %s failed: %s", peer, exc)
+                continue
+            for data in resp.blocks:
+                try:
+                    v = chain.core.verify(data, chain.now_ms())
+                except ProtocolError:
+                    continue
+                if v.author == chain.core.own_index and (best is None or v.round > best.round):
+                    best = v
+        if best is None:
+            log.info("no peer holds a block of ours: starting from round 1")
+            return
+        log.warning("recovered our last signed block from peers: round %d; proposing only above it", best.round)
+        chain.store.record_own_block(0, best.round, best.digest, best.data, best.author)
+        chain.core.restore_own(best.round, best.ref)
+        try:
+            chain.receive_block(best.data)
+        except ProtocolError:
+            pass
+
     async def _serve_commits(self, peer: Any, data: bytes) -> bytes:
         req = FetchCommits.from_bytes(data)
         end = min(req.end, req.start + 31)
@@ -343,6 +388,7 @@ class Node:
             self.listen_addrs = [str(a) for a in stack.host.addrs]
             stack.reqresp.register(BLOCKS_SPEC, self._serve_blocks)
             stack.reqresp.register(COMMITS_SPEC, self._serve_commits)
+            stack.reqresp.register(OWN_LAST_SPEC, self._serve_own_last)
             blocks = await stack.gossip.subscribe(stack.gossip.topic("blocks"), self._on_block)
             txs = await stack.gossip.subscribe(stack.gossip.topic("transactions"), self._on_tx)
             async with trio.open_nursery() as nursery:
@@ -352,7 +398,12 @@ class Node:
                 nursery.start_soon(self._synchronizer)
                 nursery.start_soon(self._status_refresher)
                 if self.chain.is_validator:
-                    nursery.start_soon(self._proposer)
+
+                    async def propose_after_recovery() -> None:
+                        await self._recover_own_last()
+                        await self._proposer()
+
+                    nursery.start_soon(propose_after_recovery)
                 api = await nursery.start(self._serve_api)
                 log.info(
                     "node up: chain %s height %d, peer %s, api %s, validator %s",

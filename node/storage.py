@@ -176,6 +176,12 @@ class Store:
         )
         return [bytes(r[0]) for r in rows]
 
+    def last_block_by(self, epoch: int, author: int) -> bytes | None:
+        rows = self._query(
+            "SELECT data FROM blocks WHERE epoch = ? AND author = ? ORDER BY round DESC LIMIT 1", (epoch, author)
+        )
+        return bytes(rows[0][0]) if rows else None
+
     def prune_blocks(self, epoch: int, below_round: int) -> int:
         """Drop blocks of `epoch` below a round that every kept commit no longer needs."""
         with self._tx():

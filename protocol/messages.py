@@ -221,6 +221,14 @@ class FetchBlocks(Message):
 
 
 @message
+class FetchOwnLast(Message):
+    """Ask a peer for the highest block it holds by `author` (a validator recovering a wiped store)."""
+
+    epoch: Annotated[int, U64]
+    author: Annotated[int, U32]
+
+
+@message
 class BlocksResponse(Message):
     MAX_SIZE: ClassVar[int] = MAX_FETCH * MAX_BLOCK_SIZE
     blocks: Annotated[tuple[bytes, ...], ListOf(Bytes(max_size=MAX_BLOCK_SIZE), MAX_FETCH)]
@@ -341,6 +349,7 @@ WIRE_TYPES: dict[str, type[Message]] = {
         SignedResponse,
         Status,
         FetchBlocks,
+        FetchOwnLast,
         BlocksResponse,
         FetchCommits,
         CommitsResponse,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +14,18 @@ from node.testnet_gen import generate
 from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
 
 pytestmark = pytest.mark.slow
+
+
+def max_own_round(db: Path, author: int) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        return con.execute("SELECT COALESCE(MAX(round), 0) FROM blocks WHERE author = ?", (author,)).fetchone()[0]
+
+
+def equivocations(db: Path, author: int) -> list[tuple[int, int]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        return con.execute(
+            "SELECT round, COUNT(*) FROM blocks WHERE author = ? GROUP BY round HAVING COUNT(*) > 1", (author,)
+        ).fetchall()
 
 
 def common_height(nodes: list[NodeProc]) -> int:
@@ -58,6 +71,23 @@ def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None
         victim.start()
         wait_for(lambda: victim.height() >= min(n.height() for n in nodes[:3]) - 2, 90, "restarted node catching up",
                  nodes=nodes)
+        assert_agree(nodes)
+
+        # amnesia: wipe a validator's database and restart it; it must recover its last signed round
+        # from its peers and never sign a second block for a round it already signed in
+        amnesiac = nodes[2]
+        amnesiac.kill()
+        before = max_own_round(plans[0].home / "chain.db", author=2)
+        assert before > 0
+        for suffix in ("", "-wal", "-shm"):
+            (amnesiac.home / f"chain.db{suffix}").unlink(missing_ok=True)
+        amnesiac.start()
+        wait_for(lambda: amnesiac.height() >= min(n.height() for n in nodes[:2]) - 2, 120,
+                 "wiped validator catching up", nodes=nodes)
+        wait_for(lambda: max_own_round(plans[0].home / "chain.db", author=2) > before + 3, 60,
+                 "wiped validator proposing again", nodes=nodes)
+        for p in plans:
+            assert equivocations(p.home / "chain.db", author=2) == [], f"{p.name} saw node2 sign a round twice"
         assert_agree(nodes)
 
         # a fresh full node that knows only the bootstrap syncs from genesis to the head
