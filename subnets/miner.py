@@ -225,6 +225,26 @@ def ensure_registered(
     return {k.public: registered[k.public] for k in hotkeys}
 
 
+class CarriedError:
+    """Holds an error raised inside `open_stack`, which today returns normally when its body raises
+    (the exception is lost somewhere in py-libp2p's host shutdown); `reraise()` after the block."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    async def __aenter__(self) -> CarriedError:
+        return self
+
+    async def __aexit__(self, typ: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, Exception):
+            self.error = exc
+        return False
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 # --- the worker process ---------------------------------------------------------------------------------
 
 
@@ -318,7 +338,8 @@ async def run_worker(cfg: WorkerConfig) -> int:
     exit_code = 0
     node_key = load_or_create_node_key(directory)
     listen = [f"/ip4/{cfg.listen_host}/tcp/{cfg.port}"]
-    async with open_stack(node_key, listen=listen) as stack, trio.open_nursery() as nursery:
+    carried = CarriedError()
+    async with open_stack(node_key, listen=listen) as stack, carried, trio.open_nursery() as nursery:
 
         def fatal(exc: BaseException) -> None:
             nonlocal exit_code
@@ -358,6 +379,7 @@ async def run_worker(cfg: WorkerConfig) -> int:
 
         nursery.start_soon(report)
         nursery.start_soon(signals)
+    carried.reraise()
     status.update(axon.stats.summary(), updated_unix=time.time())
     if status["state"] == "serving":
         status["state"] = "stopped"

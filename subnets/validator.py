@@ -95,6 +95,7 @@ class Validator:
         self.uid_hotkeys: dict[int, str] = {}
         self.pending: list[PendingCommit] = []
         self.last_queried: dict[int, float] = {}
+        self.dialled: dict[str, tuple[str, ...]] = {}  # peer id -> the announced addresses we dialled
         self.last_weights_at = 0.0
         self.last_commit_height: int | None = None
         self.uid: int | None = None
@@ -231,6 +232,7 @@ class Validator:
             self.stats["failures"] += 1
             log.debug("query failed", uid=uid, error=str(exc)[:200])
             self.scores.update(uid, 0)
+            await self._drop_peer(stack, peer_id)  # a restarted miner is dialled afresh next time
             return
         if result.status == QueryStatus.NOT_VALIDATOR:
             log.info("miner does not see our permit yet; skipping it this round", uid=uid)
@@ -245,16 +247,31 @@ class Validator:
         avg = self.scores.update(uid, score)
         log.debug("scored", uid=uid, score=score, average=avg, latency_ms=result.latency_ms)
 
+    async def _drop_peer(self, stack: Any, peer_id: str) -> None:
+        from p2pnet.host import as_peer_id
+
+        self.dialled.pop(peer_id, None)
+        try:
+            peer = as_peer_id(peer_id)
+        except Exception:  # noqa: BLE001 - a malformed announced peer id: nothing to drop
+            return
+        stack.reqresp.close_peer(peer)
+        await stack.host.disconnect(peer)
+
     async def _connect(self, host: Any, peer_id: str, addrs: list[str]) -> Any:
         from p2pnet.host import as_peer_id
 
         peer = as_peer_id(peer_id)
-        if host.is_connected(peer):
+        if host.is_connected(peer) and self.dialled.get(peer_id) == tuple(addrs):
             return peer
+        if host.is_connected(peer):  # the miner re-announced (restarted elsewhere): the old link is stale
+            await host.disconnect(peer)
         last: Exception | None = None
         for addr in addrs[:4]:
             try:
-                return await host.connect(f"{addr}/p2p/{peer_id}", deadline=3.0)
+                peer = await host.connect(f"{addr}/p2p/{peer_id}", deadline=3.0)
+                self.dialled[peer_id] = tuple(addrs)
+                return peer
             except Exception as exc:  # noqa: BLE001 - try the next address
                 last = exc
         raise ValidatorError(f"cannot reach {peer_id}: {last}")
@@ -399,10 +416,12 @@ class Validator:
         from p2pnet.nodekey import load_or_create_node_key
         from p2pnet.stack import open_stack
         from subnets.axon import SPEC
+        from subnets.miner import CarriedError
 
         key = load_or_create_node_key(self.root)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-            async with open_stack(key, listen=[f"/ip4/{self.cfg.listen_host}/tcp/0"]) as stack:
+            carried = CarriedError()
+            async with open_stack(key, listen=[f"/ip4/{self.cfg.listen_host}/tcp/0"]) as stack, carried:
                 stack.reqresp.register(SPEC)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.scoring_loop, stack)
@@ -411,6 +430,7 @@ class Validator:
                         log.info("stopping validator", signal=signal.Signals(signum).name)
                         break
                     nursery.cancel_scope.cancel()
+            carried.reraise()
         self.save_state()
         self.client.close()
         return {"netuid": self.cfg.netuid, "uid": self.uid, "hotkey": self.hotkey.address, **self.stats,
