@@ -1,0 +1,102 @@
+"""Unit tests of node/ pieces: config files, the mempool's limits and fairness, amounts, the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.client import format_amount, parse_amount
+from node.config import ConfigError, NodeConfig, load_config, write_config
+from node.errors import NodeError
+from node.mempool import DuplicateTx, Mempool, MempoolFull, SenderQuotaExceeded
+from node.storage import CommitRecord, Store, StoreError
+
+
+def test_config_round_trips_and_flags_override(tmp_path: Path) -> None:
+    cfg = NodeConfig(listen=("/ip4/127.0.0.1/tcp/1234",), bootnodes=("/ip4/1.2.3.4/tcp/1/p2p/x",), validator=True)
+    write_config(tmp_path, cfg)
+    text = (tmp_path / "config.toml").read_text()
+    assert "# Peers to dial at start" in text, "the config file must explain itself"
+    loaded = load_config(tmp_path)
+    assert loaded == cfg
+    assert loaded.override(api="127.0.0.1:9", validator=None).api == "127.0.0.1:9"
+    assert loaded.override(validator=None).validator is True
+
+
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ("nonsense = 1\n", "unknown setting"),
+        ("validator = 1\n", "true or false"),
+        ('listen = "x"\n', "list of strings"),
+        ("target_peers = \"8\"\n", "must be a int"),
+        ('log_format = "xml"\n', "log_format"),
+        ("listen = [\n", "config.toml"),
+    ],
+)
+def test_bad_config_gets_a_clear_error(tmp_path: Path, body: str, match: str) -> None:
+    (tmp_path / "config.toml").write_text(body)
+    with pytest.raises(ConfigError, match=match):
+        load_config(tmp_path)
+
+
+def test_missing_config_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="tensornet node init"):
+        load_config(tmp_path)
+
+
+def test_mempool_limits_and_fair_order() -> None:
+    m = Mempool(max_txs=100, max_per_sender=3)
+    a, b = b"a" * 32, b"b" * 32
+    for i in range(3):
+        m.add(bytes([1, i]) * 16, f"a{i}".encode(), a, i)
+    with pytest.raises(SenderQuotaExceeded):
+        m.add(b"\x01\x09" * 16, b"a9", a, 9)
+    with pytest.raises(DuplicateTx):
+        m.add(bytes([1, 0]) * 16, b"a0", a, 0)
+    m.add(b"\x02\x00" * 16, b"b0", b, 0)
+    taken = m.take(round_=1, max_count=3)
+    assert taken[:2] in ([b"a0", b"b0"], [b"b0", b"a0"]), "senders are served round-robin"
+    assert taken[2] == b"a1", "a sender's transactions come in nonce order"
+    assert m.take(round_=2) == [b"a2"], "in-flight transactions are not offered again at once"
+    assert set(m.take(round_=1 + m.requeue_after)) == {b"a0", b"b0", b"a1"}, "uncommitted ones come back"
+    assert m.take(round_=2 + m.requeue_after) == [b"a2"]
+    m.remove([bytes([1, 0]) * 16, b"\x02\x00" * 16])
+    assert len(m) == 2 and m.next_nonce(a) == 3 and m.next_nonce(b) == 0
+
+
+def test_mempool_full() -> None:
+    m = Mempool(max_txs=1)
+    m.add(b"\x00" * 32, b"x", b"s" * 32, 0)
+    with pytest.raises(MempoolFull, match="retry later"):
+        m.add(b"\x01" * 32, b"y", b"t" * 32, 0)
+
+
+def test_amounts_are_exact() -> None:
+    assert parse_amount("1.5") == 1_500_000_000
+    assert parse_amount("0.000000001") == 1
+    assert format_amount(1_500_000_000) == "1.5"
+    for bad in ("-1", "0.0000000001", "abc"):
+        with pytest.raises(NodeError):
+            parse_amount(bad)
+
+
+def test_store_commit_chain_and_own_block_guard(tmp_path: Path) -> None:
+    s = Store(tmp_path / "chain.db")
+    s.bind_genesis(b"g" * 32)
+    with pytest.raises(StoreError, match="not the next one"):
+        s.put_commit(CommitRecord(2, b"d" * 32, b"x", b"r" * 32))
+    s.put_commit(CommitRecord(1, b"d" * 32, b"x", b"r" * 32), snapshot=b"snap")
+    assert s.last_commit().index == 1 and s.latest_snapshot() == (1, b"snap")
+    s.record_own_block(0, 5, b"a" * 32, b"blk", 0)
+    s.record_own_block(0, 5, b"a" * 32, b"blk", 0)  # the same block again is fine
+    with pytest.raises(StoreError, match="second block"):
+        s.record_own_block(0, 5, b"b" * 32, b"blk2", 0)
+    assert s.last_own_round(0) == 5
+    assert s.check() == []
+    s.close()
+    reopened = Store(tmp_path / "chain.db")
+    with pytest.raises(StoreError, match="genesis"):
+        reopened.bind_genesis(b"h" * 32)
+    assert reopened.last_own_round(0) == 5
