@@ -24,6 +24,7 @@ table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 th,td{text-align:right;padding:2px 8px;border-bottom:1px solid #eef0f3;white-space:nowrap}
 th:first-child,td:first-child,td.l,th.l{text-align:left}
 code{font:12px ui-monospace,monospace}
+table.metagraph{width:auto}
 .subnet{border-top:1px solid #dde1e6;margin-top:10px;padding-top:8px}
 .subnet-body{display:flex;gap:18px;flex-wrap:wrap;align-items:flex-start}
 .err{color:#b00020}
@@ -83,7 +84,7 @@ async function get(path) {
 }
 function fill(tbody, rows) {
   tbody.replaceChildren(...rows.map(cells => el("tr", {}, ...cells.map(
-    c => c instanceof Node ? el("td", {}, c) : el("td", {class: typeof c === "number" ? "" : "l"}, c)))));
+    c => el("td", {class: typeof c === "number" ? "" : "l"}, c)))));
 }
 
 function renderStatus(s) {
@@ -111,7 +112,7 @@ function heatmap(netuid, weights) {
   const rows = weights.filter(w => w.weights.length > 0);
   const cell = Math.max(8, Math.min(28, Math.floor(360 / Math.max(1, n))));
   const left = 40, top = 28;
-  const g = svg("svg", {class: "heatmap", "data-netuid": netuid, width: left + n * cell + 10,
+  const g = svg("svg", {class: "heatmap", "data-netuid": netuid, width: Math.max(280, left + n * cell + 10),
     height: top + Math.max(1, rows.length) * cell + 10});
   g.append(svg("text", {x: 0, y: 12}, "weights (row: validator uid, column: uid)"));
   for (let j = 0; j < n; j++) g.append(svg("text", {x: left + j * cell + cell / 2 - 3, y: top - 3}, j));
@@ -178,7 +179,7 @@ function renderEmission(e) {
       c.append(svg("title", {}, `subnet ${n} epoch ${p.epoch} at height ${p.height}: ${tok(p.emission)} tokens`));
       chart.append(c);
     }
-    chart.append(svg("text", {x: W - R + 10, y: T + 14 + 16 * i, fill: color}, `subnet ${n}`));
+    chart.append(svg("text", {x: W - R + 10, y: T + 14 + 16 * i, style: "fill:" + color}, `subnet ${n}`));
   });
 }
 

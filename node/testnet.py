@@ -186,70 +186,50 @@ class Processes:
         return how
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            return False
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _alive(pgid) or _group_members(pgid) > 0
-
-
-def _group_members(pgid: int) -> int:
-    n = 0
+def live_groups(pgids: set[int]) -> set[int]:
+    """Which of these process groups still hold a process that is not a zombie (one scan of /proc)."""
+    live: set[int] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                n += 1
-    return n
+            if fields[0] != "Z" and int(fields[2]) in pgids:
+                live.add(int(fields[2]))
+    return live
 
 
 def stop_pids(named: list[tuple[str, int]], deadline_s: float) -> dict[str, str]:
-    """Stop process groups led by these PIDs: SIGTERM, wait up to `deadline_s`, then SIGKILL."""
+    """Stop the process groups led by these PIDs: SIGTERM, wait up to `deadline_s`, then SIGKILL."""
     how: dict[str, str] = {}
-    live = []
+    live: dict[int, str] = {}
     for name, pid in named:
         try:
             os.killpg(pid, signal.SIGTERM)
-            live.append((name, pid))
+            live[pid] = name
         except ProcessLookupError:
             how[name] = "already gone"
     end = time.monotonic() + deadline_s
     while live and time.monotonic() < end:
-        still = []
-        for name, pid in live:
-            if _group_alive(pid):
-                still.append((name, pid))
-            else:
-                how[name] = "SIGTERM"
-        live = still
+        _reap(list(live))
+        still = live_groups(set(live))
+        for pid in set(live) - still:
+            how[live.pop(pid)] = "SIGTERM"
         if live:
             time.sleep(0.1)
-    for name, pid in live:
+    for pid, name in live.items():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        how[name] = f"SIGKILL after {deadline_s:.0f}s"
+        how[name] = f"SIGKILL after {deadline_s:g}s"
+    _reap([pid for _, pid in named])
     return how
+
+
+def _reap(pids: list[int]) -> None:
+    """Collect those of these PIDs that are exited children of this process (else they stay zombies)."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 # --- plan: keys, genesis, wallets ---------------------------------------------------------------
@@ -776,13 +756,18 @@ def read_pids(directory: Path) -> list[dict[str, Any]]:
 
 
 def _is_ours(entry: dict[str, Any]) -> bool:
-    """The PID still runs the command we started (not a recycled PID)."""
+    """The PID still runs the command we started (not a recycled PID): its command line ends with our
+    arguments (a console script runs as `python <script> ...`, so argv[0] may be preceded by the interpreter)."""
     try:
-        cmdline = Path(f"/proc/{int(entry['pid'])}/cmdline").read_bytes().split(b"\0")
+        cmdline = [a.decode(errors="replace") for a in
+                   Path(f"/proc/{int(entry['pid'])}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
         return False
-    want = [a.encode() for a in entry["argv"]]
-    return cmdline[: len(want)] == want
+    want = [str(a) for a in entry["argv"]]
+    tail = want[1:]
+    if not tail or cmdline[-len(tail):] != tail:
+        return False
+    return any(Path(a).name == Path(want[0]).name for a in cmdline[: len(cmdline) - len(tail)])
 
 
 def down(directory: Path, deadline_s: float = 10.0) -> dict[str, str]:
