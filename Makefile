@@ -35,8 +35,11 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check .
 
+# A whole local network: 4 validator nodes, 2 subnets x (3 miners + 1 validator), 2 paid epochs, then stop.
+# The previous run's ./testnet (keys, logs) is removed first; `tensornet testnet up --help` has the options.
 run: venv
-	$(BIN)/tensornet demo
+	@$(BIN)/tensornet testnet clean --dir testnet >/dev/null
+	$(BIN)/tensornet testnet up --dir testnet
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
