@@ -132,6 +132,8 @@ class Core:
         self._seen_authors: dict[int, set[int]] = {}
         self._latest: list[BlockRef | None] = [None] * committee.size
         self.rejected: dict[str, int] = {}
+        self.duplicates = 0
+        self._known: dict[bytes, int] = {}  # digest -> round of accepted and buffered blocks above GC
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -149,7 +151,13 @@ class Core:
         return v
 
     def receive(self, data: bytes, now_ms: int) -> AddOutcome:
-        """verify + add; a rejection is counted by reason and re-raised for the caller to penalise."""
+        """verify + add; a rejection is counted by reason and re-raised for the caller to penalise.
+
+        A block we already hold (the same bytes by another path: direct push and gossip) costs one
+        hash, not a signature check."""
+        if digest(data) in self._known:
+            self.duplicates += 1
+            return AddOutcome()
         try:
             v = self.verify(data, now_ms)
             return self.add(v, now_ms)
@@ -197,11 +205,14 @@ class Core:
             if far.round <= v.round:
                 return
             del self._suspended[far]
+            self._known.pop(far.digest, None)
         self._suspended[v.ref] = v
+        self._known[v.digest] = v.round
         for m in missing:
             self._waiting.setdefault(m, set()).add(v.ref)
 
     def _on_accepted(self, v: Vertex, now_ms: int) -> None:
+        self._known[v.digest] = v.round
         latest = self._latest[v.author]
         if latest is None or (v.round, latest.digest) > (latest.round, v.digest):
             self._latest[v.author] = v.ref  # highest round; lowest digest among equivocations
@@ -318,7 +329,10 @@ class Core:
             out.append(Committed(sub, tuple(vertices)))
         if subs:
             self.dag.prune(self.committer.gc_round)
-            for r in [x for x in self._round_stake if x <= self.committer.gc_round]:
+            gc = self.committer.gc_round
+            for r in [x for x in self._round_stake if x <= gc]:
                 del self._round_stake[r]
                 self._seen_authors.pop(r, None)
+            if len(self._known) > 4 * self.committee.size * (self.params.gc_depth + 8):
+                self._known = {d: r for d, r in self._known.items() if r > gc}
         return out

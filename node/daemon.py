@@ -33,7 +33,7 @@ from node.mempool import MempoolError
 from p2pnet.discovery import DiscoveryConfig
 from p2pnet.gossip import GossipMessage, Verdict
 from p2pnet.nodekey import load_or_create_node_key
-from p2pnet.reqresp import ProtocolSpec, RequestError
+from p2pnet.reqresp import ProtocolSpec, Refused, RequestError
 from p2pnet.stack import open_stack
 from protocol import crypto
 from protocol.dag import BlockRef, SafetyViolation
@@ -53,6 +53,7 @@ from protocol.messages import Commit as CommitMsg
 log = logging.getLogger("node")
 
 BLOCKS_SPEC = ProtocolSpec("/tensornet/blocks/1", max_request=8 * 1024, max_response=40 * 1024 * 1024, timeout=5.0)
+PUSH_SPEC = ProtocolSpec("/tensornet/push-block/1", max_request=4 * 1024 * 1024 + 4096, max_response=16, timeout=3.0)
 OWN_LAST_SPEC = ProtocolSpec("/tensornet/own-last/1", max_request=256, max_response=8 * 1024 * 1024, timeout=3.0)
 AMNESIA_WAIT = 5.0
 COMMITS_SPEC = ProtocolSpec("/tensornet/commits/1", max_request=1024, max_response=4 * 1024 * 1024, timeout=5.0)
@@ -85,6 +86,7 @@ class Node:
         self._last_sync_round = -1
         self.api_addr: str | None = None
         self.fatal: Exception | None = None
+        self._tasks: Any = None  # the node nursery, for fire-and-forget pushes
         self._stop = trio.Event()
 
     # --- status and metrics -------------------------------------------------------------------
@@ -259,20 +261,43 @@ class Node:
     # --- tasks --------------------------------------------------------------------------------
 
     async def _proposer(self) -> None:
-        gossip = self.stack.gossip
-        topic = gossip.topic("blocks")
         while True:
             v = self.chain.propose()
             if v is not None:
-                try:
-                    await gossip.publish(topic, v.data)
-                except Exception as exc:
-                    log.warning("publishing block of round %d failed: %s", v.round, exc)
+                await self._broadcast_block(v.round, v.data)
                 continue
             wait = self.chain.next_proposal_in()
             self._block_arrived = trio.Event()
             with trio.move_on_after(0.5 if wait is None else max(0.001, wait)):
                 await self._block_arrived.wait()
+
+    async def _broadcast_block(self, round_: int, data: bytes) -> None:
+        """Our block goes straight to every connected validator over a persistent stream (one hop,
+        no gossipsub overhead), and through gossip only when someone else needs it: a full node, or a
+        committee member we are not directly connected to."""
+        statuses = self.stack.handshake.statuses
+        validators = [p for p, st in statuses.items() if st.validator]
+        for peer in validators:
+            self._tasks.start_soon(self._push, peer, data)
+        if len(validators) < len(statuses) or len(validators) < self.chain.committee.size - 1:
+            gossip = self.stack.gossip
+            try:
+                await gossip.publish(gossip.topic("blocks"), data)
+            except Exception as exc:
+                log.warning("publishing block of round %d failed: %s", round_, exc)
+
+    async def _push(self, peer: Any, data: bytes) -> None:
+        try:
+            await self.stack.reqresp.request(peer, PUSH_SPEC.protocol_id, data)
+        except RequestError as exc:
+            log.debug("push to %s failed: %s", peer, exc)
+
+    async def _serve_push(self, peer: Any, data: bytes) -> bytes:
+        verdict = self._on_block(peer, data)
+        if verdict is Verdict.REJECT:
+            self.stack.host.limiter.penalize(str(peer), "invalid_block")
+            raise Refused("invalid block")
+        return b""
 
     async def _fetch(self, peer: Any, refs: Sequence[BlockRef]) -> int:
         req = FetchBlocks(0, tuple(WireRef(*r) for r in refs[:32]), 0, 0)
@@ -389,9 +414,11 @@ class Node:
             stack.reqresp.register(BLOCKS_SPEC, self._serve_blocks)
             stack.reqresp.register(COMMITS_SPEC, self._serve_commits)
             stack.reqresp.register(OWN_LAST_SPEC, self._serve_own_last)
+            stack.reqresp.register(PUSH_SPEC, self._serve_push)
             blocks = await stack.gossip.subscribe(stack.gossip.topic("blocks"), self._on_block)
             txs = await stack.gossip.subscribe(stack.gossip.topic("transactions"), self._on_tx)
             async with trio.open_nursery() as nursery:
+                self._tasks = nursery
                 nursery.start_soon(_drain, blocks)
                 nursery.start_soon(_drain, txs)
                 nursery.start_soon(self._fetcher)
