@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,8 @@ def _render_result(res: dict[str, Any]) -> None:
         for col in ("uid", "role", "hotkey", "stake", "incentive", "dividends", "emission (measured)"):
             t.add_column(col, justify="right" if col not in ("role", "hotkey") else "left")
         for n in s["neurons"]:
-            t.add_row(str(n["uid"]), n["role"], n["hotkey"][:16] + "…", f"{n['stake'] / 1e9:.4f}",
+            role = n["role"] + (f" ({n['fault']})" if n.get("fault") else "")
+            t.add_row(str(n["uid"]), role, n["hotkey"][:16] + "…", f"{n['stake'] / 1e9:.4f}",
                       f"{n['incentive']:.4f}", f"{n['dividends']:.4f}", f"{n['emission'] / 1e9:.4f}")
         console.print(t)
         sp, u = s["emission_split"], s["emission_units"]
@@ -112,6 +114,9 @@ def up(
     miners: Annotated[int, typer.Option("--miners", help="Miners per subnet.")] = 3,
     subnet_validators: Annotated[int, typer.Option("--subnet-validators", help="Validators per subnet.")] = 1,
     epochs: Annotated[int, typer.Option("--epochs", help="Paid epochs to measure on every subnet.")] = 2,
+    cheaters: Annotated[
+        int, typer.Option("--cheaters", help="Miners per subnet that corrupt every answer (a test hook).")
+    ] = 0,
     tempo: Annotated[int, typer.Option("--tempo", help="Subnet tempo in heights.")] = 12,
     directory: DirOption = DEFAULT_DIR,
     timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 300.0,
@@ -123,17 +128,31 @@ def up(
     Exits 0 only if every process stayed up, every subnet paid its epochs and every node has the
     same state root; --json prints one JSON object on the last line.
     """
-    from node.errors import CliError
+    from node.errors import CliError, NodeError
     from node.testnet import Testnet, TestnetSpec
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll request otherwise
     spec = TestnetSpec(directory=directory.absolute(), validators=validators, subnets=subnets, miners=miners,
-                       subnet_validators=subnet_validators, epochs=epochs, tempo=tempo, timeout_s=timeout)
+                       subnet_validators=subnet_validators, epochs=epochs, tempo=tempo, timeout_s=timeout,
+                       cheaters=cheaters)
     progress = _Progress()
+    net = Testnet(spec, on_status=progress)
+
+    def on_signal(signum: int, _frame: object) -> None:  # SIGTERM/SIGHUP: unwind, so `run` stops the children
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        res = Testnet(spec, on_status=progress).run(detach=detach)
+        res = net.run(detach=detach)
+    except NodeError as exc:
+        if as_json:
+            typer.echo(json.dumps({"state_roots_agree": None, "error": str(exc), "ran": net.ran,
+                                   "seconds": round(net.live.elapsed_s, 1)}, separators=(",", ":")))
+        raise
     finally:
         progress.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     res["detached"] = detach
     if as_json:
         typer.echo(json.dumps(res, separators=(",", ":")))

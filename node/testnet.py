@@ -64,7 +64,7 @@ class TestnetSpec:
     chain_id: str = "tensornet-local"
     timeout_s: float = 300.0
     stop_deadline_s: float = 10.0
-    cpu_workers: int = 1
+    cheaters: int = 0  # per subnet, the last CHEATERS miners corrupt every answer (`--fault 0:corrupt-answer`)
 
     def check(self) -> None:
         if not 1 <= self.validators <= 64:
@@ -73,6 +73,8 @@ class TestnetSpec:
             raise TestnetError(f"--subnets {self.subnets}: use 1..16")
         if not 1 <= self.miners <= 64 or not 1 <= self.subnet_validators <= 16:
             raise TestnetError("--miners must be 1..64 and --subnet-validators 1..16 (a subnet needs both to pay)")
+        if not 0 <= self.cheaters < self.miners:
+            raise TestnetError(f"--cheaters {self.cheaters}: use 0..{self.miners - 1} (some miner must be honest)")
         if not 1 <= self.epochs <= 100:
             raise TestnetError(f"--epochs {self.epochs}: use 1..100")
         if not 2 <= self.tempo <= 1000:
@@ -242,6 +244,7 @@ class Neuron:
     role: str  # miner | validator
     coldkey: Keypair
     hotkey: Keypair
+    fault: str | None = None  # a miner test hook (subnets/miner.py), e.g. corrupt-answer
 
     @property
     def hotkey_hex(self) -> str:
@@ -267,7 +270,7 @@ class Plan:
             "wallet_home": str(self.wallet_home),
             "neurons": [
                 {"name": n.name, "netuid": n.netuid, "role": n.role, "hotkey": n.hotkey_hex,
-                 "coldkey": n.coldkey.public.hex()}
+                 "coldkey": n.coldkey.public.hex(), "fault": n.fault}
                 for n in self.neurons
             ],
         }
@@ -288,6 +291,8 @@ def make_plan(spec: TestnetSpec) -> Plan:
     d.mkdir(parents=True, exist_ok=True)
     ports = free_port_base(2 * spec.validators + 2 * spec.subnets * (spec.miners + spec.subnet_validators) + 4)
     neuron_names: list[tuple[int, str, str]] = []
+    cheaters = {f"s{s}-miner-{j}" for s in range(1, spec.subnets + 1)
+                for j in range(spec.miners - spec.cheaters, spec.miners)}
     for s in range(1, spec.subnets + 1):
         neuron_names += [(s, "miner", f"s{s}-miner-{j}") for j in range(spec.miners)]
         neuron_names += [(s, "validator", f"s{s}-validator-{j}") for j in range(spec.subnet_validators)]
@@ -325,7 +330,7 @@ def make_plan(spec: TestnetSpec) -> Plan:
         write_hotkey(hk, hot)
         if role == "miner":
             write_hotkey(wallet.hotkey_path("worker0"), hot)
-        neurons.append(Neuron(name, netuid, role, cold, hot))
+        neurons.append(Neuron(name, netuid, role, cold, hot, "corrupt-answer" if name in cheaters else None))
     plan = Plan(
         spec=spec,
         nodes=[{"name": p.name, "home": str(p.home), "api": p.api, "multiaddr": p.multiaddr} for p in node_plans],
@@ -361,8 +366,9 @@ def neuron_argv(plan: Plan, n: Neuron, node_url: str, port: int, weights_interva
         "--password-file", str(plan.spec.directory / PASSWORD_FILE),
     ]
     if n.role == "miner":
+        fault = ["--fault", f"0:{n.fault}"] if n.fault else []
         return [*tensornet_argv(), "miner", "run", *common, "--gpus", "none", "--cpu-workers", "1",
-                "--base-port", str(port), "--status-interval-s", "5"]
+                "--base-port", str(port), "--status-interval-s", "5", *fault]
     return [*tensornet_argv(), "validator", "run", *common, "--stake", str(VALIDATOR_SELF_STAKE // UNIT),
             "--interval-s", f"{weights_interval_s:g}", "--step-s", "2"]
 
@@ -670,6 +676,7 @@ class Testnet:
     def result(self, tracks: list[SubnetTrack], roots: dict[str, Any]) -> dict[str, Any]:
         assert self.plan is not None
         subnets = []
+        faults = {n.hotkey_hex: n.fault for n in self.plan.neurons}
         for t, s in zip(tracks, self.plan.subnets, strict=True):
             mg = t.last.metagraph if t.last else []
             neurons = [
@@ -677,6 +684,7 @@ class Testnet:
                     "uid": r["uid"],
                     "hotkey": r["hotkey"],
                     "role": t.roles.get(r["hotkey"], "miner"),
+                    "fault": faults.get(r["hotkey"]),
                     "stake": int(r["stake"]),
                     "incentive": round(int(r["incentive"]) / U16, 6),
                     "dividends": round(int(r["dividends"]) / U16, 6),
