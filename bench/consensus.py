@@ -99,7 +99,7 @@ class Load(threading.Thread):
 
 def run(validators: int, seconds: float, tx_rate: int, workdir: Path) -> dict:
     chain_id = "bench"
-    funded = {f"load{i}": 1_000_000 * UNIT for i in range(SENDERS)} if tx_rate else {}
+    funded = {f"load{i}": 10_000 * UNIT for i in range(SENDERS)} if tx_rate else {}
     plans, _ = generate(workdir, hosts=["127.0.0.1"] * validators, chain_id=chain_id, p2p_base=32400,
                         api_base=28400, funded=funded)
     nodes = [NodeProc(p.home, p.api).start() for p in plans]
