@@ -266,6 +266,10 @@ class Validator:
             return peer
         if host.is_connected(peer):  # the miner re-announced (restarted elsewhere): the old link is stale
             await host.disconnect(peer)
+        try:  # dial only what the chain announces now: libp2p would also retry a dead address it saw before
+            host.libp2p.get_peerstore().clear_addrs(peer)
+        except Exception:  # noqa: BLE001 - an unknown peer has nothing to clear
+            pass
         last: Exception | None = None
         for addr in addrs[:4]:
             try:
