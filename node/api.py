@@ -57,6 +57,8 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if hasattr(value, "to_obj"):  # e.g. a neuron's axon Endpoint -> [peer_id, [multiaddr, ...]]
+        return _jsonable(value.to_obj())
     return value
 
 
