@@ -40,7 +40,7 @@ def _view(status: Any) -> Group:
         nodes.add_row(n["name"], str(n["height"]), str(n["round"]), str(n["peers"]),
                       "-" if lat is None else f"{lat:.0f}", n["state_root"])
     subnets = Table(title="subnets", title_justify="left")
-    for col in ("netuid", "task", "epochs seen", "paid epochs counted", "top earners last epoch (role uid: units)",
+    for col in ("netuid", "task", "epochs seen", "paid epochs counted", "top earners last epoch (role uid: tokens)",
                 "split owner/miners/validators"):
         subnets.add_column(col)
     for s in status.subnets:

@@ -223,6 +223,12 @@ def stop_pids(named: list[tuple[str, int]], deadline_s: float) -> dict[str, str]
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         how[name] = f"SIGKILL after {deadline_s:g}s"
+    end = time.monotonic() + 5  # SIGKILL is asynchronous: wait (bounded) until the groups are really gone
+    while live and time.monotonic() < end:
+        _reap(list(live))
+        if not live_groups(set(live)):
+            break
+        time.sleep(0.05)
     _reap([pid for _, pid in named])
     return how
 
