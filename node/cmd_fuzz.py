@@ -28,6 +28,19 @@ class Engine(enum.StrEnum):
     atheris = "atheris"
 
 
+def _quiet_network_logs() -> None:
+    """The node bans the fuzzer on purpose; py-libp2p then logs every refused stream at length, and httpx logs
+    every health poll. The report says all of it in one place, so those loggers only speak on errors."""
+    import logging
+
+    import libp2p.host.basic_host  # noqa: F401 - load py-libp2p's loggers now, so their levels can be set
+
+    prefixes = ("libp2p", "httpx", "httpcore", "p2pnet", "multiaddr", "async_service")
+    for name in [*prefixes, *logging.root.manager.loggerDict]:
+        if name.startswith(prefixes):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(fuzz_app, name="fuzz")
 
@@ -226,6 +239,7 @@ def capture(
     else:
         import trio
 
+        _quiet_network_logs()
         counts = trio.run(corpus_mod.capture_node, node, out, peer)
     if not counts:
         raise corpus_mod.CaptureError("nothing captured: the node has no commits yet")
@@ -250,6 +264,7 @@ def live(
 
     from node.fuzz.live import node_info, run_live
 
+    _quiet_network_logs()
     info = node_info(api, peer)
     report = trio.run(lambda: run_live(target, info, seconds=seconds, rate=rate, seed=seed))
     if as_json:

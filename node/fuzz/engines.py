@@ -199,6 +199,12 @@ class Harness:
         if self.hard_watchdog:
             faulthandler.cancel_dump_traceback_later()
 
+    def _watchdog(self) -> None:
+        try:  # to the real stderr: a captured sys.stderr (tests, CliRunner) has no file descriptor
+            faulthandler.dump_traceback_later(self.budget_s * 10 + 5, exit=True, file=sys.__stderr__)
+        except (ValueError, OSError, AttributeError):
+            self.hard_watchdog = False
+
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self._armed:
             self._armed = False
@@ -208,7 +214,7 @@ class Harness:
         target = self.target
         rss0 = _maxrss_mb()
         if self.hard_watchdog:
-            faulthandler.dump_traceback_later(self.budget_s * 10 + 5, exit=True)
+            self._watchdog()
         if self._main:
             self._armed = True
             signal.setitimer(signal.ITIMER_REAL, self.budget_s)

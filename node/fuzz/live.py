@@ -99,7 +99,7 @@ def node_info(api: str | None, peer: str | None) -> NodeInfo:
         listen = [a for a in st.get("listen") or [] if "/tcp/" in a]
         if not listen or not st.get("peer_id"):
             raise LiveError(f"{api}/status names no listen address: pass --peer MULTIADDR")
-        peer = f"{listen[0]}/p2p/{st['peer_id']}"
+        peer = listen[0] if "/p2p/" in listen[0] else f"{listen[0]}/p2p/{st['peer_id']}"
     if "/p2p/" not in peer:
         raise LiveError(f"--peer {peer} must end in /p2p/<peer id>")
     return NodeInfo(api, st["chain_id"], bytes.fromhex(st["genesis_hash"]), peer)
@@ -215,6 +215,11 @@ async def run_live(target: str, info: NodeInfo, *, seconds: float = 20.0, rate: 
     seeds: dict[str, list[bytes]] = {}
     started = time.monotonic()
 
+    # fixtures are built before anything runs: they are synchronous and would stall the health polls
+    fixture_blocks = get("block").seeds()
+    txs = live_tx_seeds(info.chain_id)
+    fetch_seed = get("fetch_blocks").seeds()[:1]
+    Mutator(SignedBlock, rng).mutate(fixture_blocks[0], fixture_blocks)  # warm its lazy imports
     if info.api:
         w.rejected_before, w.metrics_before = await _counters(info.api)
     async with trio.open_nursery() as nursery:
@@ -227,19 +232,18 @@ async def run_live(target: str, info: NodeInfo, *, seconds: float = 20.0, rate: 
                     if not seeds:
                         _, commits, blocks = await fetch_chain(stack, peer)
                         status = stack.handshake.statuses[peer]
-                        txs = live_tx_seeds(info.chain_id)
                         seeds = {
-                            "blocks": blocks or [SignedBlock.from_bytes(b).to_bytes() for b in get("block").seeds()],
+                            "blocks": blocks or fixture_blocks,
                             "txs": txs,
                             "status": [status.to_bytes(), Status(info.chain_id, info.genesis_hash, 0, bytes(32), 0, 0,
                                                                  False).to_bytes()],
-                            "fetch_blocks": [FetchBlocks(0, (), 1, 8).to_bytes()] + get("fetch_blocks").seeds()[:1],
+                            "fetch_blocks": [FetchBlocks(0, (), 1, 8).to_bytes()] + fetch_seed,
                             "fetch_commits": [FetchCommits(1, 3).to_bytes()],
                             "commits": commits,
                         }
                     await _send_loop(stack, peer, target, seeds, rng, deadline, rate, sent, errors)
             except LiveError as exc:
-                errors[f"connect:{type(exc).__name__}"] += 1
+                errors[f"session:{type(exc).__name__}"] += 1
                 if reconnects == 0 and not sent:
                     stop.set()
                     raise
@@ -302,45 +306,44 @@ async def _send_loop(stack: Any, peer: Any, target: str, seeds: dict[str, list[b
         "fetch_commits": Mutator(FetchCommits, rng),
     }
     channels = _channels(target)
-    raw_stream = None
+    state: dict[str, Any] = {"raw": None}
+
+    async def send_one(ch: str) -> None:
+        if ch in ("blocks", "txs", "weights"):
+            pool = seeds["blocks" if ch == "blocks" else "txs"]
+            data = muts["blocks" if ch == "blocks" else "txs"].mutate(rng.choice(pool), pool)
+            await gossip.publish(gossip.topic("blocks" if ch == "blocks" else "transactions"), data)
+            if ch == "weights":  # weight transactions also go on their own topic
+                await gossip.publish(gossip.topic("weights"), data)
+        elif ch in REQUEST_TARGETS:
+            pool = seeds[ch]
+            data = muts[ch].mutate(rng.choice(pool), pool)
+            await stack.reqresp.request(peer, REQUEST_TARGETS[ch], data[:1024])
+        else:  # frame: raw, mostly well-framed mutated requests on a stream of our own
+            if state["raw"] is None:
+                state["raw"] = await stack.host.new_stream(peer, [REQUEST_TARGETS["fetch_blocks"]])
+            payload = muts["fetch_blocks"].mutate(rng.choice(seeds["fetch_blocks"]), seeds["fetch_blocks"])
+            frame = encode_frame(Kind.REQUEST, rng.randrange(1 << 32), payload)
+            if rng.random() < 0.3:
+                frame = mutate_bytes(frame, frame, rng)
+            try:
+                await state["raw"].write(frame)
+            except Exception:
+                state["raw"] = None  # a violation resets the stream: open a new one next time
+                raise
+
     while time.monotonic() < deadline:
         ch = rng.choice(channels)
-        try:
-            if ch in ("blocks", "txs", "weights"):
-                pool = seeds["blocks" if ch == "blocks" else "txs"]
-                data = muts["blocks" if ch == "blocks" else "txs"].mutate(rng.choice(pool), pool)
-                topic = gossip.topic("blocks" if ch == "blocks" else "transactions")
-                await gossip.publish(topic, data)
-                if ch == "weights":  # weight transactions also go on their own topic
-                    await gossip.publish(gossip.topic("weights"), data)
-            elif ch in REQUEST_TARGETS:
-                pool = seeds[ch]
-                data = muts[ch].mutate(rng.choice(pool), pool)
-                try:
-                    with trio.move_on_after(3):
-                        await stack.reqresp.request(peer, REQUEST_TARGETS[ch], data[:1024])
-                except RequestError as exc:
-                    errors[f"{ch}:{type(exc).__name__}"] += 1
-            else:  # frame: raw, mostly well-framed mutated requests on a stream of our own
-                if raw_stream is None:
-                    raw_stream = await stack.host.new_stream(peer, [REQUEST_TARGETS["fetch_blocks"]])
-                payload = muts["fetch_blocks"].mutate(rng.choice(seeds["fetch_blocks"]), seeds["fetch_blocks"])
-                frame = encode_frame(Kind.REQUEST, rng.randrange(1 << 32), payload)
-                if rng.random() < 0.3:
-                    frame = mutate_bytes(frame, frame, rng)
-                try:
-                    with trio.move_on_after(3):
-                        await raw_stream.write(frame)
-                except Exception as exc:
-                    errors[f"frame:{type(exc).__name__}"] += 1
-                    raw_stream = None  # a violation resets the stream: open a new one next time
-            sent[ch] += 1
-        except RequestError as exc:
-            errors[f"{ch}:{type(exc).__name__}"] += 1
-        except Exception as exc:
-            errors[f"{ch}:{type(exc).__name__}"] += 1
-            if not stack.host.is_connected(peer):
-                raise
+        with trio.move_on_after(3) as scope:
+            try:
+                await send_one(ch)
+                sent[ch] += 1
+            except (RequestError, Exception) as exc:
+                errors[f"{ch}:{type(exc).__name__}"] += 1
+        if scope.cancelled_caught:
+            errors[f"{ch}:timeout"] += 1
+        if not stack.host.is_connected(peer):
+            raise LiveError("the node disconnected us (scored down and banned, most likely)")
         await trio.sleep(1.0 / rate)
 
 
