@@ -202,7 +202,7 @@ class Node:
     # --- request handlers ---------------------------------------------------------------------
 
     async def _serve_blocks(self, peer: Any, data: bytes) -> bytes:
-        req = FetchBlocks.from_bytes(data)
+        req = _request(FetchBlocks, data)
         if req.refs:
             blocks = self.chain.blocks_by_digest([r.digest for r in req.refs])
         else:
@@ -253,7 +253,7 @@ class Node:
             pass
 
     async def _serve_commits(self, peer: Any, data: bytes) -> bytes:
-        req = FetchCommits.from_bytes(data)
+        req = _request(FetchCommits, data)
         end = min(req.end, req.start + 31)
         recs = self.chain.store.commits(req.start, end)
         return CommitsResponse(tuple(CommitMsg.from_bytes(r.data) for r in recs)).to_bytes()
@@ -320,7 +320,7 @@ class Node:
             except SafetyViolation as exc:
                 self._halt(exc)
                 return got
-                got += len(accepted)
+            got += len(accepted)
             if missing:
                 try:
                     self._fetch_send.send_nowait((peer, missing))
@@ -451,6 +451,15 @@ class Node:
 
     def close(self) -> None:
         self.chain.close()
+
+
+def _request(cls: Any, data: bytes) -> Any:
+    """Decode a peer's request; a malformed one is refused (REFUSED to the peer, no warning logged here:
+    a handler's warning is for our own bugs, and a peer must not be able to fill our logs)."""
+    try:
+        return cls.from_bytes(data)
+    except ProtocolError as exc:
+        raise Refused(f"malformed {cls.__name__}: {exc}") from exc
 
 
 async def _drain(channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:

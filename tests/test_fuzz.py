@@ -223,3 +223,43 @@ def test_repro_shows_a_diagnostic_of_non_canonical_input(app, tmp_path: Path) ->
     bad = CliRunner().invoke(app, ["fuzz", "repro", str(raw), "--target", "codec", "--json"])
     report = json.loads(bad.stdout)
     assert bad.exit_code == 0 and report["outcome"] == "rejected" and "not canonical" in report["decoded"]
+
+
+# --- fixes in node/daemon.py that fuzzing led to ---------------------------------------------------
+
+
+def test_malformed_requests_are_refused_not_handler_errors() -> None:
+    """A malformed FetchBlocks/FetchCommits is REFUSED (the peer's fault), not a handler failure that the
+    server logs as a warning with attacker-chosen text (found by `fuzz live`)."""
+    from node.daemon import Node
+    from p2pnet.reqresp import Refused
+
+    for handler in (Node._serve_blocks, Node._serve_commits):
+        with pytest.raises(Refused, match="malformed"):
+            targets._drive(handler(targets._STUB_NODE, None, b"\xa1\x61x\x00"))
+
+
+async def test_synced_blocks_are_counted() -> None:
+    """_request_blocks returns how many blocks the response added (the count line was unreachable, so a
+    catching-up node never woke its proposer for synced blocks)."""
+    from types import SimpleNamespace
+
+    import trio
+
+    from node.daemon import Node
+    from protocol.messages import BlocksResponse, FetchBlocks
+
+    blocks = targets.dag_fixture().blocks[:3]
+
+    async def request(peer, pid, data):
+        return BlocksResponse(tuple(blocks)).to_bytes()
+
+    send, _recv = trio.open_memory_channel(10)
+    arrived = trio.Event()
+    stub = SimpleNamespace(
+        stack=SimpleNamespace(reqresp=SimpleNamespace(request=request)),
+        chain=SimpleNamespace(receive_block=lambda data: (["v"], ())),
+        metrics=None, _fetch_send=send, _block_arrived=arrived,
+    )
+    assert await Node._request_blocks(stub, None, FetchBlocks(0, (), 1, 2)) == 3
+    assert arrived.is_set()

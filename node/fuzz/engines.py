@@ -8,7 +8,7 @@ Why these mechanisms: a hang must be caught while it happens, so in the main thr
 alarm raises `Hang` (a BaseException, so no `except Exception` in the target swallows it) inside
 the stuck Python code and its traceback says where; a slow C call that the alarm cannot interrupt
 is still caught afterwards by its elapsed time, and a C call stuck for good is ended by
-faulthandler's watchdog (stacks dumped, process exits) at 10x the budget. Peak RSS
+faulthandler's watchdog (stacks dumped, process exits) at about 10x the budget. Peak RSS
 (getrusage, one syscall) is read around each input because tracemalloc would halve the speed.
 
 Findings are saved by content hash (target + input + traceback) as `<id>.json` (self-contained:
@@ -182,6 +182,7 @@ class Harness:
         self.resign = resign
         self.hard_watchdog = hard_watchdog
         self._armed = False
+        self._watchdog_armed = -1e9
         self._saved: dict[str, int] = {}
         self._main = threading.current_thread() is threading.main_thread()
         self._old_handler: Any = None
@@ -200,8 +201,13 @@ class Harness:
             faulthandler.cancel_dump_traceback_later()
 
     def _watchdog(self) -> None:
+        # Re-armed at most once a second: arming starts a thread (~65 us), more than most inputs cost.
+        now = time.monotonic()
+        if now - self._watchdog_armed < 1.0:
+            return
+        self._watchdog_armed = now
         try:  # to the real stderr: a captured sys.stderr (tests, CliRunner) has no file descriptor
-            faulthandler.dump_traceback_later(self.budget_s * 10 + 5, exit=True, file=sys.__stderr__)
+            faulthandler.dump_traceback_later(self.budget_s * 10 + 6, exit=True, file=sys.__stderr__)
         except (ValueError, OSError, AttributeError):
             self.hard_watchdog = False
 

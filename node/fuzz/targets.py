@@ -439,7 +439,7 @@ def check_frame(data: bytes) -> str:
     """p2pnet's request/response framing (varint length, kind, request id, payload) as a server reads it;
     each REQUEST payload within the cap then goes to the /tensornet/blocks/1 handler."""
     from node.daemon import BLOCKS_SPEC, Node
-    from p2pnet.reqresp import FrameReader, Kind
+    from p2pnet.reqresp import FrameReader, Kind, Refused
 
     reader = FrameReader(_BytesStream(data))
     frames = 0
@@ -452,7 +452,7 @@ def check_frame(data: bytes) -> str:
         if kind == Kind.REQUEST and payload is not None:
             try:
                 _drive(Node._serve_blocks(_STUB_NODE, None, payload))
-            except ProtocolError:
+            except (ProtocolError, Refused):
                 pass  # the server answers an ERROR frame for this one request and keeps the stream
     return f"accepted:frames={min(frames, 4)}"
 
@@ -619,10 +619,12 @@ def _build() -> dict[str, Target]:
                "genesis (two subnets, registered neurons, a live weight commit), then the state invariants",
                check_state, _seeds_state, item_cls=SignedTransaction),
     ]
-    frame = targets[-2]
-    from p2pnet.reqresp import ProtocolViolation
+    from p2pnet.reqresp import ProtocolViolation, Refused
 
-    frame.typed = (ProtocolError, ProtocolViolation)
+    by_name = {t.name: t for t in targets}
+    by_name["frame"].typed = (ProtocolError, ProtocolViolation)
+    for name in ("fetch_blocks", "fetch_commits"):  # a handler refuses a malformed request on purpose
+        by_name[name].typed = (ProtocolError, Refused)
     return {t.name: t for t in targets}
 
 
