@@ -57,6 +57,21 @@ def test_track_counts_only_paid_epochs_after_a_drained_one() -> None:
     assert t.per_neuron == {"m": 82, "v": 82}
 
 
+def test_track_never_counts_a_window_spanning_two_epochs() -> None:
+    e = _epoch_heights(1, 3, 5)
+    t = SubnetTrack(1, 3, "00", {"m": "miner", "v": "validator"})
+    t.observe(_snap(e[0] + 1, 0, {"m": 10, "v": 10}), 1)
+    t.observe(_snap(e[1] + 1, 18, {"m": 51, "v": 51}), 1)  # one epoch, drained before: would count...
+    t2 = SubnetTrack(1, 3, "00", {"m": "miner", "v": "validator"})
+    t2.observe(_snap(e[0] + 1, 0, {"m": 10, "v": 10}), 1)
+    t2.observe(_snap(e[1] + 1, 18, {"m": 51, "v": 51}), 1)
+    t2.observe(_snap(e[3] + 1, 54, {"m": 92, "v": 174}), 1)  # two epochs, one paid validators only: skipped
+    t2.observe(_snap(e[4] + 1, 72, {"m": 133, "v": 215}), 1)  # one epoch after a long window: not drained
+    assert t.counted == 0 and t2.counted == 0  # the first window after the baseline is never counted
+    t2.observe(_snap(e[4] + 2 + 3, 90, {"m": 174, "v": 256}), 1)
+    assert t2.counted == 1 and t2.split() == {"owner": 0.18, "miners": 0.41, "validators": 0.41}
+
+
 def test_track_skips_an_epoch_that_paid_only_one_side() -> None:
     e = _epoch_heights(2, 5, 3)
     t = SubnetTrack(2, 5, "00", {"m": "miner", "v": "validator"})
