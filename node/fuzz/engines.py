@@ -128,13 +128,14 @@ class Stats:
 
 
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|[0-9a-fA-F]{16,}|\d+")
+_UNKNOWN = re.compile(r"(unknown field\(s\)|unknown kind).*")  # the names that follow are the mutant's
 _QUOTED = re.compile(r"b?'[^']*'|b?\"[^\"]*\"|\btn[a-z2-7]{20,}")
 
 
 def shape(exc: BaseException) -> str:
     """A rejection's type and the shape of its message (numbers and hex blanked, cut short): a new shape
     is a new behaviour, which is how the random engine decides what to keep in its pool."""
-    text = _NUMBERS.sub("#", _QUOTED.sub("'…'", str(exc)))
+    text = _NUMBERS.sub("#", _QUOTED.sub("'…'", _UNKNOWN.sub(r"\1", str(exc))))
     return f"{type(exc).__name__}:{':'.join(text.split(':')[:2])[:56]}"
 
 
