@@ -228,6 +228,7 @@ async def open_host(
         raise ConfigError("open_host needs at least one listen address")
     announce = [parse_multiaddr(a) for a in external_addrs] or None
     libp2p_host = hardening.build_libp2p_host(keypair, limiter, announce_addrs=announce)
+    body_error: BaseException | None = None
     try:
         async with hardening.unwrap_single_error(), trio.open_nursery() as nursery:
             async with libp2p_host.run(listen_addrs):
@@ -237,9 +238,18 @@ async def open_host(
                 limiter.on_ban = host._on_ban
                 try:
                     yield host
+                except BaseException as exc:
+                    body_error = exc
+                    raise
                 finally:
                     limiter.on_ban = None
                     nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await hardening.close_host(libp2p_host)
+    # libp2p's run() awaits during its clean-up; in the cancelled nursery that clean-up raises
+    # Cancelled, and the scope absorbs it together with the caller's own exception. Re-raise it
+    # so an error inside `async with open_host(...)` never vanishes. (Cancelled itself comes back
+    # at the next checkpoint of the scope that cancelled it.)
+    if body_error is not None and not isinstance(body_error, trio.Cancelled):
+        raise body_error

@@ -17,6 +17,7 @@ from typing import Any
 import trio
 from libp2p.crypto.keys import KeyPair
 
+from p2pnet import hardening
 from p2pnet.discovery import Discovery, DiscoveryConfig
 from p2pnet.gossip import Gossip, open_gossip
 from p2pnet.handshake import Handshake, StatusFn
@@ -57,18 +58,23 @@ async def open_stack(
         raise ValueError("chain_id and status_fn go together (both for a chain node, neither for a bootstrap)")
     metrics = Metrics()
     store = PeerStore(Path(home) / PEERS_FILE if home is not None else None)
-    async with AsyncExitStack() as stack:
+    async with hardening.unwrap_single_error(), AsyncExitStack() as stack:
         host = await stack.enter_async_context(open_host(keypair, listen=listen, limits=limits))
+        # Gossip is entered before the nursery below, so the two unwind in the reverse order they
+        # were opened (entering it inside the nursery but leaving it after was a nursery misnesting).
+        # Nothing dials before discovery starts, so the handshake watcher still sees every connection.
+        gossip = None
+        if chain_id is not None:
+            gossip = await stack.enter_async_context(
+                open_gossip(host, chain_id, metrics=metrics, **(gossip_options or {}))
+            )
         async with trio.open_nursery() as nursery:
             reqresp = ReqResp(host, metrics)
             await nursery.start(reqresp.run)
-            handshake = gossip = None
+            handshake = None
             if chain_id is not None:
                 handshake = Handshake(host, reqresp, status_fn, metrics=metrics)
                 await nursery.start(handshake.run)
-                gossip = await stack.enter_async_context(
-                    open_gossip(host, chain_id, metrics=metrics, **(gossip_options or {}))
-                )
             disc = Discovery(host, reqresp, store, list(bootstrap), config=discovery, metrics=metrics)
             await nursery.start(disc.run)
             try:

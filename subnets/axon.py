@@ -317,7 +317,9 @@ async def query_miner(
     except ProtocolError as exc:
         raise QueryError(f"bad response from {peer}: {exc}") from None
     latency_ms = int((time.monotonic() - started) * 1000)
-    if r.request_id != signed.body.request_id or r.netuid != signed.body.netuid:
+    # A refusal names the miner's own subnet (that is the point of WRONG_SUBNET); an answer must
+    # be for the subnet asked.
+    if r.request_id != signed.body.request_id or (r.status == 0 and r.netuid != signed.body.netuid):
         raise QueryError("response to another request")
     try:
         status = QueryStatus(r.status)

@@ -327,7 +327,7 @@ async def test_eight_megabyte_frame_read_in_full():
 
 
 @pytest.mark.slow
-async def test_large_gossip_message_and_oversize_refused():
+async def test_large_gossip_message_and_oversize_refused(caplog):
     limits = Limits(max_message_size=12 * 1024 * 1024)
     async with running_host(limits) as a, running_host(limits) as b:
         pa, ra = hardening.make_pubsub(a)
@@ -342,13 +342,13 @@ async def test_large_gossip_message_and_oversize_refused():
             await hardening.publish(pa, "t", big, deadline=60)
             with trio.fail_after(120):
                 assert (await sub.get()).data == big
-        # a frame claiming more than the cap is refused before its body is read
-        stream_peer = a
-        pb2, rb2 = hardening.make_pubsub(b)
-        async with hardening.run_pubsub(pb2, rb2):
-            stream = await stream_peer.new_stream(b.peer_id, [MESHSUB])
-            await stream.write(encode_varint_prefixed(b"\x00" * 16)[:0] + _varint(13 * 1024 * 1024) + b"x" * 100)
-            await wait_until(lambda: b.limiter.violations["oversize"] + b.limiter.violations["malformed"] >= 1)
+            # a frame claiming more than the cap is refused before its body is read (while b's
+            # pubsub runs: only then does b serve /meshsub)
+            stream = await a.new_stream(b.peer_id, [MESHSUB])
+            await stream.write(_varint(13 * 1024 * 1024) + b"x" * 100)
+            # libp2p refuses the frame from its length prefix and drops the stream; it does not tell
+            # our limiter (no score penalty yet: see spec/p2p.md), so the refusal is seen in its log.
+            await wait_until(lambda: "exceeded size limit" in caplog.text)
         await assert_serves(b)
 
 
