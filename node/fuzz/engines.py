@@ -140,7 +140,25 @@ def shape(exc: BaseException) -> str:
 
 
 def _maxrss_mb() -> float:
+    """Peak RSS since the last `_reset_peak` (VmHWM), else since the process started."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _reset_peak() -> None:
+    # Without this, an input that grows memory below the process's earlier peak (say, from
+    # importing torch before the run) would never show: Linux resets VmHWM on writing "5".
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _signature(exc: BaseException, kind: str) -> str:
@@ -219,6 +237,7 @@ class Harness:
 
     def run_one(self, data: bytes) -> Outcome:
         target = self.target
+        _reset_peak()
         rss0 = _maxrss_mb()
         if self.hard_watchdog:
             self._watchdog()
