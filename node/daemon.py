@@ -14,7 +14,6 @@ SIGINT/SIGTERM cancel the nursery; the store is closed last.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import signal
 from collections.abc import Sequence
@@ -483,9 +482,3 @@ def run_node(home: Path, config: NodeConfig, metrics_port: int | None = None) ->
     if node.fatal is not None:
         raise SystemExit(3)
 
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
