@@ -56,7 +56,9 @@ def _render_result(res: dict[str, Any]) -> None:
     for s in res["subnets"]:
         t = Table(title=f"subnet {s['netuid']} ({s['task']}): {s['epochs_counted']} paid epochs measured",
                   title_justify="left")
-        for col in ("uid", "role", "hotkey", "stake", "incentive", "dividends", "emission (measured)"):
+        # incentive and dividends are the latest epoch's; the last column sums what the measured epochs
+        # paid, which can differ while the validator is still sampling miners early on
+        for col in ("uid", "role", "hotkey", "stake", "incentive", "dividends", "paid in measured epochs"):
             t.add_column(col, justify="right" if col not in ("role", "hotkey") else "left")
         for n in s["neurons"]:
             role = n["role"] + (f" ({n['fault']})" if n.get("fault") else "")
