@@ -36,6 +36,8 @@ class Domain(enum.StrEnum):
     RESPONSE = "response"
     HANDSHAKE = "handshake"
     EVIDENCE = "evidence"
+    VOUCHER = "voucher"
+    SERVICE = "service"
 
 
 def digest(data: bytes) -> bytes:

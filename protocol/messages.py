@@ -48,6 +48,38 @@ Amount = Annotated[int, U64]
 Uids = Annotated[tuple[int, ...], ListOf(U16, MAX_WEIGHTS)]
 
 
+# --- signed envelopes: the base ------------------------------------------------------------
+
+
+class Signed(Message):
+    """Body plus signature. Subclasses set DOMAIN and SIGNER (the body field holding the key)."""
+
+    DOMAIN: ClassVar[Domain]
+    SIGNER: ClassVar[str]
+    body: Message
+    signature: bytes
+
+    @classmethod
+    def create(cls, body: Message, keypair: Keypair):
+        return cls(body, keypair.sign(cls.DOMAIN, body.chain_id, body.to_bytes()))
+
+    def signer_key(self, public_keys: tuple[bytes, ...] = ()) -> bytes:
+        value = getattr(self.body, self.SIGNER)
+        return public_keys[value] if isinstance(value, int) else value
+
+    def verify(self, chain_id: str, public_key: bytes | None = None) -> None:
+        """Check the chain id, then the signature; raise a typed error if either is wrong."""
+        if self.body.chain_id != chain_id:
+            raise WrongChainError(f"message is for chain {self.body.chain_id!r}, this node is on {chain_id!r}")
+        key = public_key if public_key is not None else getattr(self.body, self.SIGNER)
+        crypto.verify(key, self.DOMAIN, chain_id, self.body.to_bytes(), self.signature)
+
+    @property
+    def digest(self) -> bytes:
+        return crypto.digest(self.to_bytes())
+
+
+
 # --- consensus ---------------------------------------------------------------------------------
 
 
@@ -170,6 +202,73 @@ class SetHyperparameter(Message):
     value: Amount
 
 
+# --- paid inference (spec/economics.md §3) ----------------------------------------------------
+
+
+@message
+class Voucher(Message):
+    """A client's promise: pay `price` units from escrow `escrow_id` to `miner` for the query whose
+    SignedQuery digest is `query_digest`. `nonce` is chosen by the client and spent once per escrow."""
+
+    chain_id: ChainId
+    escrow_id: Annotated[int, U64]
+    nonce: Annotated[int, U64]
+    client: PublicKey
+    miner: PublicKey
+    query_digest: Digest
+    price: Amount
+
+
+@message
+class ServiceProof(Message):
+    """The miner's statement that it answered the query of voucher `voucher_digest` with the
+    SignedResponse whose digest is `response_digest`."""
+
+    chain_id: ChainId
+    miner: PublicKey
+    voucher_digest: Digest
+    response_digest: Digest
+
+
+@message
+class SignedVoucher(Signed):
+    DOMAIN: ClassVar[Domain] = Domain.VOUCHER
+    SIGNER: ClassVar[str] = "client"
+    MAX_SIZE: ClassVar[int] = 1024
+    body: Voucher
+    signature: Signature
+
+
+@message
+class SignedServiceProof(Signed):
+    DOMAIN: ClassVar[Domain] = Domain.SERVICE
+    SIGNER: ClassVar[str] = "miner"
+    MAX_SIZE: ClassVar[int] = 1024
+    body: ServiceProof
+    signature: Signature
+
+
+@message
+class OpenEscrow(Message):
+    KIND: ClassVar[str] = "open_escrow"
+    netuid: Netuid
+    amount: Amount
+    expires_at: Annotated[int, U64]  # last height at which a voucher can be claimed
+
+
+@message
+class ClaimPayment(Message):
+    KIND: ClassVar[str] = "claim_payment"
+    voucher: SignedVoucher
+    proof: SignedServiceProof
+
+
+@message
+class CloseEscrow(Message):
+    KIND: ClassVar[str] = "close_escrow"
+    escrow_id: Annotated[int, U64]
+
+
 CALLS = (
     Transfer,
     AddStake,
@@ -181,9 +280,12 @@ CALLS = (
     CommitWeights,
     RevealWeights,
     SetHyperparameter,
+    OpenEscrow,
+    ClaimPayment,
+    CloseEscrow,
 )
 Call = Transfer | AddStake | RemoveStake | CreateSubnet | Register | ServeAxon | SetWeights | CommitWeights
-Call = Call | RevealWeights | SetHyperparameter
+Call = Call | RevealWeights | SetHyperparameter | OpenEscrow | ClaimPayment | CloseEscrow
 
 
 @message
@@ -271,34 +373,6 @@ class Response(Message):
 # --- signed envelopes --------------------------------------------------------------------------
 
 
-class Signed(Message):
-    """Body plus signature. Subclasses set DOMAIN and SIGNER (the body field holding the key)."""
-
-    DOMAIN: ClassVar[Domain]
-    SIGNER: ClassVar[str]
-    body: Message
-    signature: bytes
-
-    @classmethod
-    def create(cls, body: Message, keypair: Keypair):
-        return cls(body, keypair.sign(cls.DOMAIN, body.chain_id, body.to_bytes()))
-
-    def signer_key(self, public_keys: tuple[bytes, ...] = ()) -> bytes:
-        value = getattr(self.body, self.SIGNER)
-        return public_keys[value] if isinstance(value, int) else value
-
-    def verify(self, chain_id: str, public_key: bytes | None = None) -> None:
-        """Check the chain id, then the signature; raise a typed error if either is wrong."""
-        if self.body.chain_id != chain_id:
-            raise WrongChainError(f"message is for chain {self.body.chain_id!r}, this node is on {chain_id!r}")
-        key = public_key if public_key is not None else getattr(self.body, self.SIGNER)
-        crypto.verify(key, self.DOMAIN, chain_id, self.body.to_bytes(), self.signature)
-
-    @property
-    def digest(self) -> bytes:
-        return crypto.digest(self.to_bytes())
-
-
 @message
 class SignedBlock(Signed):
     DOMAIN: ClassVar[Domain] = Domain.BLOCK
@@ -339,6 +413,16 @@ class SignedResponse(Signed):
     signature: Signature
 
 
+@message
+class PaidQuery(Message):
+    """A paying client's query with its voucher (`/tensornet/subnet-paid-query/1`, spec/economics.md §3);
+    `voucher.query_digest` is `query.digest`."""
+
+    MAX_SIZE: ClassVar[int] = SignedQuery.MAX_SIZE + SignedVoucher.MAX_SIZE
+    query: SignedQuery
+    voucher: SignedVoucher
+
+
 # Every top-level type a peer can send us, by name: the fuzzers and the vector tests walk it.
 WIRE_TYPES: dict[str, type[Message]] = {
     cls.__name__: cls
@@ -347,6 +431,7 @@ WIRE_TYPES: dict[str, type[Message]] = {
         SignedTransaction,
         SignedQuery,
         SignedResponse,
+        PaidQuery,
         Status,
         FetchBlocks,
         FetchOwnLast,

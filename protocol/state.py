@@ -21,15 +21,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import codec, crypto, yuma
+from protocol import codec, crypto, escrow, yuma
 from protocol.emission import apportion, block_emission, subnet_split, take
 from protocol.errors import DecodeError, ProtocolError, StateError, TxRejected, WrongChainError
+from protocol.escrow import Escrows
 from protocol.genesis import Endpoint, Genesis
 from protocol.hyperparams import Hyperparams
 from protocol.messages import (
     AddStake,
+    ClaimPayment,
+    CloseEscrow,
     CommitWeights,
     CreateSubnet,
+    OpenEscrow,
     Register,
     RemoveStake,
     RevealWeights,
@@ -44,7 +48,7 @@ from protocol.weights import MAX_UNREVEALED_COMMITS, first_duplicate, is_self_we
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: escrows (paid inference)
 _SNAPSHOT_MAX = 1 << 34
 _PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")  # base58btc
 
@@ -270,6 +274,7 @@ class State:
         self.subnets: dict[int, Subnet] = {}
         self.subnet_last_price = 0
         self.subnet_last_height: int | None = None
+        self.escrows = Escrows()  # paid inference (protocol/escrow.py)
 
     # --- construction ---------------------------------------------------------------------------------
 
@@ -405,6 +410,7 @@ class State:
     def check_invariants(self) -> None:
         """Exact conservation and structural invariants; raises AssertionError naming the broken one."""
         held = sum(self.balances.values()) + self.total_stake() + self.burned + self.total_pending()
+        held += self.escrows.total()
         assert held == self.issued, f"conservation: held {held} != issued {self.issued}"
         assert all(v > 0 for v in self.balances.values()), "a zero or negative balance is stored"
         assert all(v > 0 for v in self.stakes.values()), "a zero or negative stake is stored"
@@ -418,6 +424,7 @@ class State:
             assert sn.uid_of == {n.hotkey: u for u, n in enumerate(sn.neurons)}, "uid index out of sync"
             sn.hp.check_all(len(sn.neurons))
             assert all(len(c) <= MAX_UNREVEALED_COMMITS for c in sn.commits.values()), "too many commits"
+        self.escrows.check()
 
     # --- encoding, root, snapshot ---------------------------------------------------------------------
 
@@ -437,6 +444,7 @@ class State:
             subnets,
             self.subnet_last_price,
             self.subnet_last_height,
+            self.escrows.to_obj(),
         ]
 
     def root(self) -> bytes:
@@ -451,7 +459,7 @@ class State:
         """Inverse of snapshot(); the loaded state has the identical root."""
         try:
             o = codec.decode(data, max_size=_SNAPSHOT_MAX, max_items=1 << 24)
-            if type(o) is not list or len(o) != 13 or o[0] != SNAPSHOT_VERSION:
+            if type(o) is not list or len(o) != 14 or o[0] != SNAPSHOT_VERSION:
                 raise StateError("not a state snapshot of a known version")
             st = cls(Params.from_obj(o[1]))
             st.height, st.issued, st.burned = o[2], o[3], o[4]
@@ -464,6 +472,7 @@ class State:
             st.endpoints = {h: Endpoint(e[0], tuple(e[1])) for h, e in o[9]}
             st.subnets = {s[0]: Subnet.from_obj(s) for s in o[10]}
             st.subnet_last_price, st.subnet_last_height = o[11], o[12]
+            st.escrows = Escrows.from_obj(o[13])
         except (ValueError, TypeError, IndexError, KeyError, DecodeError) as exc:
             raise StateError(f"corrupt state snapshot: {exc}") from None
         if st.snapshot() != bytes(data):
@@ -1038,6 +1047,9 @@ _HANDLERS = {
     CommitWeights: State._tx_commit_weights,
     RevealWeights: State._tx_reveal_weights,
     SetHyperparameter: State._tx_set_hyperparameter,
+    OpenEscrow: escrow.tx_open_escrow,
+    ClaimPayment: escrow.tx_claim_payment,
+    CloseEscrow: escrow.tx_close_escrow,
 }
 
 __all__ = [
