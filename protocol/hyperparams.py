@@ -48,6 +48,14 @@ class Hyperparams:
     min_burn: int = 500_000
     max_burn: int = 100_000_000_000
     burn_half_life: int = 360
+    # Registration caps (subtensor's MaxRegistrationsPerBlock and 3 x TargetRegistrationsPerInterval per
+    # AdjustmentInterval, as its burned registration applied them). 65535 turns a cap off: subtensor
+    # dropped both from subnet registration, so they are off by default (spec/state.md §4).
+    max_registrations_per_block: int = U16_MAX
+    target_registrations_per_interval: int = U16_MAX
+    adjustment_interval: int = 100
+    serving_rate_limit: int = 50  # heights between two serve_axon of one neuron (subtensor ServingRateLimit)
+    max_weights_limit: int = U16_MAX  # largest normalised weight, x/65535; 65535 = no limit (subtensor)
 
     def to_obj(self) -> dict[str, int | bool]:
         return dataclasses.asdict(self)
@@ -104,6 +112,11 @@ class Hyperparams:
             "min_burn": (0, self.max_burn),
             "max_burn": (self.min_burn, U64_MAX),
             "burn_half_life": (0, U16_MAX),
+            "max_registrations_per_block": (0, U16_MAX),
+            "target_registrations_per_interval": (0, U16_MAX),
+            "adjustment_interval": (0, U16_MAX),
+            "serving_rate_limit": (0, U64_MAX),
+            "max_weights_limit": (0, U16_MAX),
         }
         return b[name]
 

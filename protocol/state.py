@@ -26,7 +26,7 @@ from protocol.emission import apportion, block_emission, subnet_split, take
 from protocol.errors import DecodeError, ProtocolError, StateError, TxRejected, WrongChainError
 from protocol.escrow import Escrows
 from protocol.genesis import Endpoint, Genesis
-from protocol.hyperparams import Hyperparams
+from protocol.hyperparams import U16_MAX, Hyperparams
 from protocol.messages import (
     AddStake,
     ClaimPayment,
@@ -44,11 +44,18 @@ from protocol.messages import (
     Transfer,
 )
 from protocol.pricing import bumped_burn, decayed_burn, subnet_price
-from protocol.weights import MAX_UNREVEALED_COMMITS, first_duplicate, is_self_weight, upscale, weights_commit_hash
+from protocol.weights import (
+    MAX_UNREVEALED_COMMITS,
+    first_duplicate,
+    is_self_weight,
+    max_weight_exceeded,
+    upscale,
+    weights_commit_hash,
+)
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
-SNAPSHOT_VERSION = 2  # 2: escrows (paid inference)
+SNAPSHOT_VERSION = 3  # 2: escrows (paid inference); 3: registration counters per subnet, served_at per neuron
 _SNAPSHOT_MAX = 1 << 34
 _PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")  # base58btc
 
@@ -92,6 +99,7 @@ class Neuron:
     emission: int = 0
     validator_permit: bool = False
     axon: Endpoint | None = None
+    served_at: int = 0  # height of the last serve_axon (0: never), for serving_rate_limit
     _digest: bytes | None = field(default=None, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -119,6 +127,7 @@ class Neuron:
             self.emission,
             self.validator_permit,
             None if self.axon is None else self.axon.to_obj(),
+            self.served_at,
         ]
 
     @classmethod
@@ -141,6 +150,7 @@ class Neuron:
             o[8],
             o[9],
             None if o[10] is None else Endpoint(o[10][0], tuple(o[10][1])),
+            o[11],
         )
 
 
@@ -161,6 +171,11 @@ class Subnet:
     # hotkey -> unrevealed commits, oldest first: (hash, epoch_index, height)
     commits: dict[bytes, list[tuple[bytes, int, int]]] = field(default_factory=dict)
     uid_of: dict[bytes, int] = field(default_factory=dict)
+    # Registration caps (§3): registrations at the current height (reset at the start of each commit) and
+    # since reg_interval_start (reset once adjustment_interval heights have passed).
+    regs_this_block: int = 0
+    regs_this_interval: int = 0
+    reg_interval_start: int = 0
 
     @property
     def pending(self) -> int:
@@ -179,6 +194,7 @@ class Subnet:
             self.epoch_index,
             self.last_epoch_height,
             [[hk, [list(c) for c in cs]] for hk, cs in sorted(self.commits.items())],
+            [self.regs_this_block, self.regs_this_interval, self.reg_interval_start],
         ]
 
     def root_obj(self) -> list:
@@ -204,6 +220,7 @@ class Subnet:
             o[9],
             {hk: [tuple(c) for c in cs] for hk, cs in o[10]},
         )
+        s.regs_this_block, s.regs_this_interval, s.reg_interval_start = o[11]
         s.uid_of = {n.hotkey: uid for uid, n in enumerate(s.neurons)}
         return s
 
@@ -424,6 +441,11 @@ class State:
             assert sn.uid_of == {n.hotkey: u for u, n in enumerate(sn.neurons)}, "uid index out of sync"
             sn.hp.check_all(len(sn.neurons))
             assert all(len(c) <= MAX_UNREVEALED_COMMITS for c in sn.commits.values()), "too many commits"
+            assert 0 <= sn.regs_this_block <= sn.regs_this_interval, f"subnet {sn.netuid}: registration counters"
+            assert sn.reg_interval_start <= self.height, f"subnet {sn.netuid}: interval starts in the future"
+            assert all(n.registered_at <= n.served_at <= self.height for n in sn.neurons if n.served_at), (
+                f"subnet {sn.netuid}: served_at outside [registered_at, height]"
+            )
         self.escrows.check()
 
     # --- encoding, root, snapshot ---------------------------------------------------------------------
@@ -527,6 +549,9 @@ class State:
         self.height = height
         for sn in self._sorted_subnets():
             sn.burn = decayed_burn(sn.burn, sn.hp.burn_half_life, sn.hp.min_burn, sn.hp.max_burn)
+            sn.regs_this_block = 0
+            if height - sn.reg_interval_start >= sn.hp.adjustment_interval:
+                sn.reg_interval_start, sn.regs_this_interval = height, 0
         receipts: list[Receipt] = []
         seen: set[bytes] = set()
         for raw in txs:
@@ -660,7 +685,9 @@ class State:
         self.burned += price
         self.subnet_last_price, self.subnet_last_height = price, self.height
         hp = Hyperparams()
-        self.subnets[netuid] = Subnet(netuid, c.name, signer, self.height, hp, _burn_start(hp))
+        self.subnets[netuid] = Subnet(
+            netuid, c.name, signer, self.height, hp, _burn_start(hp), reg_interval_start=self.height
+        )
 
     def subnet_price_at(self, height: int) -> int:
         p = self.params
@@ -677,8 +704,39 @@ class State:
             raise TxRejected("unknown subnet", f"subnet {netuid} does not exist (subnets: {known})")
         return sn
 
+    def _registration_caps(self, sn: Subnet, dry: bool) -> None:
+        """subtensor's burned-registration caps: fewer than max_registrations_per_block at this height and
+        fewer than 3 x target_registrations_per_interval since the interval began (65535: no cap). A dry
+        run (mempool) judges the next height, as apply_commit's step 1 will leave the counters there."""
+        hp = sn.hp
+        at, in_block = self.height, sn.regs_this_block
+        start, in_interval = sn.reg_interval_start, sn.regs_this_interval
+        if dry:
+            at, in_block = self.height + 1, 0
+            if at - start >= hp.adjustment_interval:
+                start, in_interval = at, 0
+        cap = hp.max_registrations_per_block
+        if cap != U16_MAX and in_block >= cap:
+            when = f"next allowed at height {at + 1}" if cap else "closed until the subnet owner raises it"
+            raise TxRejected(
+                "registrations per block",
+                f"{in_block} registrations on subnet {sn.netuid} at height {at}, "
+                f"max_registrations_per_block is {cap}; {when}",
+            )
+        target = hp.target_registrations_per_interval
+        if target != U16_MAX and in_interval >= 3 * target:
+            nxt = max(start + hp.adjustment_interval, at + 1)
+            when = f"next allowed at height {nxt}" if target else "closed until the subnet owner raises it"
+            raise TxRejected(
+                "registrations per interval",
+                f"{in_interval} registrations on subnet {sn.netuid} since height {start}, limit 3 x "
+                f"target_registrations_per_interval {target} = {3 * target} per {hp.adjustment_interval} "
+                f"heights (adjustment_interval); {when}, now {at}",
+            )
+
     def _tx_register(self, signer: bytes, c: Register, dry: bool) -> None:
         sn = self._need_subnet(c.netuid)
+        self._registration_caps(sn, dry)
         if c.hotkey in sn.uid_of:
             raise TxRejected(
                 "already registered",
@@ -719,6 +777,8 @@ class State:
             sn.neurons[prune] = neuron
             sn.uid_of[c.hotkey] = prune
         sn.burn = bumped_burn(sn.burn, sn.hp.min_burn, sn.hp.max_burn)
+        sn.regs_this_block += 1
+        sn.regs_this_interval += 1
 
     def _neuron_to_prune(self, sn: Subnet) -> int | None:
         """subtensor's get_neuron_to_prune: lowest emission, then earliest registration, then lowest uid;
@@ -756,9 +816,16 @@ class State:
                 self.endpoints[signer] = ep
             return
         sn = self._need_subnet(c.netuid)
-        uid = self._need_uid(sn, signer)
+        neuron = sn.neurons[self._need_uid(sn, signer)]
+        now, limit, last = self.height + 1 if dry else self.height, sn.hp.serving_rate_limit, neuron.served_at
+        if limit and last and now - last < limit:
+            raise TxRejected(
+                "serving rate limit",
+                f"axon last served at height {last}, next allowed at {last + limit}, now {now} "
+                f"(serving_rate_limit {limit} on subnet {sn.netuid})",
+            )
         if not dry:
-            sn.neurons[uid].axon = ep
+            neuron.axon, neuron.served_at = ep, self.height
 
     def _need_uid(self, sn: Subnet, hotkey: bytes) -> int:
         uid = sn.uid_of.get(hotkey)
@@ -810,6 +877,16 @@ class State:
         need = min(sn.hp.min_allowed_weights, n)
         if not selfw and len(values) < need:
             raise TxRejected("min allowed weights", f"{len(values)} weights, at least {need} needed")
+        limit = sn.hp.max_weights_limit
+        stored = upscale(values)
+        top = max_weight_exceeded(uid, uids, stored, limit)
+        if top is not None:
+            heavy = uids[stored.index(max(stored))]
+            raise TxRejected(
+                "max weight limit",
+                f"uid {heavy} gets {(top * U16_MAX) >> 32}/65535 of the weight, above max_weights_limit "
+                f"{limit}/65535 on subnet {sn.netuid}; spread the weight over more uids",
+            )
         return uid
 
     def _store_weights(self, sn: Subnet, uid: int, uids: Sequence[int], values: Sequence[int]) -> None:

@@ -37,6 +37,11 @@ hp_name = st.sampled_from(
         "immunity_period",
         "min_allowed_weights",
         "reveal_period",
+        "max_registrations_per_block",
+        "target_registrations_per_interval",
+        "adjustment_interval",
+        "serving_rate_limit",
+        "max_weights_limit",
         "bogus",
     ]
 )
@@ -79,19 +84,38 @@ def schedules(draw):
     return [[(draw(key_i), _call(draw)) for _ in range(draw(st.integers(0, 4)))] for _ in range(n_commits)]
 
 
+# The subtensor caps, on or off (65535) per example, so that random schedules run into them.
+limits = st.fixed_dictionaries(
+    {
+        "max_registrations_per_block": st.sampled_from([1, 2, 65535]),
+        "target_registrations_per_interval": st.sampled_from([1, 65535]),
+        "adjustment_interval": st.integers(0, 6),
+        "serving_rate_limit": st.integers(0, 3),
+        "max_weights_limit": st.sampled_from([40000, 65535]),
+    }
+)
+
+
 def run(chain: Chain, schedule) -> list:
     receipts = []
     for txs in schedule:
         raws = [chain.tx(KEYS[i], call) for i, call in txs]
-        receipts.append([(r.ok, r.rule) for r in chain.commit(*raws)])
+        out = chain.commit(*raws)
+        receipts.append([(r.ok, r.rule) for r in out])
+        if not any(r.ok and isinstance(c, SetHyperparameter) for r, (_, c) in zip(out, txs, strict=True)):
+            for sn in chain.state.subnets.values():  # caps hold (an owner may change them mid-commit)
+                hp = sn.hp
+                assert hp.max_registrations_per_block == 65535 or sn.regs_this_block <= hp.max_registrations_per_block
+                cap = 3 * hp.target_registrations_per_interval
+                assert hp.target_registrations_per_interval == 65535 or sn.regs_this_interval <= cap
     return receipts
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(schedules())
-def test_two_instances_agree_and_invariants_hold(schedule):
-    a = make_chain({"tempo": 3, "max_allowed_uids": 4, "weights_rate_limit": 1})
-    b = make_chain({"tempo": 3, "max_allowed_uids": 4, "weights_rate_limit": 1})
+@given(schedules(), limits)
+def test_two_instances_agree_and_invariants_hold(schedule, caps):
+    a = make_chain({"tempo": 3, "max_allowed_uids": 4, "weights_rate_limit": 1} | caps)
+    b = make_chain({"tempo": 3, "max_allowed_uids": 4, "weights_rate_limit": 1} | caps)
     ra = run(a, schedule)  # Chain.commit checks the invariants after every commit
     rb = run(b, schedule)
     assert ra == rb and a.state.root() == b.state.root()
