@@ -223,6 +223,11 @@ def build_app(node: Node) -> Starlette:
             return error(404, f"no subnet {netuid}")
         return JSONResponse(node.subnet_obj(netuid))
 
+    async def deregistered(request: Request) -> Response:
+        from node.economics import deregistrations
+
+        return JSONResponse(deregistrations(chain.state))
+
     async def metagraph(request: Request) -> Response:
         netuid = int(request.path_params["netuid"])
         if chain.state.subnet(netuid) is None:
@@ -324,6 +329,7 @@ def build_app(node: Node) -> Starlette:
         Route("/accounts/{address}", account),
         Route("/accounts/{address}/nonce", nonce),
         Route("/subnets", subnets),
+        Route("/subnets/deregistered", deregistered),
         Route("/subnets/{netuid:int}", subnet),
         Route("/subnets/{netuid:int}/metagraph", metagraph),
         Route("/subnets/{netuid:int}/weights", weights),

@@ -18,13 +18,33 @@ def register(app: typer.Typer) -> None:
 
 @subnet_app.command("list")
 def list_(node: NodeOption = None, as_json: JsonOption = False) -> None:
-    """Every subnet with its owner, size and tempo."""
+    """Every subnet with its owner, size, tempo, lifecycle score and registration immunity.
+
+    The score is the moving average of the subnet's stake; at the subnet limit a new subnet replaces
+    the lowest-scored subnet that is past its immunity (spec/economics.md §1).
+    """
     from node.client import NodeClient
 
     with NodeClient(node) as c:
         rows = c.get("/subnets")
-    view = [{k: r[k] for k in ("netuid", "name", "owner", "neurons", "tempo", "burn")} for r in rows]
+    view = [
+        {
+            **{k: r[k] for k in ("netuid", "name", "owner", "neurons", "tempo", "burn", "score")},
+            "immunity": f"until {r['immune_until']}" if r["immune"] else "none",
+        }
+        for r in rows
+    ]
     emit(rows if as_json else view, as_json, title="subnets")
+
+
+@subnet_app.command("deregistered")
+def deregistered(node: NodeOption = None, as_json: JsonOption = False) -> None:
+    """Subnets removed to make room for new ones: when, by whom, and what was paid out or returned."""
+    from node.client import NodeClient
+
+    with NodeClient(node) as c:
+        rows = c.get("/subnets/deregistered")
+    emit(rows, as_json, title="deregistered subnets")
 
 
 @subnet_app.command("show")

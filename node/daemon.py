@@ -28,6 +28,7 @@ from node.api import NodeMetrics, build_app
 from node.chain import Chain, CommitInfo
 from node.config import GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, parse_hostport
 from node.core import CoreParams
+from node.economics import lifecycle_view
 from node.mempool import MempoolError
 from p2pnet.discovery import DiscoveryConfig
 from p2pnet.gossip import GossipMessage, Verdict
@@ -133,6 +134,7 @@ class Node:
             "tempo": hp.tempo,
             "burn": sn.burn,
             "hyperparameters": {k: getattr(hp, k) for k in hp.__dataclass_fields__},
+            **lifecycle_view(self.chain.state, sn),
         }
 
     def _observe(self, c: CommitInfo) -> None:

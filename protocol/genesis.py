@@ -78,6 +78,7 @@ class Genesis:
     subnet_min_burn: int = 1000 * UNIT
     subnet_burn_interval: int = 14 * 7200
     max_subnets: int = 32
+    subnet_immunity_period: int = 7 * 7200  # heights a new subnet cannot be replaced (spec/economics.md §1)
 
     def issued(self) -> int:
         """Units that exist at genesis: balances plus stakes plus committee self-stakes."""
@@ -106,6 +107,7 @@ class Genesis:
                 "subnet_min_burn": self.subnet_min_burn,
                 "subnet_burn_interval": self.subnet_burn_interval,
                 "max_subnets": self.max_subnets,
+                "subnet_immunity_period": self.subnet_immunity_period,
             },
         }
 
@@ -141,6 +143,7 @@ class Genesis:
                 "subnet_min_burn": self.subnet_min_burn,
                 "subnet_burn_interval": self.subnet_burn_interval,
                 "max_subnets": self.max_subnets,
+                "subnet_immunity_period": self.subnet_immunity_period,
             },
         }
         return json.dumps(doc, indent=2) + "\n"
@@ -291,7 +294,12 @@ def parse_genesis(text: str | bytes) -> Genesis:
 
     em = _map(d.get("emission", {}), "emission", set(), {"base_per_height", "subnet_share"})
     cons = _map(d.get("consensus", {}), "consensus", set(), {"epoch_rounds", "committee_size", "committee_min_stake"})
-    net = _map(d.get("network", {}), "network", set(), {"subnet_min_burn", "subnet_burn_interval", "max_subnets"})
+    net = _map(
+        d.get("network", {}),
+        "network",
+        set(),
+        {"subnet_min_burn", "subnet_burn_interval", "max_subnets", "subnet_immunity_period"},
+    )
     defaults = Genesis(chain_id)
     share = em.get("subnet_share", defaults.subnet_share)
     if share not in SHARE_RULES:
@@ -314,6 +322,9 @@ def parse_genesis(text: str | bytes) -> Genesis:
             net.get("subnet_burn_interval", defaults.subnet_burn_interval), "network.subnet_burn_interval", 1
         ),
         max_subnets=_int(net.get("max_subnets", defaults.max_subnets), "network.max_subnets", 0, 65534),
+        subnet_immunity_period=_int(
+            net.get("subnet_immunity_period", defaults.subnet_immunity_period), "network.subnet_immunity_period"
+        ),
     )
     check_genesis(g)
     return g

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import codec, crypto, escrow, yuma
+from protocol import codec, crypto, escrow, lifecycle, yuma
 from protocol.emission import apportion, block_emission, subnet_split, take
 from protocol.errors import DecodeError, ProtocolError, StateError, TxRejected, WrongChainError
 from protocol.escrow import Escrows
@@ -55,7 +55,7 @@ from protocol.weights import (
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
-SNAPSHOT_VERSION = 3  # 2: escrows (paid inference); 3: registration counters per subnet, served_at per neuron
+SNAPSHOT_VERSION = 4  # 2: escrows; 3: registration counters, served_at; 4: subnet_immunity_period, lifecycle
 _SNAPSHOT_MAX = 1 << 34
 _PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")  # base58btc
 
@@ -240,6 +240,7 @@ class Params:
     subnet_burn_interval: int
     max_subnets: int
     genesis_committee: tuple[CommitteeMember, ...]
+    subnet_immunity_period: int
 
     def to_obj(self) -> list:
         return [
@@ -254,12 +255,13 @@ class Params:
             self.subnet_burn_interval,
             self.max_subnets,
             [[m.hotkey, m.stake, m.peer_id, list(m.multiaddrs)] for m in self.genesis_committee],
+            self.subnet_immunity_period,
         ]
 
     @classmethod
     def from_obj(cls, o: list) -> Params:
         gc = tuple(CommitteeMember(h, s, p, tuple(a)) for h, s, p, a in o[10])
-        return cls(*o[:10], gc)
+        return cls(*o[:10], gc, *o[11:])
 
 
 def epoch_due(height: int, netuid: int, tempo: int) -> bool:
@@ -292,6 +294,7 @@ class State:
         self.subnet_last_price = 0
         self.subnet_last_height: int | None = None
         self.escrows = Escrows()  # paid inference (protocol/escrow.py)
+        self.lifecycle = lifecycle.Lifecycle()  # subnet scores and deregistrations (spec/economics.md §1)
 
     # --- construction ---------------------------------------------------------------------------------
 
@@ -316,6 +319,7 @@ class State:
                 g.subnet_burn_interval,
                 g.max_subnets,
                 gc,
+                g.subnet_immunity_period,
             )
         )
         for key, amount in g.balances:
@@ -330,6 +334,7 @@ class State:
                 st.endpoints[c.hotkey] = c.endpoint
         for i, s in enumerate(g.subnets):
             st.subnets[i + 1] = Subnet(i + 1, s.name, s.owner, 0, s.hyperparams, _burn_start(s.hyperparams))
+            st.lifecycle.scores[i + 1] = 0
         st.issued = g.issued()
         st.subnet_last_price = g.subnet_min_burn
         st._drop_zero_balances()
@@ -418,6 +423,14 @@ class State:
             out.append(CommitteeMember(hk, -neg, ep.peer_id, ep.multiaddrs))
         return tuple(out) if out else p.genesis_committee
 
+    def subnet_stake(self, sn: Subnet) -> int:
+        """The total stake of the hotkeys registered on a subnet (a hotkey on several subnets counts in each)."""
+        return sum(self.hotkey_stake.get(n.hotkey, 0) for n in sn.neurons)
+
+    def subnet_immunity(self, sn: Subnet) -> int:
+        """The first height at which the subnet can be replaced by a new one (spec/economics.md §1)."""
+        return lifecycle.immune_until(sn.created_at, self.params.subnet_immunity_period)
+
     def total_stake(self) -> int:
         return sum(self.stakes.values())
 
@@ -447,6 +460,7 @@ class State:
                 f"subnet {sn.netuid}: served_at outside [registered_at, height]"
             )
         self.escrows.check()
+        assert sorted(self.lifecycle.scores) == sorted(self.subnets), "subnet scores out of sync"
 
     # --- encoding, root, snapshot ---------------------------------------------------------------------
 
@@ -467,6 +481,7 @@ class State:
             self.subnet_last_price,
             self.subnet_last_height,
             self.escrows.to_obj(),
+            self.lifecycle.to_obj(),
         ]
 
     def root(self) -> bytes:
@@ -481,7 +496,7 @@ class State:
         """Inverse of snapshot(); the loaded state has the identical root."""
         try:
             o = codec.decode(data, max_size=_SNAPSHOT_MAX, max_items=1 << 24)
-            if type(o) is not list or len(o) != 14 or o[0] != SNAPSHOT_VERSION:
+            if type(o) is not list or len(o) != 15 or o[0] != SNAPSHOT_VERSION:
                 raise StateError("not a state snapshot of a known version")
             st = cls(Params.from_obj(o[1]))
             st.height, st.issued, st.burned = o[2], o[3], o[4]
@@ -495,6 +510,7 @@ class State:
             st.subnets = {s[0]: Subnet.from_obj(s) for s in o[10]}
             st.subnet_last_price, st.subnet_last_height = o[11], o[12]
             st.escrows = Escrows.from_obj(o[13])
+            st.lifecycle = lifecycle.Lifecycle.from_obj(o[14])
         except (ValueError, TypeError, IndexError, KeyError, DecodeError) as exc:
             raise StateError(f"corrupt state snapshot: {exc}") from None
         if st.snapshot() != bytes(data):
@@ -556,6 +572,7 @@ class State:
         seen: set[bytes] = set()
         for raw in txs:
             receipts.append(self._apply_raw(bytes(raw), verified, seen))
+        self.lifecycle.update_scores({sn.netuid: self.subnet_stake(sn) for sn in self._sorted_subnets()})
         self._mint()
         for sn in self._sorted_subnets():
             if epoch_due(height, sn.netuid, sn.hp.tempo):
@@ -666,10 +683,12 @@ class State:
     def _tx_create_subnet(self, signer: bytes, c: CreateSubnet, dry: bool) -> None:
         if not c.name.strip():
             raise TxRejected("subnet name", "subnet name must not be blank")
-        if len(self.subnets) >= self.params.max_subnets:
-            raise TxRejected(
-                "subnet limit", f"{len(self.subnets)} subnets exist, the limit is {self.params.max_subnets}"
-            )
+        victims = lifecycle.subnets_to_replace(
+            [lifecycle.SubnetInfo(n, sn.created_at, self.lifecycle.scores.get(n, 0)) for n, sn in self.subnets.items()],
+            height=self.height,
+            max_subnets=self.params.max_subnets,
+            immunity_period=self.params.subnet_immunity_period,
+        )
         price = self.subnet_price_at(self.height)
         if price > c.max_burn:
             raise TxRejected(
@@ -680,6 +699,8 @@ class State:
         self._need_balance(signer, price, "create_subnet")
         if dry:
             return
+        for victim in victims:
+            lifecycle.deregister(self, victim, signer)
         netuid = next(n for n in range(1, 65536) if n not in self.subnets)
         self._debit(signer, price)
         self.burned += price
@@ -688,6 +709,7 @@ class State:
         self.subnets[netuid] = Subnet(
             netuid, c.name, signer, self.height, hp, _burn_start(hp), reg_interval_start=self.height
         )
+        self.lifecycle.scores[netuid] = 0
 
     def subnet_price_at(self, height: int) -> int:
         p = self.params
@@ -1005,7 +1027,7 @@ class State:
         subnets = self._sorted_subnets()
         weights = [1] * len(subnets)
         if self.params.subnet_share == "stake":
-            by_stake = [sum(self.hotkey_stake.get(n.hotkey, 0) for n in sn.neurons) for sn in subnets]
+            by_stake = [self.subnet_stake(sn) for sn in subnets]
             if sum(by_stake):
                 weights = by_stake
         for sn, share in zip(subnets, apportion(amount, weights), strict=True):

@@ -73,9 +73,7 @@ def make_chain(hp: dict | None = None, **params) -> Chain:
         validators=[(VAL.public, 10 * UNIT, EP)],
         balances={k.public: 1000 * UNIT for k in KEYS},
         subnets=[(OWNER.public, "sn1", hp)],
-        committee_min_stake=UNIT,
-        subnet_min_burn=100 * UNIT,
-        **params,
+        **({"committee_min_stake": UNIT, "subnet_min_burn": 100 * UNIT} | params),
     )
     return Chain(State.from_genesis(g))
 
