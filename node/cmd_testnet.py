@@ -25,6 +25,9 @@ DEFAULT_DIR = Path("./testnet")
 
 
 def register(app: typer.Typer) -> None:
+    from node.cmd_netns import register as register_netns
+
+    register_netns(testnet_app)
     app.add_typer(testnet_app, name="testnet")
 
 
