@@ -228,6 +228,25 @@ def build_app(node: Node) -> Starlette:
 
         return JSONResponse(deregistrations(chain.state))
 
+    async def governance(request: Request) -> Response:
+        from node.economics import governance_view
+
+        return JSONResponse(governance_view(chain.state))
+
+    async def proposals(request: Request) -> Response:
+        from node.economics import proposals as listing
+
+        return JSONResponse(listing(chain.state))
+
+    async def proposal(request: Request) -> Response:
+        from node.economics import proposal_view
+
+        pid = int(request.path_params["pid"])
+        p = chain.state.governance.proposals.get(pid)
+        if p is None:
+            return error(404, f"no proposal {pid} (next id is {chain.state.governance.next_id})")
+        return JSONResponse(proposal_view(chain.state, p, votes=True))
+
     async def metagraph(request: Request) -> Response:
         netuid = int(request.path_params["netuid"])
         if chain.state.subnet(netuid) is None:
@@ -334,6 +353,9 @@ def build_app(node: Node) -> Starlette:
         Route("/subnets/{netuid:int}/metagraph", metagraph),
         Route("/subnets/{netuid:int}/weights", weights),
         Route("/emission", emission),
+        Route("/governance", governance),
+        Route("/proposals", proposals),
+        Route("/proposals/{pid:int}", proposal),
         Route("/tx", submit, methods=["POST"]),
         Route("/txs", submit_many, methods=["POST"]),
         Route("/timing", timing),

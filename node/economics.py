@@ -1,4 +1,5 @@
-"""JSON views of the chain's economics for the HTTP API: subnet lifecycle (score, immunity, deregistrations).
+"""JSON views of the chain's economics for the HTTP API: subnet lifecycle (score, immunity, deregistrations)
+and governance (rules, parameters, proposals).
 
 Read-only; each function takes the State between commits and returns plain JSON-ready values
 (addresses as `tn...` strings). spec/economics.md defines the figures.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from protocol import crypto
+from protocol.governance import CHOICES, DEFAULT_PREFIX, NETWORK_PARAMS, VOTING, Proposal
+from protocol.hyperparams import NAMES as HP_NAMES
 from protocol.lifecycle import Deregistration
 from protocol.state import State, Subnet
 
@@ -46,3 +49,61 @@ def deregistration_view(d: Deregistration) -> dict[str, Any]:
 def deregistrations(state: State) -> list[dict[str, Any]]:
     """Every deregistration, oldest first."""
     return [deregistration_view(d) for d in state.lifecycle.history]
+
+
+# --- governance ------------------------------------------------------------------------------------------
+
+
+def proposal_view(state: State, p: Proposal, *, votes: bool = False) -> dict[str, Any]:
+    """One proposal: what it changes, its window, its tally so far (or final) and its status."""
+    out: dict[str, Any] = {
+        "id": p.pid,
+        "proposer": crypto.address(p.proposer),
+        "parameter": p.name,
+        "value": p.value,
+        "memo": p.memo,
+        "created_at": p.created_at,
+        "voting_ends": p.voting_ends,
+        "executes_at": p.executes_at,
+        "deposit": p.deposit,
+        "quorum_bps": p.quorum_bps,
+        "threshold_bps": p.threshold_bps,
+        "snapshot_stake": p.snapshot_total,
+        "yes": p.yes,
+        "no": p.no,
+        "abstain": p.abstain,
+        "voters": len(p.votes) if p.status == VOTING else p.voters,
+        "status": p.status,
+        "outcome": p.outcome,
+        "height": state.height,
+    }
+    if votes:
+        out["votes"] = [
+            {"voter": crypto.address(k), "choice": CHOICES[c], "weight": w, "height": h}
+            for k, (c, w, h) in sorted(p.votes.items())
+        ]
+    return out
+
+
+def proposals(state: State) -> list[dict[str, Any]]:
+    """Every proposal, newest first."""
+    return [proposal_view(state, p) for _, p in sorted(state.governance.proposals.items(), reverse=True)]
+
+
+def governance_view(state: State) -> dict[str, Any]:
+    """The rules proposals run under now, and each governable parameter's value and bounds."""
+    p = state.params
+    params = {name: {"value": getattr(p, name), "min": lo, "max": hi} for name, (lo, hi) in NETWORK_PARAMS.items()}
+    hp = state.governance.default_hp
+    for name in HP_NAMES:
+        lo, hi = hp.bounds(name, 0)
+        params[DEFAULT_PREFIX + name] = {"value": int(getattr(hp, name)), "min": lo, "max": hi}
+    return {
+        "deposit": p.gov_deposit,
+        "voting_period": p.gov_voting_period,
+        "execution_delay": p.gov_execution_delay,
+        "quorum_bps": p.gov_quorum_bps,
+        "threshold_bps": p.gov_threshold_bps,
+        "open_proposals": [x.pid for x in state.governance.open()],
+        "parameters": dict(sorted(params.items())),
+    }

@@ -79,6 +79,11 @@ class Genesis:
     subnet_burn_interval: int = 14 * 7200
     max_subnets: int = 32
     subnet_immunity_period: int = 7 * 7200  # heights a new subnet cannot be replaced (spec/economics.md §1)
+    gov_deposit: int = 100 * UNIT  # governance (spec/economics.md §2)
+    gov_voting_period: int = 7200
+    gov_execution_delay: int = 100
+    gov_quorum_bps: int = 2000
+    gov_threshold_bps: int = 5000
 
     def issued(self) -> int:
         """Units that exist at genesis: balances plus stakes plus committee self-stakes."""
@@ -86,17 +91,9 @@ class Genesis:
             sum(a for _, a in self.balances) + sum(s.amount for s in self.stakes) + sum(c.stake for c in self.committee)
         )
 
-    def to_obj(self) -> dict[str, Any]:
-        """Canonical CBOR-ready form (keys as raw bytes); the genesis hash covers exactly this."""
+    def _parameter_sections(self) -> dict[str, dict[str, Any]]:
+        """The emission, consensus, network and governance sections, as the JSON file spells them."""
         return {
-            "chain_id": self.chain_id,
-            "balances": [[k, a] for k, a in self.balances],
-            "stakes": [[s.coldkey, s.hotkey, s.amount] for s in self.stakes],
-            "committee": [
-                [c.hotkey, c.coldkey, c.stake, None if c.endpoint is None else c.endpoint.to_obj()]
-                for c in self.committee
-            ],
-            "subnets": [[s.owner, s.name, s.hyperparams.to_obj()] for s in self.subnets],
             "emission": {"base_per_height": self.base_emission, "subnet_share": self.subnet_share},
             "consensus": {
                 "epoch_rounds": self.epoch_rounds,
@@ -109,6 +106,27 @@ class Genesis:
                 "max_subnets": self.max_subnets,
                 "subnet_immunity_period": self.subnet_immunity_period,
             },
+            "governance": {
+                "deposit": self.gov_deposit,
+                "voting_period": self.gov_voting_period,
+                "execution_delay": self.gov_execution_delay,
+                "quorum_bps": self.gov_quorum_bps,
+                "threshold_bps": self.gov_threshold_bps,
+            },
+        }
+
+    def to_obj(self) -> dict[str, Any]:
+        """Canonical CBOR-ready form (keys as raw bytes); the genesis hash covers exactly this."""
+        return {
+            "chain_id": self.chain_id,
+            "balances": [[k, a] for k, a in self.balances],
+            "stakes": [[s.coldkey, s.hotkey, s.amount] for s in self.stakes],
+            "committee": [
+                [c.hotkey, c.coldkey, c.stake, None if c.endpoint is None else c.endpoint.to_obj()]
+                for c in self.committee
+            ],
+            "subnets": [[s.owner, s.name, s.hyperparams.to_obj()] for s in self.subnets],
+            **self._parameter_sections(),
         }
 
     def hash(self) -> bytes:
@@ -133,18 +151,7 @@ class Genesis:
                 }
                 for s in self.subnets
             ],
-            "emission": {"base_per_height": self.base_emission, "subnet_share": self.subnet_share},
-            "consensus": {
-                "epoch_rounds": self.epoch_rounds,
-                "committee_size": self.committee_size,
-                "committee_min_stake": self.committee_min_stake,
-            },
-            "network": {
-                "subnet_min_burn": self.subnet_min_burn,
-                "subnet_burn_interval": self.subnet_burn_interval,
-                "max_subnets": self.max_subnets,
-                "subnet_immunity_period": self.subnet_immunity_period,
-            },
+            **self._parameter_sections(),
         }
         return json.dumps(doc, indent=2) + "\n"
 
@@ -161,7 +168,8 @@ def _committee_json(c: CommitteeEntry) -> dict[str, Any]:
 
 # --- strict parsing ------------------------------------------------------------------------------------
 
-_TOP = {"chain_id", "balances", "stakes", "committee", "subnets", "emission", "consensus", "network"}
+_TOP = {"chain_id", "balances", "stakes", "committee", "subnets", "emission", "consensus", "network", "governance"}
+_GOVERNANCE = {"deposit", "voting_period", "execution_delay", "quorum_bps", "threshold_bps"}
 
 
 def _no_dup_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -300,6 +308,7 @@ def parse_genesis(text: str | bytes) -> Genesis:
         set(),
         {"subnet_min_burn", "subnet_burn_interval", "max_subnets", "subnet_immunity_period"},
     )
+    gov = _map(d.get("governance", {}), "governance", set(), _GOVERNANCE)
     defaults = Genesis(chain_id)
     share = em.get("subnet_share", defaults.subnet_share)
     if share not in SHARE_RULES:
@@ -324,6 +333,17 @@ def parse_genesis(text: str | bytes) -> Genesis:
         max_subnets=_int(net.get("max_subnets", defaults.max_subnets), "network.max_subnets", 0, 65534),
         subnet_immunity_period=_int(
             net.get("subnet_immunity_period", defaults.subnet_immunity_period), "network.subnet_immunity_period"
+        ),
+        gov_deposit=_int(gov.get("deposit", defaults.gov_deposit), "governance.deposit"),
+        gov_voting_period=_int(
+            gov.get("voting_period", defaults.gov_voting_period), "governance.voting_period", 1, 10_000_000
+        ),
+        gov_execution_delay=_int(
+            gov.get("execution_delay", defaults.gov_execution_delay), "governance.execution_delay", 0, 10_000_000
+        ),
+        gov_quorum_bps=_int(gov.get("quorum_bps", defaults.gov_quorum_bps), "governance.quorum_bps", 1, 10_000),
+        gov_threshold_bps=_int(
+            gov.get("threshold_bps", defaults.gov_threshold_bps), "governance.threshold_bps", 5_000, 9_999
         ),
     )
     check_genesis(g)

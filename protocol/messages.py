@@ -269,6 +269,28 @@ class CloseEscrow(Message):
     escrow_id: Annotated[int, U64]
 
 
+# --- governance (spec/economics.md §2) ---------------------------------------------------------
+
+
+@message
+class Propose(Message):
+    """Propose setting network parameter `name` to `value` (a deposit is locked; see spec/economics.md §2)."""
+
+    KIND: ClassVar[str] = "propose"
+    name: Annotated[str, Text(64)]
+    value: Amount
+    memo: Annotated[str, Text(256)]
+
+
+@message
+class Vote(Message):
+    """Vote on proposal `proposal`: choice 0 = no, 1 = yes, 2 = abstain."""
+
+    KIND: ClassVar[str] = "vote"
+    proposal: Annotated[int, U64]
+    choice: Annotated[int, U8]
+
+
 CALLS = (
     Transfer,
     AddStake,
@@ -283,9 +305,11 @@ CALLS = (
     OpenEscrow,
     ClaimPayment,
     CloseEscrow,
+    Propose,
+    Vote,
 )
 Call = Transfer | AddStake | RemoveStake | CreateSubnet | Register | ServeAxon | SetWeights | CommitWeights
-Call = Call | RevealWeights | SetHyperparameter | OpenEscrow | ClaimPayment | CloseEscrow
+Call = Call | RevealWeights | SetHyperparameter | OpenEscrow | ClaimPayment | CloseEscrow | Propose | Vote
 
 
 @message

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import codec, crypto, escrow, lifecycle, yuma
+from protocol import codec, crypto, escrow, governance, lifecycle, yuma
 from protocol.emission import apportion, block_emission, subnet_split, take
 from protocol.errors import DecodeError, ProtocolError, StateError, TxRejected, WrongChainError
 from protocol.escrow import Escrows
@@ -34,6 +34,7 @@ from protocol.messages import (
     CommitWeights,
     CreateSubnet,
     OpenEscrow,
+    Propose,
     Register,
     RemoveStake,
     RevealWeights,
@@ -42,6 +43,7 @@ from protocol.messages import (
     SetWeights,
     SignedTransaction,
     Transfer,
+    Vote,
 )
 from protocol.pricing import bumped_burn, decayed_burn, subnet_price
 from protocol.weights import (
@@ -55,7 +57,7 @@ from protocol.weights import (
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
-SNAPSHOT_VERSION = 4  # 2: escrows; 3: registration counters, served_at; 4: subnet_immunity_period, lifecycle
+SNAPSHOT_VERSION = 5  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance
 _SNAPSHOT_MAX = 1 << 34
 _PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")  # base58btc
 
@@ -241,6 +243,11 @@ class Params:
     max_subnets: int
     genesis_committee: tuple[CommitteeMember, ...]
     subnet_immunity_period: int
+    gov_deposit: int
+    gov_voting_period: int
+    gov_execution_delay: int
+    gov_quorum_bps: int
+    gov_threshold_bps: int
 
     def to_obj(self) -> list:
         return [
@@ -256,12 +263,14 @@ class Params:
             self.max_subnets,
             [[m.hotkey, m.stake, m.peer_id, list(m.multiaddrs)] for m in self.genesis_committee],
             self.subnet_immunity_period,
+            [self.gov_deposit, self.gov_voting_period, self.gov_execution_delay, self.gov_quorum_bps,
+             self.gov_threshold_bps],
         ]
 
     @classmethod
     def from_obj(cls, o: list) -> Params:
         gc = tuple(CommitteeMember(h, s, p, tuple(a)) for h, s, p, a in o[10])
-        return cls(*o[:10], gc, *o[11:])
+        return cls(*o[:10], gc, o[11], *o[12])
 
 
 def epoch_due(height: int, netuid: int, tempo: int) -> bool:
@@ -295,6 +304,7 @@ class State:
         self.subnet_last_height: int | None = None
         self.escrows = Escrows()  # paid inference (protocol/escrow.py)
         self.lifecycle = lifecycle.Lifecycle()  # subnet scores and deregistrations (spec/economics.md §1)
+        self.governance = governance.Governance()  # proposals, default hyperparameters (spec/economics.md §2)
 
     # --- construction ---------------------------------------------------------------------------------
 
@@ -320,6 +330,11 @@ class State:
                 g.max_subnets,
                 gc,
                 g.subnet_immunity_period,
+                g.gov_deposit,
+                g.gov_voting_period,
+                g.gov_execution_delay,
+                g.gov_quorum_bps,
+                g.gov_threshold_bps,
             )
         )
         for key, amount in g.balances:
@@ -440,7 +455,7 @@ class State:
     def check_invariants(self) -> None:
         """Exact conservation and structural invariants; raises AssertionError naming the broken one."""
         held = sum(self.balances.values()) + self.total_stake() + self.burned + self.total_pending()
-        held += self.escrows.total()
+        held += self.escrows.total() + self.governance.escrowed()
         assert held == self.issued, f"conservation: held {held} != issued {self.issued}"
         assert all(v > 0 for v in self.balances.values()), "a zero or negative balance is stored"
         assert all(v > 0 for v in self.stakes.values()), "a zero or negative stake is stored"
@@ -461,6 +476,7 @@ class State:
             )
         self.escrows.check()
         assert sorted(self.lifecycle.scores) == sorted(self.subnets), "subnet scores out of sync"
+        self.governance.check()
 
     # --- encoding, root, snapshot ---------------------------------------------------------------------
 
@@ -482,6 +498,7 @@ class State:
             self.subnet_last_height,
             self.escrows.to_obj(),
             self.lifecycle.to_obj(),
+            self.governance.to_obj(),
         ]
 
     def root(self) -> bytes:
@@ -496,7 +513,7 @@ class State:
         """Inverse of snapshot(); the loaded state has the identical root."""
         try:
             o = codec.decode(data, max_size=_SNAPSHOT_MAX, max_items=1 << 24)
-            if type(o) is not list or len(o) != 15 or o[0] != SNAPSHOT_VERSION:
+            if type(o) is not list or len(o) != 16 or o[0] != SNAPSHOT_VERSION:
                 raise StateError("not a state snapshot of a known version")
             st = cls(Params.from_obj(o[1]))
             st.height, st.issued, st.burned = o[2], o[3], o[4]
@@ -511,6 +528,7 @@ class State:
             st.subnet_last_price, st.subnet_last_height = o[11], o[12]
             st.escrows = Escrows.from_obj(o[13])
             st.lifecycle = lifecycle.Lifecycle.from_obj(o[14])
+            st.governance = governance.Governance.from_obj(o[15])
         except (ValueError, TypeError, IndexError, KeyError, DecodeError) as exc:
             raise StateError(f"corrupt state snapshot: {exc}") from None
         if st.snapshot() != bytes(data):
@@ -572,6 +590,7 @@ class State:
         seen: set[bytes] = set()
         for raw in txs:
             receipts.append(self._apply_raw(bytes(raw), verified, seen))
+        governance.end_of_height(self)
         self.lifecycle.update_scores({sn.netuid: self.subnet_stake(sn) for sn in self._sorted_subnets()})
         self._mint()
         for sn in self._sorted_subnets():
@@ -705,7 +724,7 @@ class State:
         self._debit(signer, price)
         self.burned += price
         self.subnet_last_price, self.subnet_last_height = price, self.height
-        hp = Hyperparams()
+        hp = self.governance.default_hp
         self.subnets[netuid] = Subnet(
             netuid, c.name, signer, self.height, hp, _burn_start(hp), reg_interval_start=self.height
         )
@@ -1149,6 +1168,8 @@ _HANDLERS = {
     OpenEscrow: escrow.tx_open_escrow,
     ClaimPayment: escrow.tx_claim_payment,
     CloseEscrow: escrow.tx_close_escrow,
+    Propose: governance.tx_propose,
+    Vote: governance.tx_vote,
 }
 
 __all__ = [

@@ -154,6 +154,19 @@ def set_weights_tx(seed_no: int = 1, chain: str = CHAIN, n: int = 8) -> tuple[Si
     return SignedTransaction.create(Transaction(chain, kp.public, 42, call), kp), seed
 
 
+def governance_txs() -> list[tuple[str, SignedTransaction, bytes, str]]:
+    """A propose and a vote transaction (spec/economics.md §2)."""
+    seed, kp = key(7)
+    propose = messages.Propose("max_subnets", 48, "room for more subnets")
+    vote = messages.Vote(3, 2)
+    return [
+        ("tx-propose", SignedTransaction.create(Transaction(CHAIN, kp.public, 5, propose), kp), seed,
+         "a signed propose transaction: max_subnets = 48"),
+        ("tx-vote", SignedTransaction.create(Transaction(CHAIN, kp.public, 6, vote), kp), seed,
+         "a signed vote: abstain (2) on proposal 3"),
+    ]
+
+
 def signed_block() -> tuple[SignedBlock, bytes]:
     seed, kp = key(2)
     tx, _ = set_weights_tx()
@@ -193,6 +206,7 @@ def valid_vectors() -> list[dict[str, Any]]:
     out = [
         signed_vector("tx-set-weights", tx, tx_seed, "a signed set_weights transaction"),
         signed_vector("tx-set-weights-64", set_weights_tx(n=64)[0], tx_seed, "64 weights: 2- and 3-byte ints"),
+        *[signed_vector(name, tx, seed, note) for name, tx, seed, note in governance_txs()],
         signed_vector("block", block, block_seed, "a signed block: 4 parents, 2 txs, 1 commit vote"),
         signed_vector("query", query, q_seed, "a validator's signed query"),
         signed_vector("response", response, r_seed, "a miner's signed response"),

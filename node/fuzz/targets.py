@@ -39,6 +39,7 @@ from protocol.messages import (
     FetchBlocks,
     FetchCommits,
     Message,
+    Propose,
     Query,
     Register,
     RemoveStake,
@@ -54,6 +55,7 @@ from protocol.messages import (
     Status,
     Transaction,
     Transfer,
+    Vote,
 )
 
 CHAIN_ID = "tensornet-fuzz"
@@ -144,7 +146,10 @@ def state_fixture() -> StateFixture:
         _sign_tx(TEST_KEY, 2, AddStake(TEST_KEY.public, 1000 * UNIT)),
     ]
     commit_hash = weights_commit_hash(TEST_KEY.public, 2, REVEAL_UIDS, REVEAL_VALUES, SALT, 0)
-    setup2 = [_sign_tx(TEST_KEY, 3, CommitWeights(2, commit_hash))]
+    setup2 = [
+        _sign_tx(TEST_KEY, 3, CommitWeights(2, commit_hash)),
+        _sign_tx(OTHER_KEY, 2, Propose("max_subnets", 40, "fuzz")),  # TEST_KEY's stake is in its snapshot
+    ]
     for height, txs in ((1, setup), (2, setup2)):
         bad = [r for r in state.apply_commit(height, txs) if not r.ok]
         if bad:
@@ -170,6 +175,8 @@ def state_fixture() -> StateFixture:
         "commit_weights": CommitWeights(2, bytes(range(32))),
         "reveal_weights": RevealWeights(2, REVEAL_UIDS, REVEAL_VALUES, SALT, 0),
         "set_hyperparameter": SetHyperparameter(1, "tempo", 20),
+        "propose": Propose("default.tempo", 99, "fuzz seed"),
+        "vote": Vote(1, 1),
     }
     txs = {kind: _sign_tx(TEST_KEY, nonce, call) for kind, call in calls.items()}
     for kind, raw in txs.items():  # every seed must get past every check, or the fixture is wrong
