@@ -214,6 +214,20 @@ def build_app(node: Node) -> Starlette:
             return error(400, str(exc))
         return JSONResponse(_jsonable({"address": crypto.address(key), **chain.state.account(key)}))
 
+    async def escrow(request: Request) -> Response:
+        eid = int(request.path_params["escrow_id"])
+        e = chain.state.escrows.get(eid)
+        if e is None:
+            return error(404, f"escrow {eid} is not open (closed or never opened)")
+        return JSONResponse(_jsonable({**e.info(), "height": chain.height}))
+
+    async def account_escrows(request: Request) -> Response:
+        try:
+            key = crypto.parse_address(request.path_params["address"])
+        except ProtocolError as exc:
+            return error(400, str(exc))
+        return JSONResponse(_jsonable([e.info() for e in chain.state.escrows.of_client(key)]))
+
     async def subnets(request: Request) -> Response:
         return JSONResponse([node.subnet_obj(n) for n in sorted(chain.state.subnets)])
 
@@ -347,6 +361,8 @@ def build_app(node: Node) -> Starlette:
         Route("/blocks/{digest}", block),
         Route("/accounts/{address}", account),
         Route("/accounts/{address}/nonce", nonce),
+        Route("/accounts/{address}/escrows", account_escrows),
+        Route("/escrows/{escrow_id:int}", escrow),
         Route("/subnets", subnets),
         Route("/subnets/deregistered", deregistered),
         Route("/subnets/{netuid:int}", subnet),

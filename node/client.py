@@ -108,6 +108,18 @@ class NodeClient:
     def metagraph(self, netuid: int) -> list[dict[str, Any]]:
         return self.get(f"/subnets/{netuid}/metagraph")
 
+    def escrow(self, escrow_id: int) -> dict[str, Any] | None:
+        """An open escrow (spec/economics.md §3), or None when it is closed or was never opened."""
+        try:
+            return self.get(f"/escrows/{escrow_id}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def escrows_of(self, public: bytes) -> list[dict[str, Any]]:
+        return self.get(f"/accounts/{crypto.address(public)}/escrows")
+
     def send(self, keypair: Keypair, call: Any, nonce: int | None = None) -> bytes:
         """Sign `call` with `keypair` and submit it; returns the transaction digest."""
         chain_id = self.status()["chain_id"]

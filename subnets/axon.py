@@ -13,6 +13,12 @@ It runs on p2pnet's request/response streams under `/tensornet/subnet-query/1`. 
 
 Refusals after step 1 are signed responses with a non-zero `Response.status` (`QueryStatus`), so a
 validator can tell "refused" from "lost". The validator side is `query_miner`.
+
+Paid queries (spec/economics.md §3) come on `/tensornet/subnet-paid-query/1` as a `PaidQuery` (the
+`SignedQuery` plus the client's voucher): steps 3-4 are replaced by the voucher check of the
+`PaymentDesk`, and an answered query is claimed on chain. A caller without a permit that asks on the
+free protocol learns the miner's price from a `PAYMENT_REQUIRED` reply. Paid and free queries share the
+model through a `PriorityGate`: paid first, free ones shed when the queue is full.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from libp2p.peer.id import ID
 
 from node.log import get_logger
 from p2pnet.reqresp import ProtocolSpec, Refused, ReqResp
+from protocol import codec
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError
-from protocol.messages import Query, Response, SignedQuery, SignedResponse
+from protocol.messages import PaidQuery, Query, Response, SignedQuery, SignedResponse, SignedVoucher
+from subnets.admission import PriorityGate
+from subnets.payments import PaymentDesk, PaymentRefused
 from subnets.task import Miner, SubnetError, Task
 
 log = get_logger(__name__)
@@ -44,6 +53,15 @@ SPEC = ProtocolSpec(
     max_response=SignedResponse.MAX_SIZE,
     timeout=30.0,
     server_timeout=60.0,  # the axon's own per-query deadline is shorter and answers with a signed TIMEOUT
+    max_in_flight=16,
+)
+PAID_PROTOCOL_ID = "/tensornet/subnet-paid-query/1"
+PAID_SPEC = ProtocolSpec(
+    PAID_PROTOCOL_ID,
+    max_request=PaidQuery.MAX_SIZE,
+    max_response=SignedResponse.MAX_SIZE,
+    timeout=30.0,
+    server_timeout=60.0,
     max_in_flight=16,
 )
 
@@ -59,6 +77,9 @@ class QueryStatus(enum.IntEnum):
     WRONG_SUBNET = 5  # another chain or netuid
     INTERNAL = 6  # the model failed; the worker restarts
     STALE = 7  # sent_ms too far from the miner's clock
+    PAYMENT_REQUIRED = 8  # no permit, but this miner sells queries: payload = its price (CBOR uint, units)
+    BAD_PAYMENT = 9  # the voucher or its escrow does not cover the query (payload: reason)
+    BUSY = 10  # shed under load (the queue is full; paid queries go first)
 
 
 class QueryError(SubnetError):
@@ -167,11 +188,13 @@ class AxonConfig:
     rate_per_s: float = 2.0
     burst: int = 10
     max_skew_s: float = 60.0
+    max_waiting: int = 8  # queries queued for the model beyond the one running
 
 
 @dataclass
 class AxonStats:
     served: int = 0
+    served_paid: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=512))
     last_query_at: float | None = None
@@ -184,6 +207,7 @@ class AxonStats:
         pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2)) if lat else (lambda q: None)
         return {
             "served": self.served,
+            "served_paid": self.served_paid,
             "refused": dict(self.refused),
             "latency_ms_p50": pick(0.5),
             "latency_ms_p95": pick(0.95),
@@ -205,6 +229,7 @@ class Axon:
         permits: PermitCache,
         config: AxonConfig | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
+        payments: PaymentDesk | None = None,
     ) -> None:
         self.task = task
         self.miner = miner
@@ -217,10 +242,13 @@ class Axon:
         self.limiter = RateLimiter(self.config.rate_per_s, self.config.burst)
         self.replays = ReplayGuard(self.config.max_skew_s)
         self.stats = AxonStats()
+        self.payments = payments
+        self.gate = PriorityGate(self.config.max_waiting)
         self._model = trio.CapacityLimiter(1)  # one query on the model at a time; an abandoned one still holds it
 
     def attach(self, reqresp: ReqResp) -> None:
         reqresp.register(SPEC, self.handle)
+        reqresp.register(PAID_SPEC, self.handle_paid)
 
     def _reply(self, q: Query, status: QueryStatus, payload: bytes = b"") -> bytes:
         if status != QueryStatus.OK:
@@ -235,12 +263,8 @@ class Axon:
         except ProtocolError as exc:
             return QueryStatus.BAD_QUERY, str(exc)[:200].encode()
 
-    async def handle(self, peer: ID, data: bytes) -> bytes:
-        started = time.monotonic()
-        try:
-            sq = SignedQuery.from_bytes(data)
-        except ProtocolError as exc:
-            raise Refused(f"not a SignedQuery: {exc}") from None
+    def _check_envelope(self, sq: SignedQuery) -> bytes | None:
+        """Chain, subnet, signature, freshness, replay: a refusal reply, None to go on (Refused raised)."""
         q = sq.body
         if q.chain_id != self.chain_id or q.netuid != self.netuid:
             return self._reply(q, QueryStatus.WRONG_SUBNET, f"this is {self.chain_id}/{self.netuid}".encode())
@@ -252,12 +276,62 @@ class Axon:
             return self._reply(q, QueryStatus.STALE)
         if not self.replays.first_use(q.request_id):
             raise Refused("request id already used")
+        return None
+
+    async def handle(self, peer: ID, data: bytes) -> bytes:
+        started = time.monotonic()
+        try:
+            sq = SignedQuery.from_bytes(data)
+        except ProtocolError as exc:
+            raise Refused(f"not a SignedQuery: {exc}") from None
+        q = sq.body
+        refusal = self._check_envelope(sq)
+        if refusal is not None:
+            return refusal
         if not await self.permits.allowed(q.caller):
+            if self.payments is not None and self.payments.price > 0:
+                return self._reply(q, QueryStatus.PAYMENT_REQUIRED, codec.encode(self.payments.price))
             return self._reply(q, QueryStatus.NOT_VALIDATOR)
         if not self.limiter.take(q.caller):
             return self._reply(q, QueryStatus.RATE_LIMITED)
+        status, payload = await self._run(q, started, paid=False)
+        return self._answer_reply(q, status, payload, started)
+
+    async def handle_paid(self, peer: ID, data: bytes) -> bytes:
+        started = time.monotonic()
+        try:
+            pq = PaidQuery.from_bytes(data)
+        except ProtocolError as exc:
+            raise Refused(f"not a PaidQuery: {exc}") from None
+        q = pq.query.body
+        refusal = self._check_envelope(pq.query)
+        if refusal is not None:
+            return refusal
+        if self.payments is None or self.payments.price == 0:
+            return self._reply(q, QueryStatus.BAD_PAYMENT, b"this miner takes no paid queries")
+        try:
+            reservation = await self.payments.accept(pq)
+        except PaymentRefused as exc:
+            return self._reply(q, QueryStatus.BAD_PAYMENT, str(exc)[:300].encode())
+        try:
+            status, payload = await self._run(q, started, paid=True)
+            reply = self._answer_reply(q, status, payload, started)
+        except BaseException:
+            self.payments.release(reservation)
+            raise
+        if status == QueryStatus.OK:
+            self.stats.served_paid += 1
+            self.payments.settle(reservation, reply)
+        else:
+            self.payments.release(reservation)
+        return reply
+
+    async def _run(self, q: Query, started: float, *, paid: bool) -> tuple[QueryStatus, bytes]:
+        """Wait for the model (paid first), answer within the deadline; (status, payload)."""
         status, payload = QueryStatus.TIMEOUT, b""
         with trio.move_on_after(max(0.0, self.config.deadline_s - (time.monotonic() - started))):
+            if not await self.gate.acquire(paid):
+                return QueryStatus.BUSY, b""
             try:
                 status, payload = await trio.to_thread.run_sync(
                     self._answer, q.payload, limiter=self._model, abandon_on_cancel=True
@@ -266,7 +340,12 @@ class Axon:
                 log.error("model failed on a query", error=repr(exc))
                 if self.on_fatal is not None:
                     self.on_fatal(exc)
-                return self._reply(q, QueryStatus.INTERNAL)
+                return QueryStatus.INTERNAL, b""
+            finally:
+                self.gate.release()
+        return status, payload
+
+    def _answer_reply(self, q: Query, status: QueryStatus, payload: bytes, started: float) -> bytes:
         if status == QueryStatus.OK:
             self.stats.served += 1
             self.stats.latencies_ms.append((time.monotonic() - started) * 1000)
@@ -283,6 +362,7 @@ class QueryResult:
     status: QueryStatus
     payload: bytes
     latency_ms: int
+    response_digest: bytes = b""  # digest of the SignedResponse received (what a ServiceProof names)
 
 
 def build_query(hotkey: Keypair, chain_id: str, netuid: int, payload: bytes) -> SignedQuery:
@@ -295,8 +375,10 @@ async def query_miner(
     signed: SignedQuery,
     miner_hotkey: bytes,
     timeout: float,
+    voucher: SignedVoucher | None = None,
 ) -> QueryResult:
-    """Send one signed query; return the verified answer and its latency (send to verified response).
+    """Send one signed query (with a voucher: as a paid query); return the verified answer and its latency
+    (send to verified response).
 
     Raises `QueryError` when no trustworthy response arrives: a transport failure, a reply not signed by
     the miner's registered hotkey, or one for another request. A refusal is a result, not an error.
@@ -305,7 +387,11 @@ async def query_miner(
 
     started = time.monotonic()
     try:
-        data = await reqresp.request(peer, PROTOCOL_ID, signed.to_bytes(), timeout=timeout)
+        if voucher is None:
+            data = await reqresp.request(peer, PROTOCOL_ID, signed.to_bytes(), timeout=timeout)
+        else:
+            request = PaidQuery(signed, voucher).to_bytes()
+            data = await reqresp.request(peer, PAID_PROTOCOL_ID, request, timeout=timeout)
     except RequestError as exc:
         raise QueryError(f"no answer from {peer}: {exc}") from None
     try:
@@ -325,4 +411,4 @@ async def query_miner(
         status = QueryStatus(r.status)
     except ValueError:
         raise QueryError(f"unknown response status {r.status}") from None
-    return QueryResult(status, r.payload, latency_ms)
+    return QueryResult(status, r.payload, latency_ms, sr.digest)

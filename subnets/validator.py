@@ -234,7 +234,7 @@ class Validator:
             self.scores.update(uid, 0)
             await self._drop_peer(stack, peer_id)  # a restarted miner is dialled afresh next time
             return
-        if result.status == QueryStatus.NOT_VALIDATOR:
+        if result.status in (QueryStatus.NOT_VALIDATOR, QueryStatus.PAYMENT_REQUIRED):
             log.info("miner does not see our permit yet; skipping it this round", uid=uid)
             return
         if result.status != QueryStatus.OK:
