@@ -68,6 +68,7 @@ GROUPS: dict[str, tuple[str, int]] = {
     "gov": ("Propose and vote on network parameter changes.", 9),
     "miner": ("Serve a subnet's task from local GPUs.", 6),
     "validator": ("Score a subnet's miners and set weights.", 6),
+    "client": ("Pay for queries to a subnet's miners.", 9),
     "testnet": ("Start or join a multi-machine testnet.", 7),
     "fuzz": ("Fuzz the protocol's messages.", 8),
     "demo": ("Show what exists so far, on this machine, in one command.", 2),

@@ -51,6 +51,12 @@ def run(
     rate: Annotated[float, typer.Option("--rate", help="Queries per second allowed per validator.")] = 2.0,
     burst: Annotated[int, typer.Option("--burst", help="Burst of queries allowed per validator.")] = 10,
     permit_refresh_s: Annotated[float, typer.Option("--permit-refresh-s", help="Validator list refresh.")] = 10.0,
+    price: Annotated[
+        str, typer.Option("--price", help="Tokens per paid query from clients (0: serve validators only).")
+    ] = "0",
+    max_waiting: Annotated[
+        int, typer.Option("--max-waiting", help="Queries queued per worker; paid first, free shed when full.")
+    ] = 8,
     status_interval_s: Annotated[float, typer.Option("--status-interval-s", help="Status log period.")] = 10.0,
     password_file: PasswordFileOption = None,
     as_json: JsonOption = False,
@@ -84,6 +90,8 @@ def run(
         rate_per_s=rate,
         burst=burst,
         permit_refresh_s=permit_refresh_s,
+        price=parse_amount(price),
+        max_waiting=max_waiting,
     )
     sup = Supervisor(cfg, lambda: unlock_coldkey(root, wallet, password_file))
     sup.prepare()

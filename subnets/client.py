@@ -242,7 +242,9 @@ class SubnetClient:
                 if price > max_price:
                     note["outcome"] = f"price {price} above --max-price {max_price}"
                     continue
-                info = await trio.to_thread.run_sync(self.ensure_escrow, price, self.deposit, self.expires_in, escrow_id)
+                info = await trio.to_thread.run_sync(
+                    self.ensure_escrow, price, self.deposit, self.expires_in, escrow_id
+                )
                 eid = int(info["escrow_id"])
                 if self.available(info) < price:
                     note["outcome"] = f"escrow {eid} covers {self.available(info)} units, the price is {price}"

@@ -77,6 +77,8 @@ class WorkerConfig:
     status_every_s: float = 2.0
     threads: int = 1
     register_wait_s: float = 120.0
+    price: int = 0  # units per paid query (spec/economics.md §3); 0: no paid queries
+    max_waiting: int = 8  # queries queued for the model; paid ones first, free ones shed when full
 
     @classmethod
     def load(cls, path: str | Path) -> WorkerConfig:
@@ -295,6 +297,7 @@ async def run_worker(cfg: WorkerConfig) -> int:
     from subnets import registry
     from subnets.axon import Axon, AxonConfig, PermitCache
     from subnets.device import select_device
+    from subnets.payments import PaymentConfig, PaymentDesk
 
     torch.set_num_threads(max(1, cfg.threads))
     directory = Path(cfg.directory)
@@ -349,23 +352,32 @@ async def run_worker(cfg: WorkerConfig) -> int:
 
         permits = PermitCache(fetch_permits, refresh_s=cfg.permit_refresh_s)
         await nursery.start(permits.run)
+        desk = None
+        if cfg.price > 0:
+            desk = PaymentDesk(hotkey, chain_id, cfg.netuid, PaymentConfig(cfg.price), *_chain_calls(client, hotkey))
+            await nursery.start(desk.run)
         axon_cfg = AxonConfig(
             deadline_s=cfg.deadline_s if cfg.deadline_s is not None else task.TIMEOUT_MS / 1000,
             rate_per_s=cfg.rate_per_s,
             burst=cfg.burst,
+            max_waiting=cfg.max_waiting,
         )
-        axon = Axon(task, miner, hotkey, chain_id, cfg.netuid, permits, axon_cfg, on_fatal=fatal)
+        axon = Axon(task, miner, hotkey, chain_id, cfg.netuid, permits, axon_cfg, on_fatal=fatal, payments=desk)
         axon.attach(stack.reqresp)
         peer_id = str(peer_id_of(node_key))
         addrs = sorted({_announce(str(a), cfg.announce_host) for a in stack.host.addrs})
         if row.get("axon") != [peer_id, addrs]:
             digest = await trio.to_thread.run_sync(client.send, hotkey, ServeAxon(cfg.netuid, peer_id, tuple(addrs)))
             log.info("axon announced", worker=cfg.index, uid=uid, peer_id=peer_id, addrs=addrs, tx=digest.hex()[:16])
-        status.update(state="serving", peer_id=peer_id, addrs=addrs)
+        status.update(state="serving", peer_id=peer_id, addrs=addrs, price=cfg.price)
+
+        def figures() -> dict[str, Any]:
+            return {**axon.stats.summary(), "payments": desk.stats.summary() if desk else None,
+                    "admission": asdict(axon.gate.stats)}
 
         async def report() -> None:
             while True:
-                status.update(axon.stats.summary(), permits_known=len(permits.hotkeys), updated_unix=time.time())
+                status.update(figures(), permits_known=len(permits.hotkeys), updated_unix=time.time())
                 await trio.to_thread.run_sync(_write_json, status_path, status)
                 await trio.sleep(cfg.status_every_s)
 
@@ -380,12 +392,33 @@ async def run_worker(cfg: WorkerConfig) -> int:
         nursery.start_soon(report)
         nursery.start_soon(signals)
     carried.reraise()
-    status.update(axon.stats.summary(), updated_unix=time.time())
+    status.update(figures(), updated_unix=time.time())
     if status["state"] == "serving":
         status["state"] = "stopped"
     _write_json(status_path, status)
     client.close()
     return exit_code
+
+
+def _chain_calls(client: NodeClient, hotkey: Keypair) -> tuple[Any, Any, Any]:
+    """The payment desk's view of the chain through the node API: escrow reads, claim submission (returns
+    the nonce used), and the hotkey's committed next nonce."""
+
+    async def fetch_escrow(escrow_id: int) -> dict[str, Any] | None:
+        return await trio.to_thread.run_sync(client.escrow, escrow_id)
+
+    def _submit(call: Any) -> int:
+        nonce = client.next_nonce(hotkey.public)
+        client.send(hotkey, call, nonce=nonce)
+        return nonce
+
+    async def submit(call: Any) -> int:
+        return await trio.to_thread.run_sync(_submit, call)
+
+    async def committed() -> int:
+        return int((await trio.to_thread.run_sync(client.account, hotkey.public))["nonce"])
+
+    return fetch_escrow, submit, committed
 
 
 def _announce(listen_addr: str, announce_host: str) -> str:
@@ -429,6 +462,8 @@ class HostConfig:
     rate_per_s: float = 2.0
     burst: int = 10
     permit_refresh_s: float = 10.0
+    price: int = 0
+    max_waiting: int = 8
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
     stable_after_s: float = 60.0  # a run this long resets the backoff
@@ -507,6 +542,8 @@ class Supervisor:
             rate_per_s=cfg.rate_per_s,
             burst=cfg.burst,
             permit_refresh_s=cfg.permit_refresh_s,
+            price=cfg.price,
+            max_waiting=cfg.max_waiting,
         )
         path = slot.directory / "config.json"
         _write_json(path, asdict(wc))
@@ -569,6 +606,8 @@ class Supervisor:
                     "running": slot.running,
                     "state": st.get("state"),
                     "served": st.get("served", 0),
+                    "served_paid": st.get("served_paid", 0),
+                    "payments": st.get("payments"),
                     "refused": st.get("refused", {}),
                     "latency_ms_p50": st.get("latency_ms_p50"),
                     "latency_ms_p95": st.get("latency_ms_p95"),

@@ -19,6 +19,7 @@ malformed payload crash the caller.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -132,6 +133,20 @@ class Task(abc.ABC, Generic[Q, A]):
             raise SubnetError(f"{self.name}: answer of {len(data)} bytes exceeds {MAX_QUERY_PAYLOAD}")
         return data
 
+    # --- client side (paid queries, spec/economics.md §3) -------------------------------------
+
+    def query_from_input(self, data: bytes) -> bytes:
+        """A paying client's input file -> query payload. Default: the file holds the query's canonical CBOR
+        (checked here, so a bad file fails before anything is paid)."""
+        self.decode_query(data)
+        return data
+
+    def describe_answer(self, payload: bytes) -> dict[str, Any]:
+        """A JSON-friendly view of an answer for the client. Default: the decoded fields, byte strings
+        shortened to their length and first 32 bytes in hex."""
+        answer = self.decode_answer(payload)
+        return {f.name: _short(getattr(answer, f.name)) for f in dataclasses.fields(answer)}
+
     def score_payload(self, challenge: Challenge[Q], payload: bytes, latency_ms: int = 0) -> int:
         """Validator loop: answer bytes in, score out; any malformed or wrong answer scores 0."""
         try:
@@ -142,6 +157,14 @@ class Task(abc.ABC, Generic[Q, A]):
         if type(value) is not int or not 0 <= value <= self.MAX_SCORE:  # a task bug; never pass it on
             raise SubnetError(f"{self.name}: score {value!r} outside 0..{self.MAX_SCORE}")
         return value
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"bytes": len(value), "hex": value[:32].hex()}
+    if isinstance(value, tuple | list):
+        return [_short(v) for v in value]
+    return value
 
 
 def check_seed(seed: bytes) -> bytes:

@@ -29,11 +29,12 @@ import os
 import struct
 import sysconfig
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 
 from protocol import crypto
+from protocol.errors import ProtocolError
 from protocol.schema import Bytes, ListOf, Message, message
 from subnets import textmodel
 from subnets.task import (
@@ -289,6 +290,27 @@ class TextTask(Task[TextQuery, TextAnswer]):
     def check_query(self, query: TextQuery) -> None:
         if not query.contexts:
             raise QueryRejected("text: a query with no contexts")
+
+    def query_from_input(self, data: bytes) -> bytes:
+        """A TextQuery's CBOR, or any other file: its last `MAX_CONTEXT` bytes become the one context."""
+        try:
+            return super().query_from_input(data)
+        except ProtocolError:
+            if not data:
+                raise QueryRejected("text: the input file is empty") from None
+            return TextQuery((data[-MAX_CONTEXT:],)).to_bytes()
+
+    def describe_answer(self, payload: bytes) -> dict[str, Any]:
+        """The five likeliest next bytes per context, with their mass in parts per million."""
+        answer = self.decode_answer(payload)
+        out = []
+        for dist in answer.dists:
+            masses = [int.from_bytes(dist[2 * b : 2 * b + 2], "big") for b in range(256)]
+            total = sum(masses) or 1
+            top = sorted(range(256), key=lambda b: (-masses[b], b))[:5]
+            out.append([{"byte": b, "char": chr(b) if 32 <= b < 127 else None, "ppm": masses[b] * 10**6 // total}
+                        for b in top])
+        return {"next_byte": out}
 
     def load_miner(self, device: torch.device, config: Config | None = None) -> TextMiner:
         return TextMiner(device, self.corpus, config)

@@ -1,0 +1,139 @@
+"""`tensornet client ...`: pay a subnet's miners for queries (spec/economics.md §3).
+
+The wallet's coldkey owns the escrow and signs the queries and vouchers, so these commands unlock it.
+Amounts are in tokens (e.g. 0.01); `--json` prints one JSON document.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from node.cli import HomeOption, JsonOption, PasswordFileOption, WalletOption, emit
+
+client_app = typer.Typer(help="Pay for queries to a subnet's miners.", no_args_is_help=True)
+NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
+ExpiresOption = Annotated[
+    int, typer.Option("--expires-in", help="Heights a new escrow stays claimable (then close it to get the rest).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(client_app, name="client")
+
+
+def _client(home: Path | None, wallet: str, password_file: Path | None, node: str | None, netuid: int,
+            *, setup: bool = True, **kwargs: Any) -> Any:
+    from node.cli import unlock_coldkey
+    from subnets.client import SubnetClient
+
+    client = SubnetClient(unlock_coldkey(home, wallet, password_file), netuid, node, **kwargs)
+    if setup:
+        client.setup()
+    return client
+
+
+def _escrow_json(info: dict[str, Any]) -> dict[str, Any]:
+    from node.client import format_amount
+
+    return {**info, "remaining_tokens": format_amount(int(info["remaining"]))}
+
+
+@client_app.command("query")
+def query(
+    subnet: Annotated[int, typer.Option("--subnet", help="Netuid of the subnet to query.")],
+    input_file: Annotated[Path, typer.Option("--input", help="Query input (the task's CBOR query, or text).")],
+    max_price: Annotated[str, typer.Option("--max-price", help="Most to pay for this query (tokens).")] = "0.01",
+    escrow: Annotated[int | None, typer.Option("--escrow", help="Escrow id to draw on (default: any, or new).")] = None,
+    deposit: Annotated[
+        str | None, typer.Option("--deposit", help="Tokens to lock if a new escrow is needed (default 10 queries).")
+    ] = None,
+    expires_in: ExpiresOption = 2000,
+    timeout_s: Annotated[float | None, typer.Option("--timeout-s", help="Per-miner deadline.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the raw answer payload here.")] = None,
+    wallet: WalletOption = "default",
+    home: HomeOption = None,
+    password_file: PasswordFileOption = None,
+    node: NodeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pay one miner to answer a query: the highest-incentive miner at or below --max-price answers."""
+    import trio
+
+    from node.client import parse_amount
+    from node.errors import CliError
+
+    try:
+        data = input_file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read --input {input_file}: {exc.strerror}") from None
+    client = _client(home, wallet, password_file, node, subnet, timeout_s=timeout_s,
+                     deposit=None if deposit is None else parse_amount(deposit), expires_in=expires_in)
+    try:
+        payload = client.task.query_from_input(data)
+        answer = trio.run(client.query_once, payload, parse_amount(max_price), escrow)
+    finally:
+        client.close()
+    if out is not None:
+        out.write_bytes(answer.payload)
+    emit({**answer.to_json(), "answer": client.task.describe_answer(answer.payload)}, as_json, title="paid query")
+
+
+@client_app.command("open-escrow")
+def open_escrow(
+    subnet: Annotated[int, typer.Option("--subnet")],
+    amount: Annotated[str, typer.Option("--amount", help="Tokens to lock.")],
+    expires_in: ExpiresOption = 2000,
+    wallet: WalletOption = "default",
+    home: HomeOption = None,
+    password_file: PasswordFileOption = None,
+    node: NodeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Lock tokens for paid queries to a subnet; waits until the escrow is on chain."""
+    from node.client import parse_amount
+
+    client = _client(home, wallet, password_file, node, subnet)
+    try:
+        info = client.open_escrow(parse_amount(amount), expires_in)
+    finally:
+        client.close()
+    emit(_escrow_json(info), as_json, title="escrow opened")
+
+
+@client_app.command("close-escrow")
+def close_escrow(
+    escrow: Annotated[int, typer.Option("--escrow", help="Escrow id.")],
+    wallet: WalletOption = "default",
+    home: HomeOption = None,
+    password_file: PasswordFileOption = None,
+    node: NodeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Take back what an expired escrow still holds."""
+    from node.client import format_amount
+
+    client = _client(home, wallet, password_file, node, 0, setup=False)
+    try:
+        refunded = client.close_escrow(escrow)
+    finally:
+        client.close()
+    emit({"escrow_id": escrow, "refunded": refunded, "refunded_tokens": format_amount(refunded)}, as_json,
+         title="escrow closed")
+
+
+@client_app.command("escrows")
+def escrows(
+    address: Annotated[str, typer.Option("--address", help="Client address (tn...).")],
+    node: NodeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List a client's open escrows (no password needed)."""
+    from node.client import NodeClient
+    from protocol.crypto import parse_address
+
+    with NodeClient(node) as c:
+        rows = c.escrows_of(parse_address(address))
+    emit([_escrow_json(r) for r in rows], as_json, title="open escrows")
