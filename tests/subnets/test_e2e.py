@@ -74,6 +74,23 @@ class Proc:
         return self.proc.returncode
 
 
+def wait_until(pred: Any, what: str, timeout: float, procs: list[Proc], node: NodeProc) -> None:
+    """Poll `pred` until true; fail at once if a process died, or with every log's tail at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.proc.poll() is not None:
+                raise AssertionError(f"{p.name} exited with {p.proc.returncode} waiting for {what}:\n{p.tail()}")
+        try:
+            if pred():
+                return
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        time.sleep(0.5)
+    logs = "\n".join(f"--- {p.name}\n{p.tail(12)}" for p in procs)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}\n--- node\n{node.log_tail(8)}")
+
+
 def _kill_workers(home: Path) -> None:
     """Workers run in their own sessions; kill any left alive by the pid their status file names."""
     for status in home.glob("miners/*/sn*/worker*/status.json"):
@@ -110,19 +127,7 @@ def test_two_subnets_end_to_end(tmp_path: Path) -> None:
         return http.get(path).json()
 
     def wait(pred: Any, what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for p in procs:
-                if p.proc.poll() is not None:
-                    raise AssertionError(f"{p.name} exited with {p.proc.returncode} waiting for {what}:\n{p.tail()}")
-            try:
-                if pred():
-                    return
-            except (httpx.HTTPError, KeyError, ValueError):
-                pass
-            time.sleep(0.5)
-        logs = "\n".join(f"--- {p.name}\n{p.tail(12)}" for p in procs)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}\n--- node\n{node.log_tail(8)}")
+        wait_until(pred, what, timeout, procs, node)
 
     try:
         node.start()

@@ -245,10 +245,12 @@ async def test_paid_queries_go_first_under_load():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(run_free, "f0")
                 await _wait(lambda: gate.busy)  # f0 holds the model
-                nursery.start_soon(run_free, "f1")
+                nursery.start_soon(run_free, "f1")  # one at a time, so that arrival order is known
+                await _wait(lambda: gate.waiting_free == 1)
                 nursery.start_soon(run_free, "f2")
                 await _wait(lambda: gate.waiting_free == 2)
                 nursery.start_soon(run_paid, "p1", 1)
+                await _wait(lambda: gate.waiting_paid == 1)
                 nursery.start_soon(run_paid, "p2", 2)
                 await _wait(lambda: gate.waiting_paid == 2)
                 gated.open.set()
