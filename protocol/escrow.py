@@ -209,7 +209,7 @@ def tx_claim_payment(st: State, signer: bytes, c: ClaimPayment, dry: bool) -> No
     e.spent.add(v.nonce)
     st._credit(owner, miner_share)
     sn = st.subnets.get(e.netuid)
-    if sn is None:  # the subnet is gone: its shares are burned
+    if sn is None or sn.created_at > e.opened_at:  # the subnet is gone (or its netuid reused): shares burned
         st.burned += owner_share + validator_share
     else:
         sn.pending_owner += owner_share

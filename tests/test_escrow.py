@@ -14,6 +14,7 @@ from protocol.lifecycle import deregister
 from protocol.messages import (
     ClaimPayment,
     CloseEscrow,
+    CreateSubnet,
     OpenEscrow,
     ServiceProof,
     SignedServiceProof,
@@ -171,6 +172,25 @@ def test_claim_when_subnet_is_gone_burns_the_fee_shares():
     c.ok(MINER, claim(voucher(1, 1, 1000)))
     _, owner_share, validator_share = fee_split(1000)
     assert c.state.burned - burned == owner_share + validator_share
+
+
+def test_claim_after_the_subnet_was_replaced_burns_the_fee_shares():
+    """Lifecycle reuses the netuid of a replaced subnet: the new subnet must not receive the old one's fees."""
+    c = make_chain({"tempo": 1000}, max_subnets=1, subnet_immunity_period=0, subnet_min_burn=UNIT,
+                   subnet_burn_interval=1)
+    registered(c, [MINER])
+    c.ok(CLIENT, OpenEscrow(1, 1000, c.state.height + 30))
+    c.ok(KEYS[2], CreateSubnet("newcomer", 10**15))  # at the limit: replaces subnet 1, same netuid
+    new = c.state.subnet(1)
+    assert new.owner == KEYS[2].public and new.created_at > c.state.escrows.get(1).opened_at
+    pots = (new.pending_owner, new.pending_validators)
+    c.idle(1)
+    per_height = (new.pending_owner - pots[0], new.pending_validators - pots[1])  # emission alone
+    pots, burned = (new.pending_owner, new.pending_validators), c.state.burned
+    c.ok(MINER, claim(voucher(1, 1, 1000)))  # the miner served before the replacement: still paid
+    _, owner_share, validator_share = fee_split(1000)
+    assert c.state.burned - burned == owner_share + validator_share
+    assert (new.pending_owner - pots[0], new.pending_validators - pots[1]) == per_height
 
 
 def test_check_tx_and_snapshot_round_trip():
