@@ -19,6 +19,8 @@ DirOption = Annotated[Path, typer.Option("--dir", help="Testnet directory (homes
 HostsArg = Annotated[list[str], typer.Argument(help="Hosts by name (node0, late0) or index (0, 1, ...).")]
 DelayOption = Annotated[str | None, typer.Option("--delay", help="netem delay per hop, e.g. 20ms (if netem exists).")]
 LossOption = Annotated[str | None, typer.Option("--loss", help="netem loss per hop, e.g. 1% (if netem exists).")]
+RoundOption = Annotated[int, typer.Option(
+    "--round-ms", help="Validators' min_round_delay_ms (all nodes share this host's cores).")]
 DEFAULT_DIR = Path("./testnet-netns")
 
 
@@ -40,12 +42,13 @@ def up_cmd(
     directory: DirOption = DEFAULT_DIR,
     delay: DelayOption = None,
     loss: LossOption = None,
+    round_ms: RoundOption = 200,
     as_json: JsonOption = False,
 ) -> None:
     """Create a bridge and HOSTS namespaces, write a genesis and homes, start a node in each; leave it running."""
     from node.netns_testnet import up
 
-    state = up(directory.absolute(), hosts, delay, loss)
+    state = up(directory.absolute(), hosts, delay, loss, round_ms=round_ms)
     if state["impairment"].startswith("none:"):
         _warn(f"warning: {state['impairment']}")
     rows = [{"name": h["name"], "ns": h["ns"], "ip": h["ip"], "api": h["api"], "pid": h["pid"]}
@@ -134,6 +137,7 @@ def check_cmd(
     loss: LossOption = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 300.0,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the network it created running.")] = False,
+    round_ms: RoundOption = 200,
     as_json: JsonOption = False,
 ) -> None:
     """Kill K hosts, partition P hosts, heal, add a late host; exit 0 only if every property held.
@@ -145,7 +149,7 @@ def check_cmd(
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     spec = CheckSpec(hosts=hosts, kill=kill, partition=partition, delay=delay, loss=loss, timeout_s=timeout,
-                     keep=keep)
+                     keep=keep, round_ms=round_ms)
     res = Check(directory.absolute(), spec, say=_warn).run()
     if as_json:
         _line(res)

@@ -39,6 +39,7 @@ class CheckSpec:
     loss: str | None = None
     timeout_s: float = 300.0
     keep: bool = False  # leave the network running afterwards
+    round_ms: int = net.ROUND_MS
 
     def quorum(self) -> int:
         """Hosts needed to commit: equal stakes, so Q = floor(2n/3) + 1 of n (spec/consensus.md)."""
@@ -230,7 +231,7 @@ class Check:
         try:
             if created:
                 self._log(f"creating {spec.hosts} namespaces in {self.directory}")
-                net.up(self.directory, spec.hosts, spec.delay, spec.loss)
+                net.up(self.directory, spec.hosts, spec.delay, spec.loss, round_ms=spec.round_ms)
             self._reload()
             if len(self.names()) != spec.hosts:
                 raise NetnsError(f"{self.directory} runs {len(self.names())} hosts, not --hosts {spec.hosts}")

@@ -17,12 +17,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from node import netns_links as links
+from node.config import load_config, write_config
 from node.netns_links import NetnsError
 from node.testnet import tensornet_argv
 from node.testnet_gen import generate
@@ -30,6 +32,8 @@ from node.testnet_gen import generate
 STATE = "netns.json"
 P2P_PORT = 30400
 API_PORT = 26700
+ROUND_MS = 200
+HTTP_TIMEOUT_S = 10.0  # nodes on a loaded host answer slowly; a slow answer is not a failure
 _DELAY = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
 _LOSS = re.compile(r"^\d+(\.\d+)?%$")
 
@@ -133,8 +137,12 @@ def check_impairment(delay: str | None, loss: str | None) -> None:
 
 
 def up(directory: Path, hosts: int, delay: str | None = None, loss: str | None = None,
-       chain_id: str = "tensornet-netns") -> dict[str, Any]:
-    """Create the namespaces, write the homes and start every node; on any failure remove it all again."""
+       chain_id: str = "tensornet-netns", round_ms: int = ROUND_MS) -> dict[str, Any]:
+    """Create the namespaces, write the homes and start every node; on any failure remove it all again.
+
+    `round_ms` is each validator's `min_round_delay_ms`: every node shares this one host's cores, and
+    unthrottled rounds would leave little CPU for syncing a restarted or late node.
+    """
     reason = links.unavailable_reason()
     if reason:
         raise NetnsError(reason)
@@ -156,6 +164,8 @@ def up(directory: Path, hosts: int, delay: str | None = None, loss: str | None =
         plans, _ = generate(directory, hosts=[c["ip"] for c in created], chain_id=chain_id,
                             p2p_base=P2P_PORT, api_base=API_PORT)
         state["chain_id"] = chain_id
+        for plan in plans:
+            write_config(plan.home, replace(load_config(plan.home), min_round_delay_ms=round_ms))
         state["impairment"] = impair(state, created, delay, loss)
         for plan, c in zip(plans, created, strict=True):
             state["hosts"].append({"name": plan.name, "ns": c["ns"], "ip": c["ip"], "home": str(plan.home),
@@ -255,7 +265,8 @@ def down(directory: Path) -> dict[str, Any]:
 # --- observation ---------------------------------------------------------------------------------
 
 
-def observe(state: dict[str, Any], names: list[str] | None = None, timeout: float = 3.0) -> dict[str, Any]:
+def observe(state: dict[str, Any], names: list[str] | None = None,
+            timeout: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
     """name -> /status of every (named) host whose API answers, else None."""
     out: dict[str, Any] = {}
     with httpx.Client(timeout=timeout) as client:
@@ -270,16 +281,26 @@ def observe(state: dict[str, Any], names: list[str] | None = None, timeout: floa
     return out
 
 
-def commit_at(h: dict[str, Any], height: int, timeout: float = 3.0) -> tuple[str, str] | None:
-    """(state_root, digest) of the host's commit at `height`, or None if it has none (or is unreachable)."""
-    try:
-        r = httpx.get(f"{h['api']}/commits/{height}", timeout=timeout)
-        if r.status_code != 200:
-            return None
-        body = r.json()
-        return body["state_root"], body["digest"]
-    except (httpx.HTTPError, ValueError, KeyError):
-        return None
+def commit_at(h: dict[str, Any], height: int, tries: int = 3) -> tuple[str, str] | None:
+    """(state_root, digest) of the host's commit at `height`; None when it has none (404).
+
+    An API that does not answer after `tries` attempts raises: a silent None would drop the host from
+    the comparison instead of failing it.
+    """
+    error = ""
+    for _ in range(tries):
+        try:
+            r = httpx.get(f"{h['api']}/commits/{height}", timeout=HTTP_TIMEOUT_S)
+            if r.status_code == 404:
+                return None
+            if r.status_code == 200:
+                body = r.json()
+                return body["state_root"], body["digest"]
+            error = f"HTTP {r.status_code}"
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            error = repr(exc)
+        time.sleep(0.5)
+    raise NetnsError(f"{h['name']}'s API gave no commit {height} after {tries} tries: {error}")
 
 
 def status(directory: Path) -> list[dict[str, Any]]:

@@ -89,7 +89,7 @@ def test_commands_on_a_directory_without_a_network(tmp_path: Path) -> None:
 @needs_netns
 def test_check_kill_partition_heal_and_late_host(netdir: Path) -> None:
     res = cli("check", "--dir", str(netdir), "--hosts", "5", "--kill", "1", "--partition", "2",
-              "--timeout", "300", "--json", timeout=420)
+              "--timeout", "360", "--json", timeout=450)
     out = last_json(res)
     assert res.returncode == 0 and out["passed"], f"{out.get('failure')}\n{res.stderr[-4000:]}"
     assert out["roots_agree"] is True and out["quorum"] == 4
