@@ -242,6 +242,12 @@ def build_app(node: Node) -> Starlette:
 
         return JSONResponse(deregistrations(chain.state))
 
+    async def concentration(request: Request) -> Response:
+        from node.concentration import network_concentration
+
+        committee = chain.committee
+        return JSONResponse(network_concentration(chain.state, committee.public_keys, committee.stakes))
+
     async def governance(request: Request) -> Response:
         from node.economics import governance_view
 
@@ -369,6 +375,7 @@ def build_app(node: Node) -> Starlette:
         Route("/subnets/{netuid:int}/metagraph", metagraph),
         Route("/subnets/{netuid:int}/weights", weights),
         Route("/emission", emission),
+        Route("/concentration", concentration),
         Route("/governance", governance),
         Route("/proposals", proposals),
         Route("/proposals/{pid:int}", proposal),

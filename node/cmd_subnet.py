@@ -49,11 +49,18 @@ def deregistered(node: NodeOption = None, as_json: JsonOption = False) -> None:
 
 @subnet_app.command("show")
 def show(netuid: int, node: NodeOption = None, as_json: JsonOption = False) -> None:
-    """One subnet's settings and hyperparameters."""
+    """One subnet's settings, lifecycle (score, immunity), concentration and hyperparameters."""
     from node.client import NodeClient
 
     with NodeClient(node) as c:
-        emit(c.get(f"/subnets/{netuid}"), as_json, title=f"subnet {netuid}")
+        obj = c.get(f"/subnets/{netuid}")
+    if as_json:
+        emit(obj, True)
+        return
+    emit({k: v for k, v in obj.items() if k not in ("hyperparameters", "concentration")}, False,
+         title=f"subnet {netuid}")
+    emit(obj["concentration"], False, title="concentration (entities = hotkey owner coldkeys)")
+    emit(obj["hyperparameters"], False, title="hyperparameters")
 
 
 @subnet_app.command("metagraph")

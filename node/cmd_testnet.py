@@ -72,6 +72,17 @@ def _render_result(res: dict[str, Any]) -> None:
         console.print(f"  emission split measured on chain: owner {sp['owner']:.2%} ({u['owner'] / 1e9:.3f}), "
                       f"miners {sp['miners']:.2%} ({u['miners'] / 1e9:.3f}), "
                       f"validators {sp['validators']:.2%} ({u['validators'] / 1e9:.3f})")
+        c = s.get("concentration")
+        if c:
+            console.print(f"  concentration: nakamoto {c['nakamoto']} of {c['validator_entities']} validator "
+                          f"entities, top-5 stake {c['top5_stake_share']:.1%}, "
+                          f"top-5 emission {c['top5_emission_share']:.1%}")
+    net = res.get("concentration")
+    if net:
+        k = net["committee"]
+        console.print(f"committee concentration: nakamoto {k['nakamoto']} of {k['entities']} entities "
+                      f"(1/3 of the stake stops commits), top-5 stake {k['top5_stake_share']:.1%}; network "
+                      f"top-5 emission share {net['top5_emission_share']:.1%}")
     agree = "[green]agree[/]" if res["state_roots_agree"] else "[bold red]DISAGREE[/]"
     console.print(f"state roots {agree} at height {res['height']} ({res['state_root'][:16]}…); "
                   f"commit latency p50 {res['commit_latency_ms_p50']} ms; {res['seconds']} s in all")

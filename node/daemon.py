@@ -26,6 +26,7 @@ from hypercorn.trio import serve
 
 from node.api import NodeMetrics, build_app
 from node.chain import Chain, CommitInfo
+from node.concentration import subnet_concentration
 from node.config import GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, parse_hostport
 from node.core import CoreParams
 from node.economics import lifecycle_view
@@ -135,6 +136,7 @@ class Node:
             "burn": sn.burn,
             "hyperparameters": {k: getattr(hp, k) for k in hp.__dataclass_fields__},
             **lifecycle_view(self.chain.state, sn),
+            "concentration": subnet_concentration(self.chain.state, sn),
         }
 
     def _observe(self, c: CommitInfo) -> None:

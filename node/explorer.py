@@ -3,7 +3,9 @@
 Plain JavaScript, inline SVG and CSS, no external assets (nodes may run offline). It polls the
 node's own API every two seconds: /status (head, round, latency, committee, peers), /commits
 (recent commits), /subnets with each /subnets/{n}/metagraph and /subnets/{n}/weights (table and
-weight heat map), and /emission (paid emission per epoch, charted over height). Every value that
+weight heat map), /emission (paid emission per epoch, charted over height), /concentration (Nakamoto
+coefficient and top-5 shares of the committee, each subnet and the network; spec/economics.md §5) and
+/proposals (governance). Every value that
 comes from the chain is inserted as text, never as HTML.
 """
 
@@ -50,6 +52,15 @@ svg text{font:11px system-ui,sans-serif;fill:#394350}
 <p class="muted" id="node-info"></p>
 <table id="committee"><thead><tr><th>index</th><th class="l">validator</th><th class="l">this node</th></tr></thead>
 <tbody></tbody></table></section>
+<section><h2>Concentration</h2>
+<p class="muted">entities are hotkey owner coldkeys; Nakamoto = fewest entities reaching 1/3 of the committee
+stake (halts commits) or a majority of a subnet's validator stake</p>
+<table id="concentration"><thead><tr><th class="l">scope</th><th>entities</th><th>nakamoto</th>
+<th>top-5 stake</th><th>top-5 emission</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Governance</h2>
+<table id="proposals"><thead><tr><th>id</th><th class="l">parameter</th><th>value</th><th class="l">status</th>
+<th>yes</th><th>no</th><th>abstain</th><th>voting ends</th><th>executes</th></tr></thead><tbody></tbody></table>
+<p class="muted" id="proposals-note"></p></section>
 <section class="wide"><h2>Emission per epoch</h2>
 <svg id="emission-chart" width="900" height="220" role="img" aria-label="emission per epoch over height"></svg>
 <p class="muted" id="emission-note"></p></section>
@@ -136,10 +147,36 @@ function heatmap(netuid, weights) {
   return g;
 }
 
+function pct(x) { return (100 * Number(x)).toFixed(1) + "%"; }
+
+function renderConcentration(c) {
+  const k = c.committee;
+  const rows = [["committee", k.entities, k.nakamoto, pct(k.top5_stake_share), pct(c.top5_emission_share)]];
+  for (const [n, s] of Object.entries(c.subnets)) {
+    rows.push([`subnet ${n}`, s.validator_entities, s.nakamoto, pct(s.top5_stake_share), pct(s.top5_emission_share)]);
+  }
+  const tb = document.querySelector("#concentration tbody");
+  fill(tb, rows);
+  tb.querySelectorAll("tr").forEach((tr, i) => {
+    tr.setAttribute("class", "conc-row");
+    tr.setAttribute("data-scope", rows[i][0]);
+    tr.setAttribute("data-nakamoto", rows[i][2]);
+  });
+}
+
+function renderProposals(list) {
+  fill(document.querySelector("#proposals tbody"), list.map(p => [p.id, p.parameter, p.value, p.status,
+    tok(p.yes), tok(p.no), tok(p.abstain), p.voting_ends, p.executes_at]));
+  setText("proposals-note", list.length ? "" : "no proposals yet");
+}
+
 function renderSubnet(sn, mg, weights) {
   const head = el("h3", {}, `subnet ${sn.netuid}: ${sn.name}`);
+  const c = sn.concentration;
   const info = el("p", {class: "muted"}, `${sn.neurons} neurons, tempo ${sn.tempo}, registration burn ` +
-    `${tok(sn.burn)}, owner ${short(sn.owner)}`);
+    `${tok(sn.burn)}, owner ${short(sn.owner)}; score ${tok(sn.score)}, ` +
+    (sn.immune ? `immune until height ${sn.immune_until}` : "not immune") +
+    `; nakamoto ${c.nakamoto}, top-5 stake ${pct(c.top5_stake_share)}, top-5 emission ${pct(c.top5_emission_share)}`);
   const t = el("table", {class: "metagraph"}, el("thead", {}, el("tr", {}, ...["uid", "hotkey", "stake",
     "incentive", "dividends", "emission", "permit"].map(h => el("th", {class: h === "hotkey" ? "l" : ""}, h)))));
   const tb = el("tbody");
@@ -185,11 +222,13 @@ function renderEmission(e) {
 
 async function tick() {
   try {
-    const [s, commits, subnets, emission] = await Promise.all([get("/status"), get("/commits"), get("/subnets"),
-      get("/emission")]);
+    const [s, commits, subnets, emission, conc, proposals] = await Promise.all([get("/status"), get("/commits"),
+      get("/subnets"), get("/emission"), get("/concentration"), get("/proposals")]);
     renderStatus(s);
     renderCommits(commits);
     renderEmission(emission);
+    renderConcentration(conc);
+    renderProposals(proposals);
     const parts = await Promise.all(subnets.map(async sn => renderSubnet(sn,
       await get(`/subnets/${sn.netuid}/metagraph`), await get(`/subnets/${sn.netuid}/weights`))));
     const box = document.getElementById("subnets");

@@ -683,6 +683,9 @@ class Testnet:
 
     def result(self, tracks: list[SubnetTrack], roots: dict[str, Any]) -> dict[str, Any]:
         assert self.plan is not None
+        concentration = None
+        with contextlib.suppress(ApiError):
+            concentration = self.clients[0].get("/concentration")  # display metrics (spec/economics.md §5)
         subnets = []
         faults = {n.hotkey_hex: n.fault for n in self.plan.neurons}
         for t, s in zip(tracks, self.plan.subnets, strict=True):
@@ -704,6 +707,7 @@ class Testnet:
             subnets.append({
                 "netuid": t.netuid,
                 "task": s["task"],
+                "concentration": concentration["subnets"].get(str(t.netuid)) if concentration else None,
                 "neurons": neurons,
                 "emission_split": t.split(),
                 "emission_units": {"owner": t.owner, "miners": t.miners, "validators": t.validators},
@@ -716,6 +720,7 @@ class Testnet:
             "height": roots["height"],
             "state_root": roots["state_root"],
             "epochs": min((t.counted for t in tracks), default=0),
+            "concentration": concentration,
             "subnets": subnets,
             "nodes": self.live.nodes,
             "commit_latency_ms_p50": sorted(lat)[len(lat) // 2] if lat else None,

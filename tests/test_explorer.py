@@ -124,6 +124,11 @@ def test_explorer_renders_a_live_network_in_chromium(tmp_path: Path) -> None:
         series = dom.classes["series"]
         assert sorted(s["data-netuid"] for s in series) == ["1", "2"]
         assert all((s.get("d") or "").startswith("M") for s in series)
+        conc = {r["data-scope"]: r for r in dom.classes["conc-row"]}
+        assert sorted(conc) == ["committee", "subnet 1", "subnet 2"]
+        assert conc["committee"]["data-nakamoto"] == "2"  # 4 equal validators: two reach 1/3 of the stake
+        assert all(int(r["data-nakamoto"] or 0) >= 1 for r in conc.values())
+        assert dom.rows["proposals"] == 1  # the header: nobody proposed anything
         assert shot.exists() and shot.stat().st_size > 10_000
     finally:
         subprocess.run([*tensornet_argv(), "testnet", "down", "--dir", str(d)], capture_output=True, timeout=60)

@@ -187,7 +187,11 @@ def test_up_runs_epochs_measures_the_split_and_stops_everything(tmp_path: Path) 
         doc = json.loads(res.stdout.strip().splitlines()[-1])
         assert doc["state_roots_agree"] is True and doc["height"] > 0 and doc["epochs"] >= 2
         assert [s["netuid"] for s in doc["subnets"]] == [1, 2]
+        committee = doc["concentration"]["committee"]
+        assert (committee["entities"], committee["nakamoto"]) == (4, 2)  # equal stakes: 2 of 4 reach 1/3
+        assert committee["top5_stake_share"] == 1.0 and doc["concentration"]["top5_emission_share"] > 0
         for s in doc["subnets"]:
+            assert s["concentration"]["nakamoto"] >= 1 and s["concentration"]["top5_emission_share"] == 1.0
             split = s["emission_split"]
             assert split["owner"] == pytest.approx(0.18, abs=0.005)
             assert split["miners"] == pytest.approx(0.41, abs=0.005)
