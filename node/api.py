@@ -112,7 +112,7 @@ def build_app(node: Node) -> Starlette:
             "listen": node.listen_addrs,
             "height": chain.height,
             "round": chain.core.quorum_round,
-            "epoch": 0,
+            "epoch": chain.epoch,
             "validator": chain.is_validator,
             "validator_index": chain.core.own_index,
             "peers": node.chain_peers(),

@@ -12,13 +12,14 @@ two leaves the commit underived, and the restart derives it again from the store
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.core import Committed, Core, CoreParams, Vertex, vertex_from_bytes
+from node.core import Committed, Core, CoreParams, Vertex, WrongEpoch, vertex_from_bytes
 from node.mempool import Mempool
 from node.storage import CommitRecord, Store, StoreError
 from protocol import crypto
@@ -28,10 +29,12 @@ from protocol.dag import BlockRef, CommittedSubDag
 from protocol.errors import ProtocolError
 from protocol.genesis import Genesis
 from protocol.messages import BlockRef as WireRef
-from protocol.messages import Commit, SignedTransaction
+from protocol.messages import Commit, ReportEquivocation, SignedTransaction, Transaction
 from protocol.state import State
 
-EPOCH = 0  # one consensus epoch per chain for now: the committee is the genesis committee
+log = logging.getLogger(__name__)
+
+MAX_FUTURE_BLOCKS = 4096  # blocks of the next epoch held until we get there
 
 
 @dataclass
@@ -57,10 +60,10 @@ class ChainStats:
     latencies_ms: list[int] = field(default_factory=list)  # leader creation -> local commit, recent
 
 
-def genesis_committee(genesis: Genesis) -> Committee:
-    if not genesis.committee:
-        raise StoreError("the genesis has no committee: at least one validator is needed")
-    return Committee(tuple(c.hotkey for c in genesis.committee), tuple(c.stake for c in genesis.committee))
+def epoch_committee(state: State) -> Committee:
+    """The consensus committee of the state's current epoch (spec/consensus.md §7)."""
+    members = state.epoch_committee
+    return Committee(tuple(m.hotkey for m in members), tuple(m.stake for m in members))
 
 
 class Chain:
@@ -80,19 +83,72 @@ class Chain:
         self.chain_id = genesis.chain_id
         self.snapshot_every = snapshot_every
         self.clock = clock
+        if not genesis.committee:
+            raise StoreError("the genesis has no committee: at least one validator is needed")
         self.store = Store(self.home / "chain.db")
         self.store.bind_genesis(self.genesis_hash)
-        self.committee = genesis_committee(genesis)
-        self.core = Core(
-            self.chain_id, EPOCH, self.committee, self.genesis_hash, keypair=keypair, params=params or CoreParams()
-        )
-        self.is_validator = self.core.own_index is not None
+        self.keypair = keypair
+        self.params = params or CoreParams()
         self.mempool = Mempool()
         self.stats = ChainStats()
         self.recent: deque[CommitInfo] = deque(maxlen=10_000)  # for status, timing and latency figures
         self._verified: set[bytes] = set()  # tx digests whose signatures the mempool checked
         self.on_commit: Callable[[CommitInfo], None] | None = None
+        self.on_epoch: Callable[[int], None] | None = None  # called with the new epoch number
+        self.on_evidence: Callable[[bytes], None] | None = None  # a signed evidence transaction to gossip
+        self._future: dict[bytes, bytes] = {}  # digest -> block of a later epoch, replayed when we get there
+        self._reported: set[tuple[int, int]] = set()  # (epoch, author) we already reported
+        self.core: Core
         self.state = self._restore()
+
+    # --- epochs -------------------------------------------------------------------------------
+
+    def _new_core(self, state: State) -> Core:
+        return Core(
+            self.chain_id,
+            state.epoch,
+            epoch_committee(state),
+            state.epoch_seed,
+            keypair=self.keypair,
+            params=self.params,
+            genesis_commit_digest=state.epoch_start_digest,
+            start_index=state.epoch_start - 1,
+        )
+
+    @property
+    def epoch(self) -> int:
+        return self.core.epoch
+
+    @property
+    def committee(self) -> Committee:
+        return self.core.committee
+
+    @property
+    def is_validator(self) -> bool:
+        """A member of the current epoch's committee (it changes at epoch boundaries)."""
+        return self.core.own_index is not None
+
+    def _switch_epoch(self, state: State) -> list[Vertex]:
+        """Leave the finished epoch's DAG for a fresh one; replay blocks that arrived early."""
+        self.core = self._new_core(state)
+        self.mempool.requeue_all()  # blocks of the old epoch that never committed carry nothing now
+        log.info("epoch %d from height %d: committee of %d", state.epoch, state.epoch_start, self.core.committee.size)
+        early, self._future = self._future, {}
+        accepted: list[Vertex] = []
+        now = self.now_ms()
+        for data in early.values():
+            try:
+                accepted.extend(self.core.receive(data, now).accepted)
+            except WrongEpoch as exc:
+                if exc.future:
+                    self._future[crypto.digest(data)] = data
+            except ProtocolError:
+                continue
+        if accepted:
+            self.store.put_blocks((v.digest, self.core.epoch, v.round, v.author, v.data) for v in accepted)
+        if self.on_epoch is not None:
+            self.on_epoch(state.epoch)
+        return accepted
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -100,45 +156,43 @@ class Chain:
         return int(self.clock() * 1000)
 
     def _restore(self) -> State:
-        """State from the latest snapshot plus replayed commits; the DAG from stored blocks."""
+        """State from the latest snapshot plus replayed commits; the DAG of the current epoch from
+        stored blocks."""
         snap = self.store.latest_snapshot()
         state = State.load(snap[1]) if snap else State.from_genesis(self.genesis)
         last = self.store.last_commit()
-        tail: list[CommittedSubDag] = []
         if last is not None:
-            records = self.store.commits(max(1, last.index - 200), last.index)
-            start = state.height + 1
-            for rec in self.store.commits(start, last.index):
+            for rec in self.store.commits(state.height + 1, last.index):
                 commit = Commit.from_bytes(rec.data)
                 txs = self._payload_of(commit)
-                state.apply_commit(rec.index, txs, verified=frozenset(tx_digests(txs)))
+                state.apply_commit(
+                    rec.index, txs, verified=frozenset(tx_digests(txs)), leader_round=commit.leader.round,
+                    commit_digest=rec.digest,
+                )
                 if state.root() != rec.state_root:
                     raise StoreError(
                         f"replaying commit {rec.index} gives state root {state.root().hex()[:16]}…, "
                         f"the store says {rec.state_root.hex()[:16]}…: run `tensornet node db check`"
                     )
-            tail = [_sub_from_record(r) for r in records]
-            self.core.committer.restore(tail)
-        # DAG: blocks above the GC round, parents first
-        gc = self.core.committer.gc_round if last is not None else -1
-        if last is not None:
+        self.core = self._new_core(state)
+        gc = -1
+        if last is not None and last.index >= state.epoch_start:
+            records = self.store.commits(max(state.epoch_start, last.index - 200), last.index)
+            self.core.committer.restore([_sub_from_record(r) for r in records])
+            gc = self.core.committer.gc_round
             self.core.dag.prune(gc)
         now = self.now_ms()
-        highest = self.core.dag.highest_round
-        for data in self.store.blocks_in_rounds(EPOCH, gc + 1, 1 << 62):
+        for data in self.store.blocks_in_rounds(state.epoch, gc + 1, 1 << 62):
             try:
-                v = vertex_from_bytes(data)
-                self.core.add(v, now)
-                highest = max(highest, v.round)
+                self.core.add(vertex_from_bytes(data), now)
             except ProtocolError:
                 continue  # a block we stored is always valid; skip rather than refuse to start
-        own_round = self.store.last_own_round(EPOCH)
+        own_round = self.store.last_own_round(state.epoch)
         if self.core.own_index is not None and own_round:
-            digest = self.store.own_block(EPOCH, own_round)
+            digest = self.store.own_block(state.epoch, own_round)
             self.core.restore_own(own_round, BlockRef(own_round, self.core.own_index, digest) if digest else None)
         # blocks stored but not yet committed when we stopped: derive those commits now
-        for c in self.core.try_commit():
-            self._apply(c, state)
+        self._commit_ready(state)
         return state
 
     def _payload_of(self, commit: Commit) -> list[bytes]:
@@ -153,18 +207,63 @@ class Chain:
     # --- blocks -------------------------------------------------------------------------------
 
     def receive_block(self, data: bytes) -> tuple[list[Vertex], tuple[BlockRef, ...]]:
-        """Verify and insert a block from the network (typed ProtocolError if invalid); commits
-        that follow are applied and reported through `on_commit`."""
-        out = self.core.receive(data, self.now_ms())
+        """Verify and insert a block from the network (typed ProtocolError if invalid; WrongEpoch,
+        not an offence, for another epoch's block: a later epoch's is kept until we get there);
+        commits that follow are applied and reported through `on_commit`."""
+        try:
+            out = self.core.receive(data, self.now_ms())
+        except WrongEpoch as exc:
+            if exc.future and len(self._future) < MAX_FUTURE_BLOCKS:
+                self._future[crypto.digest(data)] = data
+            raise
         self._after_accept(out.accepted)
         return out.accepted, out.missing
 
     def _after_accept(self, accepted: list[Vertex]) -> list[CommitInfo]:
         if not accepted:
             return []
-        self.store.put_blocks((v.digest, EPOCH, v.round, v.author, v.data) for v in accepted)
+        self.store.put_blocks((v.digest, self.core.epoch, v.round, v.author, v.data) for v in accepted)
         self.stats.blocks_accepted += len(accepted)
-        return [self._apply(c, self.state) for c in self.core.try_commit()]
+        self._report_equivocations()
+        return self._commit_ready(self.state)
+
+    def _commit_ready(self, state: State) -> list[CommitInfo]:
+        """Apply every commit the DAG has decided; at an epoch's closing commit, the rest of that
+        epoch's DAG is dropped and the next epoch's core takes over."""
+        infos: list[CommitInfo] = []
+        more = True
+        while more:
+            more = False
+            for c in self.core.try_commit():
+                infos.append(self._apply(c, state))
+                if state.epoch != self.core.epoch:
+                    more = bool(self._switch_epoch(state))
+                    break
+        return infos
+
+    def _report_equivocations(self) -> None:
+        """Turn two blocks of one slot into signed evidence in our mempool (spec/economics.md §4)."""
+        pairs, self.core.equivocations = self.core.equivocations, []
+        if self.keypair is None:
+            return
+        for a, b in pairs:
+            key = (self.core.epoch, a.author)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            call = ReportEquivocation(a.signed.signed_header(), b.signed.signed_header())
+            pub = self.keypair.public
+            tx = Transaction(self.chain_id, pub, self.next_nonce(pub), call)
+            data = SignedTransaction.create(tx, self.keypair).to_bytes()
+            try:
+                self.submit_tx(data)
+            except ProtocolError as exc:
+                log.info("equivocation by author %d in epoch %d not reported: %s", a.author, key[0], exc)
+                continue
+            log.warning("author %d signed two blocks for round %d of epoch %d: evidence submitted", a.author, a.round,
+                        key[0])
+            if self.on_evidence is not None:
+                self.on_evidence(data)
 
     def propose(self) -> Vertex | None:
         """Build, durably store, and insert our next block if one is due; the caller broadcasts it."""
@@ -176,7 +275,7 @@ class Chain:
         v = self.core.build_block(now, tuple(payload))
         if v is None:
             return None
-        self.store.record_own_block(EPOCH, v.round, v.digest, v.data, v.author)
+        self.store.record_own_block(self.core.epoch, v.round, v.digest, v.data, v.author)
         self.core.add(v, now)
         self._after_accept([v])
         return v
@@ -192,7 +291,9 @@ class Chain:
     def _apply(self, c: Committed, state: State) -> CommitInfo:
         txs = [tx for v in c.vertices for tx in v.payload]
         verified = frozenset(d for d in tx_digests(txs) if d in self._verified)
-        receipts = state.apply_commit(c.sub.index, txs, verified=verified)
+        receipts = state.apply_commit(
+            c.sub.index, txs, verified=verified, leader_round=c.sub.leader.round, commit_digest=c.sub.digest
+        )
         root = state.root()
         commit = Commit(
             index=c.sub.index,
@@ -254,8 +355,8 @@ class Chain:
                 out.append(data)
         return out
 
-    def blocks_by_round(self, first: int, last: int, limit: int = 32) -> list[bytes]:
-        return self.store.blocks_in_rounds(EPOCH, first, last, limit)
+    def blocks_by_round(self, epoch: int, first: int, last: int, limit: int = 32) -> list[bytes]:
+        return self.store.blocks_in_rounds(epoch, first, last, limit)
 
     def close(self) -> None:
         self.store.close()

@@ -28,8 +28,14 @@ class TimestampTooFarAhead(BlockInvalid):
     reason = "timestamp too far ahead of the local clock"
 
 
-class WrongEpoch(BlockInvalid):
-    reason = "block from another epoch"
+class WrongEpoch(ProtocolError):
+    """A block of another consensus epoch. Not an offence (honest peers send these around an epoch
+    change): ignored without penalty; a later epoch's block tells the caller it is behind."""
+
+    def __init__(self, epoch: int, ours: int) -> None:
+        super().__init__(f"block of epoch {epoch}, this node is in epoch {ours}")
+        self.epoch = epoch
+        self.future = epoch > ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,7 @@ class Core:
         keypair: Keypair | None = None,
         params: CoreParams | None = None,
         genesis_commit_digest: bytes = dag.ZERO_DIGEST,
+        start_index: int = 0,
     ) -> None:
         self.chain_id = chain_id
         self.epoch = epoch
@@ -115,7 +122,11 @@ class Core:
         self.params = params or CoreParams()
         self.dag = DagState(committee, epoch_seed)
         self.committer = Committer(
-            self.dag, gc_depth=self.params.gc_depth, auto_prune=False, genesis_commit_digest=genesis_commit_digest
+            self.dag,
+            gc_depth=self.params.gc_depth,
+            auto_prune=False,
+            genesis_commit_digest=genesis_commit_digest,
+            start_index=start_index,
         )
         self.keypair = keypair
         self.own_index = committee.index_of(keypair.public) if keypair is not None else None
@@ -134,6 +145,8 @@ class Core:
         self.rejected: dict[str, int] = {}
         self.duplicates = 0
         self._known: dict[bytes, int] = {}  # digest -> round of accepted and buffered blocks above GC
+        # two accepted blocks of one slot, for the driver to report as evidence (spec/economics.md §4)
+        self.equivocations: list[tuple[Vertex, Vertex]] = []
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -142,7 +155,7 @@ class Core:
         v = vertex_from_bytes(data)
         body = v.signed.body
         if body.epoch != self.epoch:
-            raise WrongEpoch(f"epoch {body.epoch}, this committee's epoch is {self.epoch}")
+            raise WrongEpoch(body.epoch, self.epoch)
         if not self.committee.is_valid_index(body.author):
             raise dag.BadAuthor(f"author {body.author} with {self.committee.size} authorities")
         v.signed.verify(self.chain_id, self.committee.public_keys[body.author])
@@ -217,13 +230,24 @@ class Core:
         if latest is None or (v.round, latest.digest) > (latest.round, v.digest):
             self._latest[v.author] = v.ref  # highest round; lowest digest among equivocations
         seen = self._seen_authors.setdefault(v.round, set())
-        if v.author not in seen:
+        if v.author in seen:
+            self._note_equivocation(v)
+        else:
             seen.add(v.author)
             stake = self._round_stake.get(v.round, 0) + self.committee.stakes[v.author]
             self._round_stake[v.round] = stake
             if stake >= self.committee.quorum and v.round > self._quorum_round:
                 self._quorum_round = v.round
                 self._quorum_since_ms = now_ms
+
+    def _note_equivocation(self, v: Vertex) -> None:
+        if len(self.equivocations) >= 64:
+            return  # the driver drains this; a flood from one author needs one report per epoch
+        for ref in self.dag.refs_at_slot(v.round, v.author):
+            other = self.dag.get(ref)
+            if ref.digest != v.digest and isinstance(other, Vertex):
+                self.equivocations.append((other, v))
+                return
 
     def missing_refs(self) -> list[BlockRef]:
         """Refs that buffered blocks wait for and that we do not hold at all."""

@@ -28,7 +28,7 @@ from node.api import NodeMetrics, build_app
 from node.chain import Chain, CommitInfo
 from node.concentration import subnet_concentration
 from node.config import GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, parse_hostport
-from node.core import CoreParams
+from node.core import CoreParams, WrongEpoch
 from node.economics import lifecycle_view
 from node.mempool import MempoolError
 from p2pnet.discovery import DiscoveryConfig
@@ -75,8 +75,12 @@ class Node:
             keypair = read_hotkey(home / VALIDATOR_KEY_FILE)
         params = CoreParams(leader_timeout_ms=config.leader_timeout_ms, min_round_delay_ms=config.min_round_delay_ms)
         self.chain = Chain(home, genesis, keypair=keypair, params=params, snapshot_every=config.snapshot_every)
+        self.has_validator_key = keypair is not None
         if config.validator and not self.chain.is_validator:
-            log.warning("validator key %s is not in the committee: running as a full node", keypair.address)
+            log.warning(
+                "validator key %s is not in epoch %d's committee: following as a full node until a committee "
+                "includes it", keypair.address, self.chain.epoch,
+            )
         self.metrics = NodeMetrics()
         self.chain.on_commit = self._observe
         self.stack: Any = None
@@ -84,7 +88,7 @@ class Node:
         self.listen_addrs: list[str] = []
         self._block_arrived = trio.Event()
         self._fetch_send, self._fetch_recv = trio.open_memory_channel[tuple[Any, tuple[BlockRef, ...]]](1024)
-        self._last_sync_round = -1
+        self._last_sync_round: tuple[int, int] = (-1, -1)
         self.api_addr: str | None = None
         self.fatal: Exception | None = None
         self._tasks: Any = None  # the node nursery, for fire-and-forget pushes
@@ -99,7 +103,7 @@ class Node:
             genesis_hash=self.chain.genesis_hash,
             height=self.chain.height,
             head_digest=last.digest if last else bytes(32),
-            epoch=0,
+            epoch=self.chain.epoch,
             highest_round=self.chain.core.quorum_round,
             validator=self.chain.is_validator,
         )
@@ -109,12 +113,21 @@ class Node:
         return len(hs.statuses) if hs is not None else 0
 
     def sync_distance(self) -> int:
-        """Rounds between the highest round a peer reported and our own threshold clock."""
+        """Rounds between the most advanced peer's (epoch, round) and our own threshold clock; a
+        later epoch counts the rest of ours (`epoch_rounds`) per epoch ahead."""
         hs = getattr(self.stack, "handshake", None)
         if hs is None or not hs.statuses:
             return 0
-        best = max(s.highest_round for s in hs.statuses.values())
-        return max(0, best - self.chain.core.quorum_round)
+        return max(0, max(self._rounds_ahead(s) for s in hs.statuses.values()))
+
+    def _rounds_ahead(self, st: Status) -> int:
+        ours, r = self.chain.epoch, self.chain.core.quorum_round
+        if st.epoch < ours:
+            return 0
+        if st.epoch == ours:
+            return st.highest_round - r
+        per_epoch = self.chain.genesis.epoch_rounds
+        return max(1, per_epoch - r) + (st.epoch - ours - 1) * per_epoch + st.highest_round
 
     def refresh_metrics(self) -> None:
         m = self.metrics
@@ -152,6 +165,8 @@ class Node:
             return Verdict.ACCEPT  # our own block, already stored and inserted
         try:
             accepted, missing = self.chain.receive_block(data)
+        except WrongEpoch:
+            return Verdict.IGNORE  # not an offence: around an epoch change honest peers send these
         except ProtocolError as exc:
             self.metrics.rejects.labels(type(exc).__name__).inc()
             log.debug("rejected block from %s: %s", forwarder, exc)
@@ -189,13 +204,18 @@ class Node:
     async def submit_tx(self, data: bytes, gossip: bool = True) -> bytes:
         """API path: admit locally, then gossip to the validators."""
         digest = self.chain.submit_tx(data)
-        gossip = self.stack.gossip if (self.stack is not None and gossip) else None
-        if gossip is not None:
-            try:
-                await gossip.publish(gossip.topic("transactions"), data)
-            except Exception as exc:  # still pending locally; a validator here will include it
-                log.warning("could not gossip transaction %s: %s", digest.hex()[:16], exc)
+        if gossip:
+            await self._gossip_tx(data)
         return digest
+
+    async def _gossip_tx(self, data: bytes) -> None:
+        gossip = self.stack.gossip if self.stack is not None else None
+        if gossip is None:
+            return
+        try:
+            await gossip.publish(gossip.topic("transactions"), data)
+        except Exception as exc:  # still pending locally; a validator here will include it
+            log.warning("could not gossip transaction %s: %s", crypto.digest(data).hex()[:16], exc)
 
     def _halt(self, exc: Exception) -> None:
         log.critical("SAFETY VIOLATION, halting: %s", exc)
@@ -210,7 +230,7 @@ class Node:
             blocks = self.chain.blocks_by_digest([r.digest for r in req.refs])
         else:
             last = min(req.round_to, req.round_from + PROBE_ROUNDS)
-            blocks = self.chain.blocks_by_round(req.round_from, last, 32)
+            blocks = self.chain.blocks_by_round(req.epoch, req.round_from, last, 32)
         return BlocksResponse(tuple(blocks)).to_bytes()
 
     async def _serve_own_last(self, peer: Any, data: bytes) -> bytes:
@@ -219,18 +239,19 @@ class Node:
         return BlocksResponse((block,) if block is not None else ()).to_bytes()
 
     async def _recover_own_last(self) -> None:
-        """Amnesia guard: a validator with no record of its own blocks (new, or its database was
-        wiped) asks its peers for the last block it signed before proposing anything, so it can
-        never sign a second block for a round it already signed in."""
+        """Amnesia guard: a committee member with no record of its own blocks in this epoch (new to
+        the committee, a new epoch, or its database was wiped) asks its peers for the last block it
+        signed before proposing anything, so it can never sign a second block for one round."""
         chain = self.chain
-        if chain.store.last_own_round(0) > 0 or chain.core.own_index is None:
+        epoch = chain.epoch
+        if chain.core.own_index is None or chain.store.last_own_round(epoch) > 0:
             return
         n = chain.committee.size
         want = max(1, n - (n - 1) // 3 - 1)  # enough peers that with us they make 2f+1 members
         with trio.move_on_after(AMNESIA_WAIT):
             await self.stack.handshake.wait_for_peers(want)
         best = None
-        req = FetchOwnLast(0, chain.core.own_index).to_bytes()
+        req = FetchOwnLast(epoch, chain.core.own_index).to_bytes()
         for peer in self._peers():
             try:
                 resp = BlocksResponse.from_bytes(await self.stack.reqresp.request(peer, OWN_LAST_SPEC.protocol_id, req))
@@ -244,11 +265,11 @@ class Node:
                     continue
                 if v.author == chain.core.own_index and (best is None or v.round > best.round):
                     best = v
-        if best is None:
-            log.info("no peer holds a block of ours: starting from round 1")
+        if best is None or chain.epoch != epoch:
+            log.info("no peer holds a block of ours in epoch %d: starting from round 1", epoch)
             return
         log.warning("recovered our last signed block from peers: round %d; proposing only above it", best.round)
-        chain.store.record_own_block(0, best.round, best.digest, best.data, best.author)
+        chain.store.record_own_block(epoch, best.round, best.digest, best.data, best.author)
         chain.core.restore_own(best.round, best.ref)
         try:
             chain.receive_block(best.data)
@@ -264,7 +285,18 @@ class Node:
     # --- tasks --------------------------------------------------------------------------------
 
     async def _proposer(self) -> None:
+        """Propose whenever due while in the committee; the committee can change at each epoch."""
+        guarded = None
         while True:
+            if not self.chain.is_validator:
+                self._block_arrived = trio.Event()
+                with trio.move_on_after(0.5):
+                    await self._block_arrived.wait()
+                continue
+            if guarded != self.chain.epoch:
+                guarded = self.chain.epoch
+                await self._recover_own_last()
+                continue
             v = self.chain.propose()
             if v is not None:
                 await self._broadcast_block(v.round, v.data)
@@ -303,7 +335,7 @@ class Node:
         return b""
 
     async def _fetch(self, peer: Any, refs: Sequence[BlockRef]) -> int:
-        req = FetchBlocks(0, tuple(WireRef(*r) for r in refs[:32]), 0, 0)
+        req = FetchBlocks(self.chain.epoch, tuple(WireRef(*r) for r in refs[:32]), 0, 0)
         return await self._request_blocks(peer, req)
 
     async def _request_blocks(self, peer: Any, req: FetchBlocks) -> int:
@@ -317,6 +349,8 @@ class Node:
         for data in resp.blocks:
             try:
                 accepted, missing = self.chain.receive_block(data)
+            except WrongEpoch:
+                continue
             except ProtocolError as exc:
                 self.metrics.rejects.labels(type(exc).__name__).inc()
                 continue
@@ -358,14 +392,15 @@ class Node:
             if missing:
                 await self._fetch(rng.choice(peers), missing)
             r = self.chain.core.quorum_round
-            if r == self._last_sync_round or self.sync_distance() > 2:
-                # stalled or behind: ask the most advanced peer for the next rounds' blocks
+            mark = (self.chain.epoch, r)
+            if mark == self._last_sync_round or self.sync_distance() > 2:
+                # stalled or behind: ask the most advanced peer for our epoch's next rounds' blocks
                 statuses = self.stack.handshake.statuses
-                ahead = [p for p in peers if p in statuses and statuses[p].highest_round > r]
-                peer = max(ahead, key=lambda p: statuses[p].highest_round) if ahead else rng.choice(peers)
-                got = await self._request_blocks(peer, FetchBlocks(0, (), r, r + PROBE_ROUNDS))
+                ahead = [p for p in peers if p in statuses and self._rounds_ahead(statuses[p]) > 0]
+                peer = max(ahead, key=lambda p: self._rounds_ahead(statuses[p])) if ahead else rng.choice(peers)
+                got = await self._request_blocks(peer, FetchBlocks(self.chain.epoch, (), r, r + PROBE_ROUNDS))
                 catching_up = got > 0 and self.sync_distance() > 2
-            self._last_sync_round = r
+            self._last_sync_round = mark
 
     async def _status_refresher(self) -> None:
         """Re-run the handshake now and then so peers' heights (sync distance) stay current."""
@@ -427,13 +462,9 @@ class Node:
                 nursery.start_soon(self._fetcher)
                 nursery.start_soon(self._synchronizer)
                 nursery.start_soon(self._status_refresher)
-                if self.chain.is_validator:
-
-                    async def propose_after_recovery() -> None:
-                        await self._recover_own_last()
-                        await self._proposer()
-
-                    nursery.start_soon(propose_after_recovery)
+                if self.has_validator_key:
+                    nursery.start_soon(self._proposer)
+                self.chain.on_evidence = lambda data: nursery.start_soon(self._gossip_tx, data)
                 api = await nursery.start(self._serve_api)
                 log.info(
                     "node up: chain %s height %d, peer %s, api %s, validator %s",

@@ -116,6 +116,13 @@ class Mempool:
     def _offerable(self, e: _Entry, round_: int) -> bool:
         return e.inflight_round is None or round_ - e.inflight_round >= self.requeue_after
 
+    def requeue_all(self) -> None:
+        """Offer every transaction again: at an epoch change the old epoch's uncommitted blocks are
+        dropped, and round numbers start again from 1."""
+        for entries in self._by_sender.values():
+            for e in entries.values():
+                e.inflight_round = None
+
     def remove(self, digests: list[bytes] | set[bytes]) -> None:
         """Drop committed (or now invalid) transactions."""
         for d in digests:

@@ -541,6 +541,7 @@ class Committer:
         leader_schedule: LeaderSchedule | None = None,
         auto_prune: bool = True,
         genesis_commit_digest: bytes = ZERO_DIGEST,
+        start_index: int = 0,
     ) -> None:
         if wave_length < 3:
             raise ValueError("wave_length must be >= 3")
@@ -559,7 +560,7 @@ class Committer:
         self._memo: dict[Slot, _SlotMemo] = {}
         # Commit state: a deterministic function of the commit sequence alone.
         self.last_decided: tuple[int, int] = (GENESIS_ROUND, leaders_per_round - 1)  # (round, offset)
-        self.last_index = 0
+        self.last_index = start_index  # the chain height before this epoch's first commit
         self.last_digest = bytes(genesis_commit_digest)
         self.last_timestamp_ms = 0
         self.last_committed_leader_round = GENESIS_ROUND

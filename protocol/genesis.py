@@ -18,6 +18,8 @@ from protocol.errors import ProtocolError
 from protocol.hyperparams import Hyperparams
 from protocol.messages import MAX_CHAIN_ID, MAX_MULTIADDRS
 
+PPM = 1_000_000  # parts per million: the unit of genesis fractions
+
 SHARE_RULES = ("equal", "stake")
 U64_MAX = (1 << 64) - 1
 
@@ -75,6 +77,8 @@ class Genesis:
     epoch_rounds: int = 1000
     committee_size: int = 64
     committee_min_stake: int = UNIT
+    slash_ppm: int = 100_000  # share of an equivocator's stake slashed per offence (spec/economics.md §4)
+    reporter_reward_ppm: int = 100_000  # share of the slashed amount paid to the reporter; the rest is burned
     subnet_min_burn: int = 1000 * UNIT
     subnet_burn_interval: int = 14 * 7200
     max_subnets: int = 32
@@ -99,6 +103,8 @@ class Genesis:
                 "epoch_rounds": self.epoch_rounds,
                 "committee_size": self.committee_size,
                 "committee_min_stake": self.committee_min_stake,
+                "slash_ppm": self.slash_ppm,
+                "reporter_reward_ppm": self.reporter_reward_ppm,
             },
             "network": {
                 "subnet_min_burn": self.subnet_min_burn,
@@ -301,7 +307,8 @@ def parse_genesis(text: str | bytes) -> Genesis:
         subnets.append(SubnetEntry(_key(s["owner"], p + ".owner"), _str(s["name"], p + ".name", 64), hp))
 
     em = _map(d.get("emission", {}), "emission", set(), {"base_per_height", "subnet_share"})
-    cons = _map(d.get("consensus", {}), "consensus", set(), {"epoch_rounds", "committee_size", "committee_min_stake"})
+    cons_keys = {"epoch_rounds", "committee_size", "committee_min_stake", "slash_ppm", "reporter_reward_ppm"}
+    cons = _map(d.get("consensus", {}), "consensus", set(), cons_keys)
     net = _map(
         d.get("network", {}),
         "network",
@@ -325,6 +332,10 @@ def parse_genesis(text: str | bytes) -> Genesis:
         committee_size=_int(cons.get("committee_size", defaults.committee_size), "consensus.committee_size", 1, 256),
         committee_min_stake=_int(
             cons.get("committee_min_stake", defaults.committee_min_stake), "consensus.committee_min_stake", 1
+        ),
+        slash_ppm=_int(cons.get("slash_ppm", defaults.slash_ppm), "consensus.slash_ppm", 0, PPM),
+        reporter_reward_ppm=_int(
+            cons.get("reporter_reward_ppm", defaults.reporter_reward_ppm), "consensus.reporter_reward_ppm", 0, PPM
         ),
         subnet_min_burn=_int(net.get("subnet_min_burn", defaults.subnet_min_burn), "network.subnet_min_burn"),
         subnet_burn_interval=_int(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from protocol import crypto
+from protocol import codec, crypto
 from protocol.crypto import Domain, Keypair
 from protocol.errors import WrongChainError
 from protocol.schema import (
@@ -61,7 +61,12 @@ class Signed(Message):
 
     @classmethod
     def create(cls, body: Message, keypair: Keypair):
-        return cls(body, keypair.sign(cls.DOMAIN, body.chain_id, body.to_bytes()))
+        return cls(body, keypair.sign(cls.DOMAIN, body.chain_id, cls.covered(body)))
+
+    @classmethod
+    def covered(cls, body: Message) -> bytes:
+        """The bytes the signature covers: the body's canonical encoding."""
+        return body.to_bytes()
 
     def signer_key(self, public_keys: tuple[bytes, ...] = ()) -> bytes:
         value = getattr(self.body, self.SIGNER)
@@ -72,12 +77,11 @@ class Signed(Message):
         if self.body.chain_id != chain_id:
             raise WrongChainError(f"message is for chain {self.body.chain_id!r}, this node is on {chain_id!r}")
         key = public_key if public_key is not None else getattr(self.body, self.SIGNER)
-        crypto.verify(key, self.DOMAIN, chain_id, self.body.to_bytes(), self.signature)
+        crypto.verify(key, self.DOMAIN, chain_id, self.covered(self.body), self.signature)
 
     @property
     def digest(self) -> bytes:
         return crypto.digest(self.to_bytes())
-
 
 
 # --- consensus ---------------------------------------------------------------------------------
@@ -99,6 +103,27 @@ class CommitVote(Message):
 
 
 @message
+class BlockHeader(Message):
+    """What a block's signature covers: the block with its payload replaced by the payload's digest.
+
+    So evidence of equivocation (two signed headers for one slot) stays small whatever the blocks carry."""
+
+    chain_id: ChainId
+    epoch: Annotated[int, U64]
+    round: Annotated[int, U64]
+    author: Annotated[int, U32]
+    timestamp_ms: Annotated[int, U64]
+    parents: Annotated[tuple[BlockRef, ...], ListOf(BlockRef, MAX_PARENTS)]
+    payload_digest: Digest
+    commit_votes: Annotated[tuple[CommitVote, ...], ListOf(CommitVote, 16)]
+
+
+def payload_digest(payload: tuple[bytes, ...]) -> bytes:
+    """BLAKE2b-256 of the canonical CBOR array of a block's transactions."""
+    return crypto.digest(codec.encode(list(payload)))
+
+
+@message
 class Block(Message):
     chain_id: ChainId
     epoch: Annotated[int, U64]
@@ -108,6 +133,12 @@ class Block(Message):
     parents: Annotated[tuple[BlockRef, ...], ListOf(BlockRef, MAX_PARENTS)]
     payload: Annotated[tuple[bytes, ...], ListOf(Bytes(max_size=MAX_TX_SIZE), MAX_BLOCK_TXS)]
     commit_votes: Annotated[tuple[CommitVote, ...], ListOf(CommitVote, 16)]
+
+    def header(self) -> BlockHeader:
+        return BlockHeader(
+            self.chain_id, self.epoch, self.round, self.author, self.timestamp_ms, self.parents,
+            payload_digest(self.payload), self.commit_votes,
+        )
 
 
 @message
@@ -119,6 +150,16 @@ class Commit(Message):
     blocks: Annotated[tuple[BlockRef, ...], ListOf(BlockRef, 1 << 16)]
     timestamp_ms: Annotated[int, U64]
     prev_digest: Digest
+
+
+@message
+class SignedHeader(Signed):
+    """A block header with its author's signature: one half of equivocation evidence."""
+
+    DOMAIN: ClassVar[Domain] = Domain.BLOCK
+    SIGNER: ClassVar[str] = "author"  # a committee index: verify with the committee's key
+    body: BlockHeader
+    signature: Signature
 
 
 # --- transactions ------------------------------------------------------------------------------
@@ -291,6 +332,15 @@ class Vote(Message):
     choice: Annotated[int, U8]
 
 
+@message
+class ReportEquivocation(Message):
+    """Evidence that one committee member signed two different blocks for one round (spec/economics.md §4)."""
+
+    KIND: ClassVar[str] = "report_equivocation"
+    first: SignedHeader
+    second: SignedHeader
+
+
 CALLS = (
     Transfer,
     AddStake,
@@ -307,9 +357,11 @@ CALLS = (
     CloseEscrow,
     Propose,
     Vote,
+    ReportEquivocation,
 )
 Call = Transfer | AddStake | RemoveStake | CreateSubnet | Register | ServeAxon | SetWeights | CommitWeights
 Call = Call | RevealWeights | SetHyperparameter | OpenEscrow | ClaimPayment | CloseEscrow | Propose | Vote
+Call = Call | ReportEquivocation
 
 
 @message
@@ -399,11 +451,21 @@ class Response(Message):
 
 @message
 class SignedBlock(Signed):
+    """A block and its author's signature, which covers `body.header()` (spec/wire.md)."""
+
     DOMAIN: ClassVar[Domain] = Domain.BLOCK
     SIGNER: ClassVar[str] = "author"  # a committee index: verify with the committee's key
     MAX_SIZE: ClassVar[int] = MAX_BLOCK_SIZE
     body: Block
     signature: Signature
+
+    @classmethod
+    def covered(cls, body: Message) -> bytes:
+        assert isinstance(body, Block)
+        return body.header().to_bytes()
+
+    def signed_header(self) -> SignedHeader:
+        return SignedHeader(self.body.header(), self.signature)
 
     @property
     def ref(self) -> BlockRef:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import codec, crypto, escrow, governance, lifecycle, yuma
+from protocol import codec, crypto, escrow, governance, lifecycle, slashing, yuma
 from protocol.emission import apportion, block_emission, subnet_split, take
 from protocol.errors import DecodeError, ProtocolError, StateError, TxRejected, WrongChainError
 from protocol.escrow import Escrows
@@ -37,6 +37,7 @@ from protocol.messages import (
     Propose,
     Register,
     RemoveStake,
+    ReportEquivocation,
     RevealWeights,
     ServeAxon,
     SetHyperparameter,
@@ -57,7 +58,7 @@ from protocol.weights import (
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
-SNAPSHOT_VERSION = 5  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance
+SNAPSHOT_VERSION = 6  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
 _SNAPSHOT_MAX = 1 << 34
 _PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")  # base58btc
 
@@ -248,6 +249,8 @@ class Params:
     gov_execution_delay: int
     gov_quorum_bps: int
     gov_threshold_bps: int
+    slash_ppm: int
+    reporter_reward_ppm: int
 
     def to_obj(self) -> list:
         return [
@@ -261,16 +264,34 @@ class Params:
             self.subnet_min_burn,
             self.subnet_burn_interval,
             self.max_subnets,
-            [[m.hotkey, m.stake, m.peer_id, list(m.multiaddrs)] for m in self.genesis_committee],
+            _members_obj(self.genesis_committee),
             self.subnet_immunity_period,
             [self.gov_deposit, self.gov_voting_period, self.gov_execution_delay, self.gov_quorum_bps,
              self.gov_threshold_bps],
+            self.slash_ppm,
+            self.reporter_reward_ppm,
         ]
 
     @classmethod
     def from_obj(cls, o: list) -> Params:
-        gc = tuple(CommitteeMember(h, s, p, tuple(a)) for h, s, p, a in o[10])
-        return cls(*o[:10], gc, o[11], *o[12])
+        return cls(*o[:10], _members(o[10]), o[11], *o[12], *o[13:15])
+
+
+def _members_obj(members: Sequence[CommitteeMember]) -> list:
+    return [[m.hotkey, m.stake, m.peer_id, list(m.multiaddrs)] for m in members]
+
+
+def _members(o: list) -> tuple[CommitteeMember, ...]:
+    return tuple(CommitteeMember(h, s, p, tuple(a)) for h, s, p, a in o)
+
+
+def committee_digest(members: Sequence[CommitteeMember]) -> bytes:
+    return crypto.digest(codec.encode(_members_obj(members)))
+
+
+def epoch_seed(closing_commit_digest: bytes, members: Sequence[CommitteeMember]) -> bytes:
+    """The next epoch's DAG seed: H(closing commit digest || committee digest) (spec/consensus.md §7)."""
+    return crypto.digest(codec.encode(["tensornet/epoch/v1", closing_commit_digest, committee_digest(members)]))
 
 
 def epoch_due(height: int, netuid: int, tempo: int) -> bool:
@@ -305,6 +326,15 @@ class State:
         self.escrows = Escrows()  # paid inference (protocol/escrow.py)
         self.lifecycle = lifecycle.Lifecycle()  # subnet scores and deregistrations (spec/economics.md §1)
         self.governance = governance.Governance()  # proposals, default hyperparameters (spec/economics.md §2)
+        # consensus epochs (spec/consensus.md §7): the committee that orders this epoch's blocks
+        self.epoch = 0
+        self.epoch_committee: tuple[CommitteeMember, ...] = params.genesis_committee
+        self.prev_committee: tuple[CommitteeMember, ...] = ()  # the last epoch's, for late evidence
+        self.epoch_seed = params.genesis_hash
+        self.epoch_start = 1  # the first height of this epoch
+        self.epoch_start_digest = bytes(32)  # the commit digest before epoch_start (the chain link)
+        self.jailed: dict[bytes, int] = {}  # hotkey -> epoch of its last offence: left out of the next committee
+        self.offences: set[tuple[int, bytes]] = set()  # (epoch, hotkey) already slashed
 
     # --- construction ---------------------------------------------------------------------------------
 
@@ -335,6 +365,8 @@ class State:
                 g.gov_execution_delay,
                 g.gov_quorum_bps,
                 g.gov_threshold_bps,
+                g.slash_ppm,
+                g.reporter_reward_ppm,
             )
         )
         for key, amount in g.balances:
@@ -422,14 +454,15 @@ class State:
         """The consensus committee for the next epoch (spec/state.md §Committee).
 
         Eligible: hotkeys with total stake >= committee_min_stake and a consensus endpoint (from genesis or
-        serve_axon on netuid 0). The top committee_size by stake, ordered by stake descending then hotkey
-        bytes ascending. If none is eligible, the genesis committee (so the chain never stalls).
+        serve_axon on netuid 0), not slashed for an offence during this epoch. The top committee_size by
+        stake, ordered by stake descending then hotkey bytes ascending. If none is eligible, the genesis
+        committee (so the chain never stalls).
         """
         p = self.params
         eligible = [
             (-stake, hk)
             for hk, stake in self.hotkey_stake.items()
-            if stake >= p.committee_min_stake and hk in self.endpoints
+            if stake >= p.committee_min_stake and hk in self.endpoints and self.jailed.get(hk, -1) < self.epoch
         ]
         eligible.sort()
         out = []
@@ -499,6 +532,16 @@ class State:
             self.escrows.to_obj(),
             self.lifecycle.to_obj(),
             self.governance.to_obj(),
+            [
+                self.epoch,
+                _members_obj(self.epoch_committee),
+                _members_obj(self.prev_committee),
+                self.epoch_seed,
+                self.epoch_start,
+                self.epoch_start_digest,
+                [[h, e] for h, e in sorted(self.jailed.items())],
+                [[e, h] for e, h in sorted(self.offences)],
+            ],
         ]
 
     def root(self) -> bytes:
@@ -513,7 +556,7 @@ class State:
         """Inverse of snapshot(); the loaded state has the identical root."""
         try:
             o = codec.decode(data, max_size=_SNAPSHOT_MAX, max_items=1 << 24)
-            if type(o) is not list or len(o) != 16 or o[0] != SNAPSHOT_VERSION:
+            if type(o) is not list or len(o) != 17 or o[0] != SNAPSHOT_VERSION:
                 raise StateError("not a state snapshot of a known version")
             st = cls(Params.from_obj(o[1]))
             st.height, st.issued, st.burned = o[2], o[3], o[4]
@@ -529,6 +572,11 @@ class State:
             st.escrows = Escrows.from_obj(o[13])
             st.lifecycle = lifecycle.Lifecycle.from_obj(o[14])
             st.governance = governance.Governance.from_obj(o[15])
+            e = o[16]
+            st.epoch, st.epoch_seed, st.epoch_start, st.epoch_start_digest = e[0], e[3], e[4], e[5]
+            st.epoch_committee, st.prev_committee = _members(e[1]), _members(e[2])
+            st.jailed = {h: ep for h, ep in e[6]}
+            st.offences = {(ep, h) for ep, h in e[7]}
         except (ValueError, TypeError, IndexError, KeyError, DecodeError) as exc:
             raise StateError(f"corrupt state snapshot: {exc}") from None
         if st.snapshot() != bytes(data):
@@ -575,9 +623,18 @@ class State:
     # --- commits ----------------------------------------------------------------------------------------
 
     def apply_commit(
-        self, height: int, txs: Sequence[bytes], *, verified: frozenset[bytes] = frozenset()
+        self,
+        height: int,
+        txs: Sequence[bytes],
+        *,
+        verified: frozenset[bytes] = frozenset(),
+        leader_round: int | None = None,
+        commit_digest: bytes = bytes(32),
     ) -> list[Receipt]:
-        """Apply one committed sub-DAG's transactions in order, then mint and run due epochs."""
+        """Apply one committed sub-DAG's transactions in order, then mint and run due epochs.
+
+        `leader_round` and `commit_digest` are the commit's (the driver passes them): a commit whose
+        leader round reaches `epoch_rounds` closes the consensus epoch (spec/consensus.md §7)."""
         if height != self.height + 1:
             raise StateError(f"commit height {height} out of order: state is at height {self.height}")
         self.height = height
@@ -596,7 +653,19 @@ class State:
         for sn in self._sorted_subnets():
             if epoch_due(height, sn.netuid, sn.hp.tempo):
                 self._run_epoch(sn)
+        if leader_round is not None and leader_round >= self.params.epoch_rounds:
+            self._close_epoch(commit_digest)
         return receipts
+
+    def _close_epoch(self, closing_digest: bytes) -> None:
+        """The next consensus epoch: a fresh DAG under the committee chosen by stake now."""
+        nxt = self.committee()
+        self.prev_committee = self.epoch_committee
+        self.epoch_committee = nxt
+        self.epoch += 1
+        self.epoch_seed = epoch_seed(closing_digest, nxt)
+        self.epoch_start = self.height + 1
+        self.epoch_start_digest = closing_digest
 
     def _sorted_subnets(self) -> list[Subnet]:
         return [self.subnets[n] for n in sorted(self.subnets)]
@@ -1036,6 +1105,27 @@ class State:
 
     # --- emission and epochs --------------------------------------------------------------------------
 
+    def _tx_report_equivocation(self, signer: bytes, c: ReportEquivocation, dry: bool) -> None:
+        """Slash a committee member proven to have signed two blocks for one slot (spec/economics.md §4)."""
+        committees = {self.epoch: [m.hotkey for m in self.epoch_committee]}
+        if self.epoch > 0:
+            committees[self.epoch - 1] = [m.hotkey for m in self.prev_committee]
+        epoch, offender = slashing.check_evidence(c, self.params.chain_id, committees)
+        if (epoch, offender) in self.offences:
+            raise TxRejected(
+                "duplicate evidence", f"validator {crypto.address(offender)} was already slashed for epoch {epoch}"
+            )
+        if dry:
+            return
+        on_offender = [(ck, amount) for (ck, hk), amount in self.stakes.items() if hk == offender]
+        cuts, reward, burn = slashing.slash(on_offender, self.params.slash_ppm, self.params.reporter_reward_ppm)
+        for ck, cut in cuts:
+            self._sub_stake(ck, offender, cut)
+        self._credit(signer, reward)
+        self.burned += burn
+        self.offences.add((epoch, offender))
+        self.jailed[offender] = max(self.jailed.get(offender, -1), self.epoch)
+
     def _mint(self) -> None:
         """Mint this height's emission into the subnets' pending pots (split 18/41/41 at mint time)."""
         if not self.subnets:
@@ -1170,6 +1260,7 @@ _HANDLERS = {
     CloseEscrow: escrow.tx_close_escrow,
     Propose: governance.tx_propose,
     Vote: governance.tx_vote,
+    ReportEquivocation: State._tx_report_equivocation,
 }
 
 __all__ = [

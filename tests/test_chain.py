@@ -52,7 +52,7 @@ def step(chains: list[Chain], clock: FakeClock, rounds: int, down: frozenset[int
 def fill_gaps(target: Chain, source: Chain) -> None:
     """What the synchronizer does: hand over every block of the source's rounds."""
     for r in range(1, source.core.dag.highest_round + 1):
-        for data in source.blocks_by_round(r, r, 64):
+        for data in source.blocks_by_round(source.epoch, r, r, 64):
             try:
                 target.receive_block(data)
             except Exception:

@@ -358,12 +358,24 @@ def test_signature_is_domain_separated(cls):
         if other.DOMAIN == cls.DOMAIN:
             continue
         with pytest.raises(BadSignatureError):
-            crypto.verify(kp.public, other.DOMAIN, CHAIN, msg.body.to_bytes(), msg.signature)
-    crypto.verify(kp.public, cls.DOMAIN, CHAIN, msg.body.to_bytes(), msg.signature)
+            crypto.verify(kp.public, other.DOMAIN, CHAIN, cls.covered(msg.body), msg.signature)
+    crypto.verify(kp.public, cls.DOMAIN, CHAIN, cls.covered(msg.body), msg.signature)
 
 
 def test_domains_are_distinct():
-    assert len({cls.DOMAIN for cls in SIGNED}) == len(SIGNED)
+    # SignedHeader carries a block's own signature (equivocation evidence), so it shares BLOCK
+    distinct = [c for c in SIGNED if c is not messages.SignedHeader]
+    assert len({cls.DOMAIN for cls in distinct}) == len(distinct)
+
+
+def test_block_signature_covers_the_header():
+    msg, kp = _signed(messages.SignedBlock)
+    header = msg.signed_header()
+    header.verify(CHAIN, kp.public)
+    assert header.body.payload_digest == messages.payload_digest(msg.body.payload)
+    other = dataclasses.replace(msg.body, payload=msg.body.payload + (b"more",))
+    with pytest.raises(BadSignatureError):  # the payload digest binds the payload
+        messages.SignedBlock(other, msg.signature).verify(CHAIN, kp.public)
 
 
 def test_block_verify_needs_the_committee_key():

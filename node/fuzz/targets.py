@@ -177,6 +177,7 @@ def state_fixture() -> StateFixture:
         "set_hyperparameter": SetHyperparameter(1, "tempo", 20),
         "propose": Propose("default.tempo", 99, "fuzz seed"),
         "vote": Vote(1, 1),
+        "report_equivocation": _equivocation_evidence(VALIDATOR_KEYS[0], 0),
     }
     txs = {kind: _sign_tx(TEST_KEY, nonce, call) for kind, call in calls.items()}
     for kind, raw in txs.items():  # every seed must get past every check, or the fixture is wrong
@@ -185,6 +186,15 @@ def state_fixture() -> StateFixture:
         except TxRejected as exc:
             raise RuntimeError(f"fuzz state fixture: seed {kind} refused: {exc}") from exc
     return StateFixture(state, txs, nonce)
+
+
+def _equivocation_evidence(key: Keypair, author: int) -> Message:
+    """Two signed headers by one committee member for one slot of epoch 0 (a valid report)."""
+    from protocol.messages import Block, ReportEquivocation, SignedBlock
+
+    blocks = [Block(CHAIN_ID, 0, 3, author, 1_000, (), (payload,), ()) for payload in (b"a", b"b")]
+    first, second = (SignedBlock.create(b, key).signed_header() for b in blocks)
+    return ReportEquivocation(first, second)
 
 
 @dataclass
