@@ -45,7 +45,7 @@ def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
                 raise ValueError(f"block {ref.digest.hex()[:16]}… is corrupt")
             txs.extend(vertex_from_bytes(data).payload)
         if state is not None:
-            state.apply_commit(rec.index, txs)
+            state.apply_commit(rec.index, txs, leader_round=c.leader.round, commit_digest=rec.digest)
             if state.root() != rec.state_root:
                 raise ValueError("state root differs from a replay from genesis")
         checked += 1
