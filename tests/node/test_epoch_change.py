@@ -8,7 +8,9 @@ boundary the state puts it in the committee, and from then on it proposes blocks
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from node.client import NodeClient
 from node.testnet_gen import account, generate
 from protocol.genesis import load_genesis
 from protocol.messages import AddStake, ServeAxon
-from tests.netutil import NodeProc, state_roots_at, stop_all, wait_for
+from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
 
 pytestmark = pytest.mark.slow
 UNIT = 10**9
@@ -69,5 +71,18 @@ def test_a_staked_validator_joins_the_committee_at_the_epoch_boundary(tmp_path: 
         wait_for(lambda: min(n.height() for n in nodes) >= h + 5, 60, "commits after the change", nodes=nodes)
         common = min(n.height() for n in nodes)
         assert len(state_roots_at(nodes, common)) == 1, "state roots differ after the committee change"
+        # the store replays from genesis across the epoch change to the same roots
+        nodes[4].stop()
+        check = subprocess.run(
+            [*tensornet_cmd(), "node", "db", "check", "--home", str(joiner.home), "--json"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        report = json.loads(check.stdout)
+        assert report["ok"] is True and report["replayed"] is True and report["height"] > common - 5
+        # and a restart resumes in the new epoch, still in the committee
+        nodes[4].start()
+        wait_for(joined, 60, "the restarted member back in its epoch", nodes=nodes)
+        wait_for(lambda: nodes[4].height() >= common + 3, 60, "the restarted member committing", nodes=nodes)
     finally:
         stop_all(nodes)
