@@ -416,9 +416,12 @@ def resign(cls: type[Signed], obj: Any, rng: random.Random | None = None) -> Non
             body[cls.SIGNER] = key.public
     chain = body.get("chain_id")
     try:
-        obj["signature"] = key.sign(cls.DOMAIN, chain if type(chain) is str else CHAIN_ID, codec.encode(body))
+        covered = codec.encode(body)
+        if cls is SignedBlock:  # a block's signature covers its header (spec/wire.md §6)
+            covered = SignedBlock.covered(Block.from_bytes(covered))
+        obj["signature"] = key.sign(cls.DOMAIN, chain if type(chain) is str else CHAIN_ID, covered)
     except ProtocolError:
-        pass  # a body the codec cannot encode cannot be verified either: leave the old signature
+        pass  # a body that does not decode cannot be verified either: leave the old signature
 
 
 # --- encodings ------------------------------------------------------------------------------------

@@ -362,7 +362,9 @@ class _StubChain:
         by = dag_fixture().by_digest
         return [by[d] for d in digests[:32] if d in by]
 
-    def blocks_by_round(self, first: int, last: int, limit: int = 32) -> list[bytes]:
+    def blocks_by_round(self, epoch: int, first: int, last: int, limit: int = 32) -> list[bytes]:
+        if epoch != 0:  # the fixture's DAG is epoch 0
+            return []
         return [b for r, b in dag_fixture().by_round if first <= r <= last][:limit]
 
 
