@@ -31,6 +31,8 @@ from protocol.messages import (
     Block,
     BlockRef,
     BlocksResponse,
+    ClaimPayment,
+    CloseEscrow,
     Commit,
     CommitsResponse,
     CommitVote,
@@ -39,6 +41,7 @@ from protocol.messages import (
     FetchBlocks,
     FetchCommits,
     Message,
+    OpenEscrow,
     Propose,
     Query,
     Register,
@@ -46,16 +49,20 @@ from protocol.messages import (
     Response,
     RevealWeights,
     ServeAxon,
+    ServiceProof,
     SetHyperparameter,
     SetWeights,
     SignedBlock,
     SignedQuery,
     SignedResponse,
+    SignedServiceProof,
     SignedTransaction,
+    SignedVoucher,
     Status,
     Transaction,
     Transfer,
     Vote,
+    Voucher,
 )
 
 CHAIN_ID = "tensornet-fuzz"
@@ -149,6 +156,8 @@ def state_fixture() -> StateFixture:
     setup2 = [
         _sign_tx(TEST_KEY, 3, CommitWeights(2, commit_hash)),
         _sign_tx(OTHER_KEY, 2, Propose("max_subnets", 40, "fuzz")),  # TEST_KEY's stake is in its snapshot
+        _sign_tx(TEST_KEY, 4, OpenEscrow(1, 1000 * UNIT, EPOCH_HEIGHT + 1000)),  # escrow 1: claims land
+        _sign_tx(TEST_KEY, 5, OpenEscrow(1, UNIT, 3)),  # escrow 2: expired at the fuzzed height, can close
     ]
     for height, txs in ((1, setup), (2, setup2)):
         bad = [r for r in state.apply_commit(height, txs) if not r.ok]
@@ -178,6 +187,9 @@ def state_fixture() -> StateFixture:
         "propose": Propose("default.tempo", 99, "fuzz seed"),
         "vote": Vote(1, 1),
         "report_equivocation": _equivocation_evidence(VALIDATOR_KEYS[0], 0),
+        "open_escrow": OpenEscrow(1, 1000, EPOCH_HEIGHT + 100),
+        "claim_payment": _claim_seed(),
+        "close_escrow": CloseEscrow(2),
     }
     txs = {kind: _sign_tx(TEST_KEY, nonce, call) for kind, call in calls.items()}
     for kind, raw in txs.items():  # every seed must get past every check, or the fixture is wrong
@@ -195,6 +207,15 @@ def _equivocation_evidence(key: Keypair, author: int) -> Message:
     blocks = [Block(CHAIN_ID, 0, 3, author, 1_000, (), (payload,), ()) for payload in (b"a", b"b")]
     first, second = (SignedBlock.create(b, key).signed_header() for b in blocks)
     return ReportEquivocation(first, second)
+
+
+def _claim_seed() -> ClaimPayment:
+    """TEST_KEY's voucher on escrow 1 paying OTHER_KEY (a registered miner), with OTHER_KEY's proof."""
+    voucher = SignedVoucher.create(
+        Voucher(CHAIN_ID, 1, 7, TEST_KEY.public, OTHER_KEY.public, bytes(range(32)), 1000), TEST_KEY
+    )
+    proof = SignedServiceProof.create(ServiceProof(CHAIN_ID, OTHER_KEY.public, voucher.digest, bytes(32)), OTHER_KEY)
+    return ClaimPayment(voucher, proof)
 
 
 @dataclass
