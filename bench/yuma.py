@@ -1,15 +1,19 @@
 """Benchmark one Yuma Consensus epoch.
 
-``python -m bench.yuma --json`` prints one JSON line per size: the median wall time of ``protocol.yuma.epoch``
-over several runs, and, as a baseline from the same run, a float64 numpy sketch of the same epoch's dense
-linear algebra (normalise, median-free clip at a fixed consensus, ranks, EMA bonds, dividends) on the same
-shape.  Inputs are random but seeded: dense-ish weights (each validator weights ~75% of the uids).
+``python -m bench.yuma --json`` prints one JSON line per size: the median and minimum wall time of
+``protocol.yuma.epoch`` over several runs, and two baselines from the same run, interleaved with it: the epoch
+as it was before the speed-up (``tests/yuma_reference.py``, bit-identical outputs; ``baseline_reference_*``)
+and a float64 numpy sketch of the same epoch's dense linear algebra (normalise, median-free clip at a fixed
+consensus, ranks, EMA bonds, dividends; ``baseline_float_numpy_ms``).  Inputs are random but seeded:
+dense-ish weights (each validator weights ~75% of the uids), Yuma 3 with liquid alpha.  The machine is
+shared, so CPU times are printed too, and ``load_avg_1m`` says how busy it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -17,6 +21,7 @@ import time
 import numpy as np
 
 from protocol.yuma import EpochInputs, EpochParams, epoch
+from tests import yuma_reference
 
 SIZES = ((256, 64), (4096, 256))
 
@@ -73,22 +78,30 @@ def float_baseline(inp: EpochInputs, validators: int) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def bench(n: int, validators: int, runs: int) -> dict[str, object]:
+def _timed(fn: object, inp: EpochInputs) -> tuple[float, float]:
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    fn(inp)  # type: ignore[operator]
+    return (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
+
+
+def bench(n: int, validators: int, runs: int, reference: bool = True) -> dict[str, object]:
     inp = make_inputs(n, validators)
-    epoch(inp)  # warm-up
-    times = []
-    cpu = []
-    base = []
+    if reference and epoch(inp) != yuma_reference.epoch(inp):  # also the warm-up
+        raise AssertionError("the fast epoch and the reference disagree")
+    times, cpu, ref, ref_cpu, base = [], [], [], [], []
     for _ in range(runs):
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        epoch(inp)
-        times.append((time.perf_counter() - t0) * 1000)
-        cpu.append((time.process_time() - c0) * 1000)
+        wall, c = _timed(epoch, inp)
+        times.append(wall)
+        cpu.append(c)
+        if reference:
+            wall, c = _timed(yuma_reference.epoch, inp)
+            ref.append(wall)
+            ref_cpu.append(c)
         base.append(float_baseline(inp, validators))
     goal = 20.0 if n <= 256 else 1000.0
     med = statistics.median(times)
-    return {
+    out: dict[str, object] = {
         "bench": "yuma_epoch",
         "uids": n,
         "validators": validators,
@@ -96,9 +109,20 @@ def bench(n: int, validators: int, runs: int) -> dict[str, object]:
         "median_ms": round(med, 2),
         "min_ms": round(min(times), 2),
         "median_cpu_ms": round(statistics.median(cpu), 2),
+        "min_cpu_ms": round(min(cpu), 2),
+    }
+    if reference:
+        out |= {
+            "baseline_reference_median_ms": round(statistics.median(ref), 2),
+            "baseline_reference_min_ms": round(min(ref), 2),
+            "baseline_reference_median_cpu_ms": round(statistics.median(ref_cpu), 2),
+            "speedup_median": round(statistics.median(ref) / med, 2),
+        }
+    return out | {
         "baseline_float_numpy_ms": round(statistics.median(base), 2),
         "goal_ms": goal,
         "meets_goal": med <= goal,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -106,9 +130,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", action="store_true", help="one JSON line per size (the default output)")
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--no-reference", action="store_true", help="skip the pre-optimisation baseline")
     args = ap.parse_args()
     for n, v in SIZES:
-        res = bench(n, v, args.runs if n <= 256 else max(3, args.runs // 2))
+        res = bench(n, v, args.runs if n <= 256 else max(3, args.runs // 2), reference=not args.no_reference)
         print(json.dumps(res) if args.json else f"{n} uids x {v} validators: {res['median_ms']} ms ({res})")
 
 

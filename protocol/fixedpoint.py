@@ -318,7 +318,12 @@ def np_mul_prop(a: Int64Array, b: Int64Array) -> Int64Array:
     """
     au = np.asarray(a, dtype=np.int64).view(np.uint64)
     bu = np.asarray(b, dtype=np.int64).view(np.uint64)
-    r = ((au * bu) >> np.uint64(32)) + (((au & bu) >> np.uint64(32)) << np.uint64(32))
+    r = au * bu  # in place from here: two arrays instead of five
+    r >>= np.uint64(32)
+    wrap = au & bu
+    wrap >>= np.uint64(32)
+    wrap <<= np.uint64(32)
+    r += wrap
     return r.view(np.int64)
 
 
@@ -336,15 +341,26 @@ def np_div(x: Int64Array | int, d: Int64Array | int) -> Int64Array:
     if x.size == 0 or int(x.max()) <= ONE:
         # fast path for proportions: x * 2^32 fits in uint64 except x == 1.0, where the numerator 2^64 is
         # replaced by 2^64 - 1 and the quotient corrected by one when d divides 2^64 (a power of two).
+        # In place where it can be: the epoch divides whole matrices, and fresh temporaries cost more than
+        # the division.
+        out_shape = np.broadcast_shapes(x.shape, d.shape)
         xu = x.view(np.uint64) if x.ndim else x.reshape(1).view(np.uint64)
-        du = np.where(d == 0, 1, d).astype(np.uint64)
+        shape = np.broadcast_shapes(xu.shape, d.shape)
+        zero = d == 0
+        any_zero = bool(zero.any())
+        du = np.where(zero, 1, d).astype(np.uint64) if any_zero else d.astype(np.uint64)
         is_one = xu == np.uint64(ONE)
-        num = np.where(is_one, np.uint64(U64_ALL), xu << np.uint64(32))
-        q = num // du
-        q = q + (is_one & ((du & (du - np.uint64(1))) == 0)).astype(np.uint64)
-        overflow = q > np.uint64(I64_MAX)  # checked_div fails: safe_div gives 0
-        res = np.where((d == 0) | overflow, 0, q.astype(np.int64))
-        return res.reshape(np.broadcast_shapes(x.shape, d.shape))
+        any_one = bool(is_one.any())
+        q = np.broadcast_to(xu << np.uint64(32), shape).copy() if xu.shape != shape else xu << np.uint64(32)
+        if any_one:
+            q[np.broadcast_to(is_one, shape)] = np.uint64(U64_ALL)
+        q //= du
+        if any_one:
+            q += np.broadcast_to(is_one & ((du & (du - np.uint64(1))) == 0), shape)
+        q[q > np.uint64(I64_MAX)] = 0  # checked_div fails: safe_div gives 0
+        if any_zero:
+            q[np.broadcast_to(zero, shape)] = 0
+        return q.view(np.int64).reshape(out_shape)
     x, d = np.broadcast_arrays(x, d)
     big = (x >= _DIV_BOUND) | (d >= _DIV_BOUND)
     zero = d == 0
@@ -375,6 +391,29 @@ def np_to_u16(x: Int64Array) -> Int64Array:
 _NP_EXP_LIMIT = 8 * ONE  # |x| <= 8: terms < 2^41 and x < 2^36, so np_mul's 78-bit budget holds
 
 
+def _np_exp_series(op: Int64Array) -> Int64Array:
+    """substrate-fixed's Taylor series (terms i = 2..31) for 0 <= op <= 8.0, element-wise.
+
+    Each term is floor(term * op / 2^32) (np_mul's split product: term < 2^41 and op < 2^36 keep it inside
+    int64) truncated by / i.  The arithmetic runs in place: fresh multi-megabyte temporaries cost more than
+    the arithmetic itself.
+    """
+    result = op + ONE
+    term = op.copy()
+    op_hi = op >> 16  # the series multiplies by the same operand every step: split it once
+    op_lo = op & 0xFFFF
+    low = np.empty_like(term)
+    for i in range(2, FRAC_BITS):
+        np.multiply(term, op_lo, out=low)
+        low >>= 16
+        term *= op_hi
+        term += low
+        term >>= 16
+        term //= i
+        result += term
+    return result
+
+
 def np_exp_safe(x: Int64Array) -> Int64Array:
     """``exp_safe`` element-wise, bit-identical to :func:`exp_safe`.
 
@@ -388,22 +427,13 @@ def np_exp_safe(x: Int64Array) -> Int64Array:
         for idx in np.flatnonzero(~small):
             out.flat[idx] = exp_safe(int(x.flat[idx]))
     xs = x[small]
-    # Identical inputs give identical outputs: evaluate each distinct value once.
-    uniq, inverse = np.unique(xs, return_inverse=True)
-    op = np.abs(uniq)
-    op_hi = op >> 16  # the series multiplies by the same operand every step: split it once (see np_mul)
-    op_lo = op & 0xFFFF
-    result = op + ONE
-    term = op.copy()
-    for i in range(2, FRAC_BITS):
-        # floor(term * op / 2^32) then truncating / i; term < 2^41 and op < 2^36 keep this inside int64
-        term = ((term * op_hi + ((term * op_lo) >> 16)) >> 16) // i
-        result += term
-    inv = np_div(np.full_like(result, ONE), result)
-    res = np.where(uniq < 0, inv, result)
-    res = np.where(uniq == 0, ONE, res)
-    res = np.where(uniq == ONE, E_I32F32, res)
-    res = res[inverse.reshape(-1)]
+    if xs.size == 0:
+        return out
+    result = _np_exp_series(np.abs(xs))
+    inv = np_div(np.int64(ONE), result)
+    res = np.where(xs < 0, inv, result)
+    res = np.where(xs == 0, ONE, res)
+    res = np.where(xs == ONE, E_I32F32, res)
     out[small] = res
     return out
 
@@ -416,13 +446,23 @@ def np_alpha_sigmoid(
     alpha_high: int,
     steepness: int,
 ) -> Int64Array:
-    """:func:`alpha_sigmoid` element-wise on proportions in [0, 1] (bit-identical)."""
+    """:func:`alpha_sigmoid` element-wise on proportions in [0, 1] (bit-identical).
+
+    The result depends only on the combined difference, which is often exactly 0 (a weight at or below
+    consensus): that value is computed once with the scalar code, the others vectorised.
+    """
     diff_buy = np.clip(weight - consensus, 0, ONE)
     diff_sell = np.clip(bond - weight, 0, ONE)
     combined = np.where(weight >= bond, diff_buy, diff_sell)
+    nz = combined != 0
+    out = np.full(combined.shape, alpha_sigmoid(0, 0, 0, alpha_low, alpha_high, steepness), dtype=np.int64)
+    if not bool(nz.any()):
+        return out
+    c = combined[nz]
     k = sat_div(from_int(steepness), from_int(-100))
-    arg = np_mul(combined - HALF, np.full_like(combined, k))
+    arg = np_mul(c - HALF, np.int64(k))
     e = np_exp_safe(np.clip(arg, EXP_SAFE_MIN, EXP_SAFE_MAX))
-    sigmoid = np_div(np.full_like(e, ONE), ONE + e)
-    alpha = alpha_low + np_mul(sigmoid, np.full_like(sigmoid, alpha_high - alpha_low))
-    return np.maximum(np.minimum(alpha, alpha_high), alpha_low)
+    sigmoid = np_div(np.int64(ONE), ONE + e)
+    alpha = alpha_low + np_mul(sigmoid, np.int64(alpha_high - alpha_low))
+    out[nz] = np.maximum(np.minimum(alpha, alpha_high), alpha_low)
+    return out

@@ -14,7 +14,9 @@ side by side because subtensor's sparse rows distinguish an explicit zero from a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -122,35 +124,55 @@ class EpochOutputs:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _rows(rows: SparseRowsIn, n: int, what: str) -> list[np.ndarray]:
-    """Sparse rows -> list of (k, 2) int64 arrays sorted by column, columns >= n dropped (as subtensor)."""
-    out: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64) for _ in range(n)]
+def _flat_rows(rows: SparseRowsIn, n: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sparse rows -> (row, column, value) int64 arrays sorted by (row, column), columns >= n dropped (as
+    subtensor's loaders do).  One conversion for all rows: the tuples are read once, in C."""
     if isinstance(rows, Mapping):
-        items = [(int(i), r) for i, r in rows.items()]
+        items = sorted(((int(i), r) for i, r in rows.items()), key=lambda t: t[0])
     else:
         if len(rows) > n:
             raise ValueError(f"{what}: {len(rows)} rows for {n} uids")
         items = list(enumerate(rows))
+    ids: list[int] = []
+    lens: list[int] = []
+    body: list[Sequence[tuple[int, int]]] = []
     for i, row in items:
         if not 0 <= i < n:
             raise ValueError(f"{what}: row uid {i} out of range")
-        if len(row) == 0:
-            continue
-        try:
-            flat = np.fromiter(chain.from_iterable(row), dtype=np.int64, count=2 * len(row))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{what}: row {i} is not a list of (uid, u16) pairs") from exc
-        a = flat.reshape(-1, 2)
-        if int(a[:, 1].min()) < 0 or int(a[:, 1].max()) > U16_MAX or int(a[:, 0].min()) < 0:
-            raise ValueError(f"{what}: row {i} has a value outside u16 or a negative uid")
-        if int(a[:, 0].max()) >= n:
-            a = a[a[:, 0] < n]
-        if a.shape[0] > 1 and not bool((a[1:, 0] > a[:-1, 0]).all()):
-            a = a[np.argsort(a[:, 0], kind="stable")]
-        if a.shape[0] > 1 and bool((a[1:, 0] == a[:-1, 0]).any()):
-            raise ValueError(f"{what}: row {i} has duplicate uids")
-        out[i] = a
-    return out
+        if len(row):
+            ids.append(i)
+            lens.append(len(row))
+            body.append(row)
+    total = sum(lens)
+    if total == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    try:
+        flat = np.fromiter(chain.from_iterable(chain.from_iterable(body)), dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{what}: a row is not a list of (uid, u16) pairs") from exc
+    if flat.size != 2 * total:
+        raise ValueError(f"{what}: a row is not a list of (uid, u16) pairs ({flat.size} numbers in {total} pairs)")
+    pairs = flat.reshape(-1, 2)
+    r = np.repeat(np.array(ids, dtype=np.int64), lens)
+    c = pairs[:, 0]
+    v = pairs[:, 1]
+    bad = (v < 0) | (v > U16_MAX) | (c < 0)
+    if bool(bad.any()):
+        raise ValueError(f"{what}: row {int(r[int(bad.argmax())])} has a value outside u16 or a negative uid")
+    if int(c.max()) >= n:
+        keep = c < n
+        r, c, v = r[keep], c[keep], v[keep]
+    key = r * n + c
+    if key.size > 1:
+        step = np.diff(key)
+        if not bool((step > 0).all()):
+            order = np.argsort(key, kind="stable")
+            r, c, v, key = r[order], c[order], v[order], key[order]
+            step = np.diff(key)
+            if not bool((step > 0).all()):
+                raise ValueError(f"{what}: row {int(r[int((step == 0).argmax())])} has duplicate uids")
+    return r, c, v
 
 
 def _check_len(name: str, seq: Sequence[object], n: int) -> None:
@@ -186,9 +208,11 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def _col_normalize(v: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """``inplace_col_normalize_sparse``: divide present entries by their column sum where non-zero."""
-    colsum = np.where(p, v, 0).sum(axis=0)
-    return np.where(p, np_div(v, colsum[None, :]), v)
+    """``inplace_col_normalize_sparse``: divide present entries by their column sum where non-zero.
+
+    Callers keep ``v`` at 0 wherever ``p`` is False, so absent entries neither add to a sum nor change
+    (0 / s = 0, and np_div gives 0 for a zero sum, whose present entries are all 0 as well)."""
+    return np_div(v, v.sum(axis=0)[None, :])
 
 
 def _topk_nonzero(stake: list[int], k: int) -> list[bool]:
@@ -216,8 +240,8 @@ def _hamilton(weights: list[int], total: int) -> list[int]:
     left = total - sum(shares)
     if left:
         rema = [(total * w) % w_sum for w in weights]
-        order = sorted(range(len(weights)), key=lambda k: (-rema[k], -weights[k], k))
-        for k in order[:left]:
+        ranked = sorted(zip([-x for x in rema], [-w for w in weights], range(len(weights)), strict=True))
+        for _, _, k in ranked[:left]:
             shares[k] += 1
     return shares
 
@@ -243,8 +267,8 @@ def epoch(inputs: EpochInputs) -> EpochOutputs:
     owner = inputs.owner_uid if inputs.owner_uid is not None and 0 <= inputs.owner_uid < n else None
     last_update = [int(x) for x in inputs.last_update]
     registered = [int(x) for x in inputs.block_at_registration]
-    w_rows = _rows(inputs.weights, n, "weights")
-    b_rows = _rows(inputs.bonds, n, "bonds")
+    wr, wc, wv = _flat_rows(inputs.weights, n, "weights")
+    br, bc, bv = _flat_rows(inputs.bonds, n, "bonds")
 
     # == Active & updated ==
     cutoff = int(p.activity_cutoff)
@@ -272,89 +296,80 @@ def epoch(inputs: EpochInputs) -> EpochOutputs:
     )
     active_stake = _normalize(act)
 
-    # == Weights: permit rows, diagonal, outdated, commit-reveal masks ==
-    commit: list[int | None] | None = None
+    # == Weights: permit rows, diagonal, outdated, commit-reveal masks (on the flat entries) ==
+    reg_arr = np.array(registered, dtype=np.int64)
+    prev_arr = np.array(prev_permit, dtype=bool)
+    commit = None
     if p.commit_reveal_enabled and inputs.commit_blocks is not None:
         _check_len("commit_blocks", inputs.commit_blocks, n)
-        commit = [None if c is None else int(c) for c in inputs.commit_blocks]
-    reg_arr = np.array(registered, dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
-    masked_w: list[np.ndarray] = []
-    for i in range(n):
-        a = w_rows[i]
-        if not prev_permit[i] or a.shape[0] == 0:
-            masked_w.append(a[:0])
-            continue
-        js = a[:, 0]
-        keep = (js != i) | (i == owner)
-        keep &= ~(last_update[i] <= reg_arr[js])
-        ci = commit[i] if commit is not None else None
-        if ci is not None:
-            keep &= ~(ci < reg_arr[js])
-        masked_w.append(a[keep])
+        commit = list(inputs.commit_blocks)
+    if wr.size:
+        keep = prev_arr[wr] & ((wc != wr) | (wr == (-1 if owner is None else owner)))
+        keep &= np.array(last_update, dtype=np.int64)[wr] > reg_arr[wc]
+        if commit is not None:
+            has = np.array([c is not None for c in commit], dtype=bool)
+            cb = np.array([0 if c is None else int(c) for c in commit], dtype=np.int64)
+            keep &= ~(has[wr] & (cb[wr] < reg_arr[wc]))
+        wr, wc, wv = wr[keep], wc[keep], wv[keep]
 
     # == Bonds: drop columns registered since the last epoch ==
     if inputs.last_epoch_block == 0:
         last_tempo = max(0, block - int(p.tempo))
     else:
         last_tempo = int(inputs.last_epoch_block) + 1
-    masked_b: list[np.ndarray] = []
-    for i in range(n):
-        a = b_rows[i]
-        if a.shape[0]:
-            a = a[~(last_tempo <= reg_arr[a[:, 0]])]
-        masked_b.append(a)
+    if br.size:
+        keep = reg_arr[bc] < last_tempo
+        br, bc, bv = br[keep], bc[keep], bv[keep]
 
     # Dense block over the rows that carry anything; every other row is empty throughout.
-    rows = [i for i in range(n) if masked_w[i].shape[0] or masked_b[i].shape[0] or prev_permit[i]]
+    present = prev_arr.copy()
+    present[wr] = True
+    present[br] = True
+    rows = np.flatnonzero(present)
     r = len(rows)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[rows] = np.arange(r, dtype=np.int64)
     w_u16 = np.zeros((r, n), dtype=np.int64)
     w_p = np.zeros((r, n), dtype=bool)
     b_u16 = np.zeros((r, n), dtype=np.int64)
     b_p = np.zeros((r, n), dtype=bool)
-    for k, i in enumerate(rows):
-        a = masked_w[i]
-        if a.shape[0]:
-            w_u16[k, a[:, 0]] = a[:, 1]
-            w_p[k, a[:, 0]] = True
-        a = masked_b[i]
-        if a.shape[0]:
-            b_u16[k, a[:, 0]] = a[:, 1]
-            b_p[k, a[:, 0]] = True
+    wk, bk = pos[wr], pos[br]
+    w_u16[wk, wc] = wv
+    w_p[wk, wc] = True
+    b_u16[bk, bc] = bv
+    b_p[bk, bc] = True
     s_rows = active_stake[rows] if r else np.zeros(0, dtype=np.int64)
 
     # Row-normalise weights: u16 << 32 over a sum of u16 << 32 is floor(u * 2^32 / sum(u)).
-    row_sum = w_u16.sum(axis=1)
-    weights = np.where(row_sum[:, None] > 0, np_div(w_u16, row_sum[:, None]), w_u16 << 32)
+    # Absent entries are 0 and stay 0 (np_div gives 0 for a zero row sum, whose entries are all 0 anyway).
+    weights = np_div(w_u16, w_u16.sum(axis=1)[:, None])
 
     # == Consensus: stake-weighted median per column ==
     kappa = fp.u16_ratio(int(p.kappa))
     consensus = _weighted_median_cols(active_stake, rows, weights, n, kappa)
 
     # == Clip at consensus; validator trust; ranks; incentive ==
+    # Consensus and weights are >= 0 and absent weights are 0, so min(W, C) is already 0 off the clipped
+    # support; the support itself drops entries above a zero consensus (explicit zeros stay present).
     cons_row = consensus[None, :]
-    above = weights > cons_row
-    clip_p = w_p & ~(above & (cons_row <= 0))
-    clipped = np.where(clip_p, np.minimum(weights, cons_row), 0)
+    clip_p = w_p & ~((weights > 0) & (cons_row == 0))
+    clipped = np.minimum(weights, cons_row)
     vtrust = np.zeros(n, dtype=np.int64)
     if r:
         vtrust[rows] = clipped.sum(axis=1)
     ranks = np_mul_prop(s_rows[:, None], clipped).sum(axis=0) if r else np.zeros(n, dtype=np.int64)
-    preranks = (
-        np_mul_prop(s_rows[:, None], np.where(w_p, weights, 0)).sum(axis=0) if r else np.zeros(n, dtype=np.int64)
-    )
+    preranks = np_mul_prop(s_rows[:, None], weights).sum(axis=0) if r else np.zeros(n, dtype=np.int64)
     trust = np_div(np.minimum(ranks, preranks), preranks)
     incentive = _normalize(ranks)
 
     # == Weights for bonds: W + penalty * (Wc - W) ==
     penalty = fp.u16_ratio(int(p.bonds_penalty))
     if penalty == 0:
-        wfb, wfb_p = np.where(w_p, weights, 0), w_p
+        wfb, wfb_p = weights, w_p
     elif penalty == ONE:
         wfb, wfb_p = clipped, clip_p
     else:
-        v1 = np.where(w_p, weights, 0)
-        v2 = clipped
-        interp = v1 + np_mul(v2 - v1, np.int64(penalty))
+        interp = weights + np_mul(clipped - weights, np.int64(penalty))
         wfb_p = interp > 0
         wfb = np.where(wfb_p, interp, 0)
 
@@ -366,28 +381,22 @@ def epoch(inputs: EpochInputs) -> EpochOutputs:
         ema, ema_p, dividends = _bonds_yuma2(p, wfb, wfb_p, b_u16, b_p, incentive, s_rows, rows, n)
         colmax = np.where(ema_p, ema, 0).max(axis=0) if r else np.zeros(n, dtype=np.int64)
         store = np.where(ema_p & (colmax[None, :] != 0), np_div(ema, colmax[None, :]), ema)
-    bonds_out: list[SparseRow] = [()] * n
-    if r:
-        rk, cj = np.nonzero(ema_p)  # row-major: sorted by row, then column
-        vals = np_to_u16(store[rk, cj]).tolist()
-        cols = cj.tolist()
-        bounds = np.searchsorted(rk, np.arange(r + 1)).tolist()
-        for k, i in enumerate(rows):
-            if new_permit[i]:
-                lo, hi = bounds[k], bounds[k + 1]
-                bonds_out[i] = tuple(zip(cols[lo:hi], vals[lo:hi], strict=True))
+    bonds_out = _bond_rows(ema_p, store, rows, new_permit, n)
 
     # == Emission ==
-    inc_l = [int(x) for x in incentive]
-    div_l = [int(x) for x in dividends]
-    combined = [fp.sat_add(a, b) for a, b in zip(inc_l, div_l, strict=True)]
+    # Every figure here is a proportion in [0, 1] (I32F32 bits <= 2^32), so substrate-fixed's saturating
+    # add/div and the I96F32 product never saturate: safe_div(x, s) = (x << 32) // s for 0 <= x <= s, and
+    # to_u64_sat(x * e) = min((x * e) >> 32, U64_MAX) for e < 2^64.
+    inc_l = incentive.tolist()
+    div_l = dividends.tolist()
+    combined = [a + b for a, b in zip(inc_l, div_l, strict=True)]
     emission_sum = sum(combined)
     stake_l = stake32
-    act_l = [int(x) for x in active_stake]
+    act_l = active_stake.tolist()
     if emission_sum != 0:
-        n_server = [fp.safe_div(x, emission_sum) for x in inc_l]
-        n_valid = [fp.safe_div(x, emission_sum) for x in div_l]
-        n_comb = fp.normalize(combined)
+        n_server = [(x << 32) // emission_sum for x in inc_l]
+        n_valid = [(x << 32) // emission_sum for x in div_l]
+        n_comb = [(x << 32) // emission_sum for x in combined]
         pay_server, pay_valid = inc_l, div_l
     else:
         n_server = inc_l
@@ -396,9 +405,9 @@ def epoch(inputs: EpochInputs) -> EpochOutputs:
         n_comb = list(fallback)
         pay_server, pay_valid = [0] * n, list(fallback)
     e = int(inputs.emission)
-    st_server = tuple(fp.to_u64_sat(fp.saturate(x * e, 128)) for x in n_server)
-    st_valid = tuple(fp.to_u64_sat(fp.saturate(x * e, 128)) for x in n_valid)
-    st_comb = tuple(fp.to_u64_sat(fp.saturate(x * e, 128)) for x in n_comb)
+    st_server = tuple(min((x * e) >> 32, U64_MAX) for x in n_server)
+    st_valid = tuple(min((x * e) >> 32, U64_MAX) for x in n_valid)
+    st_comb = tuple(min((x * e) >> 32, U64_MAX) for x in n_comb)
     split = _hamilton(pay_server + pay_valid, e)
     miner_emission = tuple(split[:n])
     validator_emission = tuple(split[n:])
@@ -428,36 +437,75 @@ def epoch(inputs: EpochInputs) -> EpochOutputs:
     )
 
 
+def _bond_rows(
+    ema_p: np.ndarray, store: np.ndarray, rows: np.ndarray, new_permit: list[bool], n: int
+) -> list[SparseRow]:
+    """The stored bond rows: for each uid with a new permit, its (column, u16) pairs sorted by column,
+    entries floored to 0 kept; every other uid gets an empty row.  Building the ~n x validators tuples
+    is most of the cost at large sizes, so the cyclic GC (which they cannot feed: no cycles) is paused."""
+    out: list[SparseRow] = [()] * n
+    keep_rows = np.array([new_permit[i] for i in rows.tolist()], dtype=bool)
+    if not bool(keep_rows.any()):
+        return out
+    kept = ema_p & keep_rows[:, None]
+    with _gc_paused():
+        counts = kept.sum(axis=1).tolist()
+        cols = np.nonzero(kept)[1].tolist()  # row-major order, as the boolean gather below
+        pairs = list(zip(cols, np_to_u16(store[kept]).tolist(), strict=True))
+        lo = 0
+        for i, cnt in zip(rows.tolist(), counts, strict=True):
+            if new_permit[i]:
+                out[i] = tuple(pairs[lo : lo + cnt])
+            lo += cnt
+    return out
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (if it runs) while a block allocates many acyclic objects."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _weighted_median_cols(
-    active_stake: np.ndarray, rows: list[int], weights: np.ndarray, n: int, kappa: int
+    active_stake: np.ndarray, rows: Sequence[int] | np.ndarray, weights: np.ndarray, n: int, kappa: int
 ) -> np.ndarray:
     """``weighted_median_col_sparse`` in closed form.
 
     subtensor's mid-pivot partition search returns, per column, the smallest score v (over the rows with
     positive active stake, absent entries scoring 0) whose cumulative normalised stake S(score <= v)
     exceeds minority = sum(stake) - kappa, or the largest score when none does (proof in spec/yuma.md).
-    Sums are exact integers, so the sort-and-scan gives the identical value.
+    Sums are exact integers, so the sort-and-scan gives the identical value.  ``weights`` holds the rows
+    listed in ``rows``; a uid with stake but no row scores 0 everywhere.
     """
-    use = [i for i in range(n) if int(active_stake[i]) > 0]
-    if not use:
+    use = np.flatnonzero(active_stake[:n] > 0)
+    if use.size == 0:
         return np.zeros(n, dtype=np.int64)
     use_stake = _normalize(active_stake[use])
     minority = int(use_stake.sum()) - kappa
-    row_of = {i: k for k, i in enumerate(rows)}
-    scores = np.zeros((len(use), n), dtype=np.int64)
-    for u, i in enumerate(use):
-        k = row_of.get(i)
-        if k is not None:
-            scores[u] = weights[k]
-    # One sort per column of (score << 30 | row): scores are <= 2^32, rows < 2^30, so the key fits int64;
-    # ties order by row, which does not change any cumulative sum at a tie group's end.
-    packed = np.sort((scores << 30) | np.arange(len(use), dtype=np.int64)[:, None], axis=0)
-    sorted_scores = packed >> 30
-    cum = np.cumsum(use_stake[packed & ((1 << 30) - 1)], axis=0)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows), dtype=np.int64)
+    k = pos[use]
+    # One row per column (transposed, so each sort and cumulative sum runs over contiguous memory) of
+    # (score << 30 | index into use): scores are <= 2^32 and indices < 2^30, so the key fits int64.  Ties
+    # order by index, which does not change any cumulative sum at a tie group's end.
+    scores = np.zeros((n, use.size), dtype=np.int64)
+    have = k >= 0
+    if bool(have.any()):
+        scores[:, have] = weights[k[have]].T
+    packed = (scores << 30) | np.arange(use.size, dtype=np.int64)[None, :]
+    packed.sort(axis=1)
+    cum = np.cumsum(use_stake[packed & ((1 << 30) - 1)], axis=1)
     hit = cum > minority
-    first = hit.argmax(axis=0)
+    first = hit.argmax(axis=1)
     cols = np.arange(n)
-    return np.where(hit.any(axis=0), sorted_scores[first, cols], sorted_scores[-1, cols])
+    sorted_scores = packed >> 30
+    return np.where(hit.any(axis=1), sorted_scores[cols, first], sorted_scores[:, -1])
 
 
 def _ema_alpha_disabled(p: EpochParams) -> int:
@@ -475,37 +523,36 @@ def _bonds_yuma3(
     consensus: np.ndarray,
     incentive: np.ndarray,
     s_rows: np.ndarray,
-    rows: list[int],
+    rows: np.ndarray,
     n: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Yuma 3 bonds (fixed-proportion u16 / 65535) and dividends."""
-    old = np.where(b_p, (b_u16 << 32) // U16_MAX, 0)
+    # wfb is 0 wherever wfb_p is False, and b_u16 wherever b_p is: no masking needed below.
+    old = b_u16 << 32
+    old //= U16_MAX
     if p.liquid_alpha_enabled and bool((consensus != 0).any()):
         lo = fp.u16_ratio(int(p.alpha_low))
         hi = fp.u16_ratio(int(p.alpha_high))
-        cons = np.broadcast_to(consensus[None, :], wfb.shape)
-        alpha = np.zeros_like(wfb)
+        # Only entries present in the weights for bonds survive, so alpha is needed there only.
         sel = wfb_p
-        alpha[sel] = fp.np_alpha_sigmoid(
-            cons[sel], wfb[sel], old[sel], lo, hi, int(p.alpha_sigmoid_steepness)
-        )
-        decayed = np_mul_prop(ONE - alpha, old)
-        inc = np_mul_prop(alpha, wfb)
-        val = np.minimum(decayed + inc, ONE)
-        ema_p = wfb_p & (val > 0)
-        ema = np.where(ema_p, val, 0)
+        w_s, o_s = wfb[sel], old[sel]
+        cons = np.broadcast_to(consensus[None, :], wfb.shape)[sel]
+        alpha = fp.np_alpha_sigmoid(cons, w_s, o_s, lo, hi, int(p.alpha_sigmoid_steepness))
+        val = np_mul_prop(ONE - alpha, o_s)
+        val += np_mul_prop(alpha, w_s)
+        np.minimum(val, ONE, out=val)
+        ema = np.zeros_like(wfb)
+        ema[sel] = val
     else:
         alpha = _ema_alpha_disabled(p)
-        acc = np.where(wfb_p, np_mul_prop(np.int64(alpha), wfb), 0) + np.where(
-            b_p, np_mul_prop(np.int64(ONE - alpha), old), 0
-        )
-        ema_p = acc > 0
-        ema = np.where(ema_p, acc, 0)
+        ema = np_mul_prop(np.int64(alpha), wfb)
+        ema += np_mul_prop(np.int64(ONE - alpha), old)
+    ema_p = ema > 0
     ema_norm = _col_normalize(ema, ema_p)
     tbpv = np_mul_prop(ema_norm, incentive[None, :]).sum(axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
     div_rows = np_mul_prop(tbpv, s_rows)
     dividends = np.zeros(n, dtype=np.int64)
-    if rows:
+    if len(rows):
         dividends[rows] = div_rows
     return ema, ema_p, _normalize(dividends)
 
@@ -518,7 +565,7 @@ def _bonds_yuma2(
     b_p: np.ndarray,
     incentive: np.ndarray,
     s_rows: np.ndarray,
-    rows: list[int],
+    rows: np.ndarray,
     n: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Legacy Yuma (2) bonds: column-normalised EMA of stake-weighted weights, and dividends."""
@@ -532,8 +579,8 @@ def _bonds_yuma2(
     )
     ema_p = acc > 0
     ema = _col_normalize(np.where(ema_p, acc, 0), ema_p)
-    div_rows = np_mul_prop(incentive[None, :], ema).sum(axis=1) if rows else np.zeros(0, dtype=np.int64)
+    div_rows = np_mul_prop(incentive[None, :], ema).sum(axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
     dividends = np.zeros(n, dtype=np.int64)
-    if rows:
+    if len(rows):
         dividends[rows] = div_rows
     return ema, ema_p, _normalize(dividends)

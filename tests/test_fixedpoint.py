@@ -178,3 +178,29 @@ def test_topk_nonzero_is_stable_ascending() -> None:
     assert _topk_nonzero([0, 5, 1], 5) == [False, True, True]  # n < k: every non-zero
     assert _topk_nonzero([0, 5, 1], 3) == [False, True, True]
     assert _topk_nonzero([4, 0, 4, 9], 2) == [False, False, True, True]
+
+
+def test_np_exp_early_stop_matches_scalar_on_a_wide_spread() -> None:
+    # Thousands of inputs across [-9, 9]: small ones finish the series early and are dropped, large ones
+    # run to the end or take the scalar path; every result must still equal the scalar exp_safe.
+    rnd = np.random.default_rng(11)
+    xs = np.concatenate(
+        [rnd.integers(-9 * ONE, 9 * ONE, size=3000), rnd.integers(-ONE // 64, ONE // 64, size=500), [0, ONE, -ONE]]
+    ).astype(np.int64)
+    assert fp.np_exp_safe(xs).tolist() == [fp.exp_safe(int(x)) for x in xs]
+
+
+def test_np_div_broadcasts_like_safe_div() -> None:
+    # The epoch divides matrices by row or column sums and scalars by vectors; zero divisors give 0, 1.0
+    # numerators take the 2^64 correction, and quotients past I64 give 0 (safe_div's overflow).
+    x = np.array([[0, 1, ONE, ONE - 1], [ONE, 7, 0, ONE]], dtype=np.int64)
+    cols = np.array([ONE, 0, 2, 3], dtype=np.int64)
+    rows = np.array([[ONE], [1 << 33]], dtype=np.int64)
+    assert fp.np_div(x, cols[None, :]).tolist() == [
+        [fp.safe_div(int(v), int(c)) for v, c in zip(r, cols, strict=True)] for r in x
+    ]
+    by_row = [[fp.safe_div(int(v), int(r[0])) for v in xr] for xr, r in zip(x, rows, strict=True)]
+    assert fp.np_div(x, rows).tolist() == by_row
+    d = np.array([1, 2, 4, ONE, 3, 0], dtype=np.int64)
+    assert fp.np_div(np.int64(ONE), d).tolist() == [fp.safe_div(ONE, int(v)) for v in d]
+    assert int(fp.np_div(np.int64(5), np.int64(7))) == fp.safe_div(5, 7)
