@@ -368,11 +368,29 @@ class Node:
         return got
 
     async def _fetcher(self) -> None:
-        """Missing ancestors: ask the peer that sent the child first (it must have them)."""
+        """Missing ancestors: ask the peer that sent the child first (it must have them), then each
+        missing block's author; the synchronizer asks random peers for whatever is still missing."""
         async for peer, refs in self._fetch_recv:
             still = [r for r in refs if r not in self.chain.core.dag]
             if still:
                 await self._fetch(peer, still)
+            missing = set(self.chain.core.missing_refs())
+            for author, author_refs in self._by_author_peer([r for r in still if r in missing]).items():
+                if author != peer:
+                    await self._fetch(author, author_refs)
+
+    def _by_author_peer(self, refs: list[BlockRef]) -> dict[Any, list[BlockRef]]:
+        """Group refs by the connected peer that is their author (committee endpoints name peer ids)."""
+        if not refs:
+            return {}
+        members = self.chain.state.epoch_committee
+        connected = {str(p): p for p in self._peers()}
+        out: dict[Any, list[BlockRef]] = {}
+        for r in refs:
+            pid = members[r.author].peer_id if r.author < len(members) else ""
+            if pid in connected:
+                out.setdefault(connected[pid], []).append(r)
+        return out
 
     def _peers(self) -> list[Any]:
         hs = self.stack.handshake
