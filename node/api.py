@@ -117,6 +117,7 @@ def build_app(node: Node) -> Starlette:
             "validator_index": chain.core.own_index,
             "peers": node.chain_peers(),
             "sync_distance": node.sync_distance(),
+            "synced_blocks_by_commits": node.commit_sync_blocks,
             "mempool": len(chain.mempool),
             "state_root": chain.state.root().hex(),
             "last_commit": None if last is None else {"height": last.index, "digest": last.digest.hex()},

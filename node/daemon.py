@@ -40,8 +40,8 @@ from protocol import crypto
 from protocol.dag import BlockRef, SafetyViolation
 from protocol.errors import DecodeError, ProtocolError
 from protocol.genesis import load_genesis
-from protocol.messages import BlockRef as WireRef
 from protocol.messages import (
+    MAX_FETCH,
     BlocksResponse,
     CommitsResponse,
     FetchBlocks,
@@ -49,6 +49,7 @@ from protocol.messages import (
     FetchOwnLast,
     Status,
 )
+from protocol.messages import BlockRef as WireRef
 from protocol.messages import Commit as CommitMsg
 
 log = logging.getLogger("node")
@@ -59,6 +60,7 @@ OWN_LAST_SPEC = ProtocolSpec("/tensornet/own-last/1", max_request=256, max_respo
 AMNESIA_WAIT = 5.0
 COMMITS_SPEC = ProtocolSpec("/tensornet/commits/1", max_request=1024, max_response=4 * 1024 * 1024, timeout=5.0)
 SYNC_INTERVAL = 0.2
+FAR_BEHIND = 64  # heights: past this a node catches up by commit ranges rather than round probes
 PROBE_ROUNDS = 8
 
 
@@ -89,6 +91,7 @@ class Node:
         self._block_arrived = trio.Event()
         self._fetch_send, self._fetch_recv = trio.open_memory_channel[tuple[Any, tuple[BlockRef, ...]]](1024)
         self._last_sync_round: tuple[int, int] = (-1, -1)
+        self.commit_sync_blocks = 0  # blocks fetched through commit ranges (far-behind catch-up)
         self.api_addr: str | None = None
         self.fatal: Exception | None = None
         self._tasks: Any = None  # the node nursery, for fire-and-forget pushes
@@ -409,6 +412,12 @@ class Node:
             missing = self.chain.core.missing_refs()
             if missing:
                 await self._fetch(rng.choice(peers), missing)
+            far = self._far_ahead_peer()
+            if far is not None:
+                got = await self._sync_commit_range(far)
+                catching_up = got > 0
+                if got:
+                    continue
             r = self.chain.core.quorum_round
             mark = (self.chain.epoch, r)
             if mark == self._last_sync_round or self.sync_distance() > 2:
@@ -419,6 +428,39 @@ class Node:
                 got = await self._request_blocks(peer, FetchBlocks(self.chain.epoch, (), r, r + PROBE_ROUNDS))
                 catching_up = got > 0 and self.sync_distance() > 2
             self._last_sync_round = mark
+
+    def _far_ahead_peer(self) -> Any | None:
+        """The peer with the highest reported height, if it is more than FAR_BEHIND above ours."""
+        statuses = self.stack.handshake.statuses
+        if not statuses:
+            return None
+        peer, st = max(statuses.items(), key=lambda kv: (kv[1].height, str(kv[0])))
+        return peer if st.height > self.chain.height + FAR_BEHIND else None
+
+    async def _sync_commit_range(self, peer: Any) -> int:
+        """Far behind: ask `peer` for the next commits, then for exactly the blocks they order, oldest
+        round first. Nothing is trusted: the blocks go through verification and the DAG, and the commit
+        rule derives the same commits here (later epochs' blocks wait for their epoch in the chain)."""
+        start = self.chain.height + 1
+        try:
+            raw = await self.stack.reqresp.request(
+                peer, COMMITS_SPEC.protocol_id, FetchCommits(start, start + MAX_FETCH - 1).to_bytes()
+            )
+            commits = CommitsResponse.from_bytes(raw).commits
+        except (RequestError, ProtocolError) as exc:
+            log.debug("commit range from %s failed: %s", peer, exc)
+            return 0
+        dag = self.chain.core.dag
+        refs = sorted(
+            {(b.round, b.author, b.digest) for c in commits for b in c.blocks
+             if BlockRef(b.round, b.author, b.digest) not in dag}
+        )
+        got = 0
+        for i in range(0, len(refs), MAX_FETCH):
+            chunk = tuple(WireRef(*r) for r in refs[i : i + MAX_FETCH])
+            got += await self._request_blocks(peer, FetchBlocks(self.chain.epoch, chunk, 0, 0))
+        self.commit_sync_blocks += got
+        return got
 
     async def _status_refresher(self) -> None:
         """Re-run the handshake now and then so peers' heights (sync distance) stay current."""
