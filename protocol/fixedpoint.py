@@ -451,9 +451,12 @@ def np_alpha_sigmoid(
     The result depends only on the combined difference, which is often exactly 0 (a weight at or below
     consensus): that value is computed once with the scalar code, the others vectorised.
     """
-    diff_buy = np.clip(weight - consensus, 0, ONE)
-    diff_sell = np.clip(bond - weight, 0, ONE)
-    combined = np.where(weight >= bond, diff_buy, diff_sell)
+    # Proportions in [0, 1]: each difference is at most 1.0, so only the lower clamp can bite.
+    combined = bond - weight
+    np.maximum(combined, 0, out=combined)
+    diff_buy = weight - consensus
+    np.maximum(diff_buy, 0, out=diff_buy)
+    np.copyto(combined, diff_buy, where=weight >= bond)
     nz = combined != 0
     out = np.full(combined.shape, alpha_sigmoid(0, 0, 0, alpha_low, alpha_high, steepness), dtype=np.int64)
     if not bool(nz.any()):
