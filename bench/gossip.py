@@ -3,13 +3,22 @@
     python -m bench.gossip --json [--nodes 8] [--rates 10,20,...] [--seconds 2]
 
 For each rate (messages/s published by the whole network, spread over every node) it reports the
-delivery ratio, deliveries/s, and latency p50/p99 (send to delivery, one machine clock). The same
-sweep runs twice in one invocation: with p2pnet's tuned GossipSub (p2pnet.gossip.open_gossip) and
-with py-libp2p's DEFAULT GossipSub settings as the baseline. The baseline keeps every libp2p
+delivery ratio, deliveries/s, latency p50/p99 (send to delivery, one machine clock), how far the
+publishers ended behind their schedule (`publish_behind_s`: p2pnet's publish() waits while a peer's
+queue is over half full, which is the network pushing back), the drops counted by every node
+(`drops`: libp2p's outbound queues, our delivery queues, the limiter), and late deliveries (`late`:
+arrived after the rate was scored). After each rate the bench waits until every message arrived or
+none arrived for 3 s (at most 20 s), so each rate starts on a drained network and "lost" means lost.
+
+The same sweep runs twice in one invocation: with p2pnet's tuned GossipSub (p2pnet.gossip.open_gossip)
+and with py-libp2p's DEFAULT GossipSub settings as the baseline. The baseline keeps every libp2p
 default (spam protection at 10 msg/s per forwarder and topic, 32-entry queues, sender+seqno ids,
 validation cache) except the heartbeat, which is 1 s instead of 120 s so its mesh forms within the
-run at all; both use the same hardened host. `lossless_max_rate` is the highest swept rate that
-delivered every message; when the top rate was lossless it is a lower bound (`capped: true`).
+run at all; both use the same hardened host. A rate is lossless when every message was published on
+schedule (at most MAX_BEHIND late) and delivered to every other node; `lossless_max_rate` is the
+highest rate up to which every swept rate was lossless (a lower bound when `capped`). A sweep stops
+after two clearly failed rates, so a run takes a few minutes. The load average is printed with the
+figures: on a shared machine they measure contention as much as gossip.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MSG_SIZE = 300
 HEADER = struct.Struct(">IHIq")  # round, origin, seq, send time (ns)
-DEFAULT_RATES = (10, 20, 40, 80, 160, 320)
+DEFAULT_RATES = (10, 20, 40, 80, 160, 320, 640)
+MAX_BEHIND = 0.5  # seconds a publisher may end behind its schedule for the rate to count as achieved
 CHAIN = "bench"
 
 
@@ -87,6 +97,22 @@ async def child(mode: str, index: int) -> None:
                 def mesh() -> int:
                     return len(g.router.mesh.get(topic, ()))
 
+            from p2pnet import hardening
+
+            pubsub = g.pubsub if mode == "tuned" else g
+
+            def diag() -> dict:
+                d = {
+                    "pubsub_peers": len(pubsub.peers),
+                    "mesh": mesh(),
+                    "conns": len(host.peers()),
+                    "dropped_rpcs": sum(hardening.DROPPED_RPCS.values()),
+                    "limiter": host.limiter.snapshot(),
+                }
+                if mode == "tuned":
+                    d["drops"] = dict(g.metrics.drops)
+                return d
+
             nursery.start_soon(consume)
             out({"event": "ready", "addr": str(host.addrs[0])})
             stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -117,10 +143,13 @@ async def child(mode: str, index: int) -> None:
                                 sent += 1
                             except Exception as exc:  # a refused publish counts as not sent, and is reported
                                 out({"event": "publish_error", "error": repr(exc)})
-                        out({"event": "sent", "sent": sent})
+                        # how far behind its schedule the last publish finished (publish() waits when
+                        # the peers' queues are over half full: that is the network pushing back)
+                        behind = trio.current_time() - (start + (count - 1) / rate)
+                        out({"event": "sent", "sent": sent, "behind_s": behind})
                     elif cmd["cmd"] == "report":
                         lat = received.get(cmd["round"], [])
-                        out({"event": "report", "count": len(lat), "lat": lat})
+                        out({"event": "report", "count": len(lat), "lat": lat, "diag": diag()})
                     elif cmd["cmd"] == "quit":
                         nursery.cancel_scope.cancel()
                         return
@@ -202,7 +231,45 @@ def _pct(values: list[int], q: float) -> float | None:
     return values[min(len(values) - 1, int(q * len(values)))] / 1000.0
 
 
-def sweep(mode: str, n: int, rates: list[int], seconds: float, settle: float, max_settle: float = 8.0) -> dict:
+def _poll(procs: list[Proc], rnd: int) -> tuple[list[int], list[dict]]:
+    """Every node's latencies for round `rnd` so far, and its diagnostics (peers, mesh, drop counters)."""
+    lat: list[int] = []
+    diags: list[dict] = []
+    for p in procs:
+        p.send(cmd="report", round=rnd)
+        rep = p.wait("report")
+        lat += rep["lat"]
+        diags.append(rep["diag"])
+    return lat, diags
+
+
+def _failed(result: dict) -> bool:
+    """Clearly beyond capacity: a tenth of the deliveries missing, or publishers a whole period late."""
+    return result["delivery_ratio"] < 0.9 or result["publish_behind_s"] > 2 * MAX_BEHIND + 2.0
+
+
+def _drops(diags: list[dict]) -> dict[str, int]:
+    """Every drop counter of every node, summed: libp2p's outbound queues, our delivery queues, the limiter."""
+    total: dict[str, int] = {}
+    for d in diags:
+        items = [("peer_queue_rpcs", d["dropped_rpcs"])]
+        items += [(f"metrics:{k}", v) for k, v in d.get("drops", {}).items()]
+        items += [(f"limiter:{k}", v) for k, v in d["limiter"]["drops"].items()]
+        items += [(f"violation:{k}", v) for k, v in d["limiter"]["violations"].items()]
+        for k, v in items:
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def sweep(
+    mode: str,
+    n: int,
+    rates: list[int],
+    seconds: float,
+    settle: float = 0.5,
+    quiet: float = 3.0,
+    max_settle: float = 20.0,
+) -> dict:
     procs = [Proc(mode, i) for i in range(n)]
     try:
         addrs = [p.wait("ready")["addr"] for p in procs]
@@ -221,54 +288,75 @@ def sweep(mode: str, n: int, rates: list[int], seconds: float, settle: float, ma
                 break
             time.sleep(0.5)
         time.sleep(1.5)  # one more heartbeat so the mesh is settled
-        results = []
+        results: list[dict] = []
+        drops_before = _drops(_poll(procs, 0)[1])
         for rnd, rate in enumerate(rates, start=1):
             per_node = max(1, round(rate * seconds / n))
             for i, p in enumerate(procs):
                 # Spread the publishers' start times so the total rate is even, not n-message bursts.
                 p.send(cmd="round", round=rnd, rate=rate / n, count=per_node, offset=0.2 + i / rate)
-            sent = sum(p.wait("sent", timeout=seconds * 10 + 30)["sent"] for p in procs)
-            expected = per_node * n * (n - 1)
-            # Wait until deliveries stop growing (or all arrived), so "lost" means lost, not late.
-            settle_end = time.monotonic() + max_settle
+            reports = [p.wait("sent", timeout=seconds * 10 + 60) for p in procs]
+            sent = sum(r["sent"] for r in reports)
+            behind = max(r["behind_s"] for r in reports)
+            expected = sent * (n - 1)
+            # Wait until every delivery arrived, or none arrived for `quiet` seconds (capped by
+            # `max_settle`), so the next rate starts on a drained network and "lost" means lost.
+            start = last_growth = time.monotonic()
             last = -1
             while True:
                 time.sleep(settle)
-                lat: list[int] = []
-                for p in procs:
-                    p.send(cmd="report", round=rnd)
-                    lat += p.wait("report")["lat"]
-                if len(lat) >= expected or len(lat) == last or time.monotonic() > settle_end:
+                lat, diags = _poll(procs, rnd)
+                now = time.monotonic()
+                if len(lat) != last:
+                    last, last_growth = len(lat), now
+                if len(lat) >= expected or now - last_growth >= quiet or now - start >= max_settle:
                     break
-                last = len(lat)
-            results.append(
-                {
-                    "rate": rate,
-                    "published": per_node * n,
-                    "sent": sent,
-                    "delivered": len(lat),
-                    "expected": expected,
-                    "delivery_ratio": round(len(lat) / expected, 4),
-                    "deliveries_per_s": round(len(lat) / seconds, 1),
-                    "latency_p50_ms": _pct(lat, 0.50),
-                    "latency_p99_ms": _pct(lat, 0.99),
-                }
-            )
-            print(f"[{mode}] {results[-1]}", file=sys.stderr, flush=True)
-        lossless = [r["rate"] for r in results if r["delivered"] == r["expected"]]
-        # The highest rate below which every swept rate was lossless.
+            drops_now = _drops(diags)
+            result = {
+                "rate": rate,
+                "published": per_node * n,
+                "sent": sent,
+                "publish_behind_s": round(behind, 2),
+                "achieved_rate": round(per_node * n / (seconds + max(0.0, behind)), 1),
+                "delivered": len(lat),
+                "expected": expected,
+                "delivery_ratio": round(len(lat) / expected, 4) if expected else 0.0,
+                "deliveries_per_s": round(len(lat) / seconds, 1),
+                "latency_p50_ms": _pct(lat, 0.50),
+                "latency_p99_ms": _pct(lat, 0.99),
+                "settle_s": round(time.monotonic() - start, 1),
+                "drops": {k: v - drops_before.get(k, 0) for k, v in drops_now.items() if v != drops_before.get(k, 0)},
+                "pubsub_peers_min": min(d["pubsub_peers"] for d in diags),
+            }
+            drops_before = drops_now
+            results.append(result)
+            print(f"[{mode}] {result}", file=sys.stderr, flush=True)
+            if len(results) >= 2 and all(_failed(r) for r in results[-2:]):
+                break  # two clearly failed rates in a row: higher ones only add minutes
+        # Deliveries that came after their round was counted: late, not lost.
+        for rnd, result in enumerate(results, start=1):
+            result["late"] = len(_poll(procs, rnd)[0]) - result["delivered"]
+        # Lossless: every message published on schedule (the network did not make the publishers wait
+        # more than MAX_BEHIND) and delivered to every other node.
+        lossless = [
+            r["rate"]
+            for r in results
+            if r["delivered"] == r["expected"] and r["sent"] == r["published"] and r["publish_behind_s"] <= MAX_BEHIND
+        ]
+        # The highest rate up to which every swept rate was lossless.
         top = 0
         for r in results:
-            if r["delivered"] != r["expected"]:
+            if r["rate"] not in lossless:
                 break
             top = r["rate"]
         return {
             "mode": mode,
             "nodes": n,
             "results": results,
+            "skipped_rates": rates[len(results):],
             "lossless_rates": lossless,
             "lossless_max_rate": top,
-            "capped": bool(results) and top == results[-1]["rate"],
+            "capped": bool(results) and top == rates[-1],
         }
     finally:
         for p in procs:
@@ -291,7 +379,7 @@ def main() -> None:
     parser.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)))
     parser.add_argument("--baseline-rates", default=None, help="default: the same as --rates")
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--settle", type=float, default=1.0, help="seconds between delivery polls")
+    parser.add_argument("--settle", type=float, default=0.5, help="seconds between delivery polls")
     parser.add_argument("--child", choices=("tuned", "default"))
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args()
@@ -305,6 +393,7 @@ def main() -> None:
     rates = [int(r) for r in args.rates.split(",")]
     base_rates = [int(r) for r in args.baseline_rates.split(",")] if args.baseline_rates else rates
     t0 = time.monotonic()
+    load_start = os.getloadavg()
     baseline = sweep("default", args.nodes, base_rates, args.seconds, args.settle)
     tuned = sweep("tuned", args.nodes, rates, args.seconds, args.settle)
     b, t = baseline["lossless_max_rate"], tuned["lossless_max_rate"]
@@ -321,6 +410,8 @@ def main() -> None:
                 "tuned": tuned,
                 "default": baseline,
                 "wall_s": round(time.monotonic() - t0, 1),
+                "loadavg_1m": {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)},
+                "cpus": os.cpu_count(),
             },
             indent=None if args.json else 1,
         )

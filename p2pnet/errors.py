@@ -59,3 +59,10 @@ class ReadTimeout(LimitExceeded):
 
 class ConfigError(P2PError):
     """An invalid host configuration (listen address, limits, protocol list)."""
+
+
+class MalformedFrame(LimitExceeded):
+    """A frame that cannot be a frame at all (a varint prefix longer than 10 bytes or not minimal)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("malformed", message)

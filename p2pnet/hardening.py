@@ -59,8 +59,10 @@ from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
+from p2pnet import tuning
 from p2pnet.errors import LimitExceeded, P2PError, StreamOpenError
 from p2pnet.limits import PeerLimiter
+from p2pnet.meshsub import OrderedReaderMixin
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +157,7 @@ async def read_exactly(reader: Any, n: int, retry_count: int = 0) -> bytes:
 # --- defect 10: yamux gave a writer waiting on a full window 5 s, then raised ---------------------
 
 
-class PatientYamuxStream(YamuxStream):
+class PatientYamuxStream(tuning.BatchedCreditYamuxStream):
     """A yamux stream whose writes wait for the peer's window as long as the caller's deadline allows.
 
     libp2p raises after 5 s without a window update, which resets streams to a slow (but alive) reader,
@@ -383,7 +385,7 @@ class _QueueingPubsubNotifee(INotifee):
         await trio.lowlevel.checkpoint()
 
 
-class HardenedPubsub(Pubsub):
+class HardenedPubsub(OrderedReaderMixin, tuning.BatchingSenderMixin, Pubsub):
     """Pubsub that survives malformed frames and early peers, and counts what it drops.
 
     Defect 1: a malformed protobuf frame on /meshsub raised DecodeError out of the stream handler and
@@ -427,6 +429,19 @@ class HardenedPubsub(Pubsub):
                 except Exception:  # noqa: BLE001 - host may be closing already
                     pass
 
+    async def _handle_new_peer(self, peer_id: ID) -> None:
+        # One registration per peer at a time: two concurrent ones (the connection event and a retry)
+        # both passed libp2p's `peer_id in self.peers` check and the second replaced the first's
+        # stream and queue.
+        registering = self.__dict__.setdefault("_tn_registering", set())
+        if peer_id in registering:
+            return
+        registering.add(peer_id)
+        try:
+            await super()._handle_new_peer(peer_id)
+        finally:
+            registering.discard(peer_id)
+
     async def _tn_forward_peer_events(self) -> None:
         await self.event_handle_peer_queue_started.wait()
         async for connected, peer_id in self._tn_notifee.receive:
@@ -446,6 +461,10 @@ class HardenedPubsub(Pubsub):
             limiter.rejects["banned"] += 1
             await reset_quietly(stream)
             return
+        if peer_id not in self.peers:
+            # The peer talks to us but we have no stream to it: our own attempt failed earlier (it
+            # connected before our pubsub ran and libp2p does not retry a refused negotiation).
+            self._schedule_peer_stream_retry(peer_id)
         try:
             await self.continuously_read_stream(stream)
         except Exception as exc:  # noqa: BLE001 - defect 1: a bad frame costs the peer its stream, not us the host
@@ -474,7 +493,7 @@ class HardenedPubsub(Pubsub):
                 log.warning("subscriber of %s is not keeping up; message dropped (counted)", topic)
 
 
-class HardenedGossipSub(GossipSub):
+class HardenedGossipSub(tuning.IdontwantThresholdMixin, GossipSub):
     """GossipSub with spam protection off (defect 6) and a 1 s heartbeat (defect 10).
 
     libp2p's spam protection silently stopped forwarding past 10 msg/s per forwarder per topic, our own
@@ -671,6 +690,8 @@ def install() -> None:
     for module in (pubsub_module, rpc_queue_module, sys.modules.get("libp2p.pubsub.gossipsub")):
         if module is not None and getattr(module, "drop_rpc", None) is _original_drop_rpc:
             module.drop_rpc = _counting_drop_rpc
+    # Cost: build our signed record once per few seconds, not per RPC; fewer frames (p2pnet.tuning).
+    tuning.install()
     # Cost: verify each peer's signed record once, not twice per RPC.
     for module in (pubsub_module, sys.modules.get("libp2p.pubsub.gossipsub")):
         if module is not None and getattr(module, "maybe_consume_signed_record", None) is _original_consume_record:

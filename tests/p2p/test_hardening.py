@@ -327,7 +327,7 @@ async def test_eight_megabyte_frame_read_in_full():
 
 
 @pytest.mark.slow
-async def test_large_gossip_message_and_oversize_refused(caplog):
+async def test_large_gossip_message_and_oversize_refused():
     limits = Limits(max_message_size=12 * 1024 * 1024)
     async with running_host(limits) as a, running_host(limits) as b:
         pa, ra = hardening.make_pubsub(a)
@@ -346,9 +346,10 @@ async def test_large_gossip_message_and_oversize_refused(caplog):
             # pubsub runs: only then does b serve /meshsub)
             stream = await a.new_stream(b.peer_id, [MESHSUB])
             await stream.write(_varint(13 * 1024 * 1024) + b"x" * 100)
-            # libp2p refuses the frame from its length prefix and drops the stream; it does not tell
-            # our limiter (no score penalty yet: see spec/p2p.md), so the refusal is seen in its log.
-            await wait_until(lambda: "exceeded size limit" in caplog.text)
+            # refused from its length prefix, and charged to the sender (tests/p2p/test_stream_limits.py
+            # shows repeated oversize frames banning the peer)
+            await wait_until(lambda: b.limiter.violations["oversize"] >= 1)
+            assert b.limiter.score(str(a.peer_id)) < 0
         await assert_serves(b)
 
 
@@ -512,16 +513,18 @@ async def test_publish_backpressure_and_counted_drops():
             await pb.subscribe("t")
             await b.connect(a.addrs[0])
             await mesh_ready(pa, pb, a, b)
-            queue = pa.peer_queues[b.peer_id]
-            # simulate a peer that does not drain: fill its queue past the high-water mark
+            # simulate a peer that does not drain: a queue past the high-water mark that no sender empties
             from libp2p.pubsub.pb import rpc_pb2
 
-            inner = queue._queue
-            filler = [rpc_pb2.RPC() for _ in range(int(inner.max_size * 0.9))]
-            inner._non_priority.extend(filler)
+            live = pa.peer_queues[b.peer_id]
+            stuck = pubsub_module.RpcQueue()
+            assert stuck._queue.max_size == hardening.OUTBOUND_QUEUE_SIZE
+            for _ in range(int(stuck._queue.max_size * 0.9)):
+                assert stuck.push(rpc_pb2.RPC())
+            pa.peer_queues[b.peer_id] = stuck
             with pytest.raises(StreamOpenError, match="did not drain"):
                 await hardening.publish(pa, "t", b"x", deadline=0.3)
-            inner._non_priority.clear()
+            pa.peer_queues[b.peer_id] = live
             await hardening.publish(pa, "t", b"y", deadline=5)  # drained: goes through
         # drops that libp2p only debug-logged are counted
         assert pubsub_module.drop_rpc is hardening._counting_drop_rpc
