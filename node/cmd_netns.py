@@ -17,8 +17,8 @@ netns_app = typer.Typer(help="One network namespace per node on this Linux host 
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Testnet directory (homes, logs, netns.json).")]
 HostsArg = Annotated[list[str], typer.Argument(help="Hosts by name (node0, late0) or index (0, 1, ...).")]
-DelayOption = Annotated[str | None, typer.Option("--delay", help="netem delay per hop, e.g. 20ms (if netem exists).")]
-LossOption = Annotated[str | None, typer.Option("--loss", help="netem loss per hop, e.g. 1% (if netem exists).")]
+DelayOption = Annotated[str | None, typer.Option("--delay", help="Delay per hop, e.g. 20ms (netem, else a relay).")]
+LossOption = Annotated[str | None, typer.Option("--loss", help="Loss per hop, e.g. 1% (netem, else a relay).")]
 RoundOption = Annotated[int, typer.Option(
     "--round-ms", help="Validators' min_round_delay_ms (all nodes share this host's cores).")]
 DEFAULT_DIR = Path("./testnet-netns")
@@ -49,8 +49,6 @@ def up_cmd(
     from node.netns_testnet import up
 
     state = up(directory.absolute(), hosts, delay, loss, round_ms=round_ms)
-    if state["impairment"].startswith("none:"):
-        _warn(f"warning: {state['impairment']}")
     rows = [{"name": h["name"], "ns": h["ns"], "ip": h["ip"], "api": h["api"], "pid": h["pid"]}
             for h in state["hosts"]]
     if as_json:
@@ -75,6 +73,7 @@ def status_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) 
     """Each host: namespace, IP, process state, height, peers, state root."""
     from node.netns_testnet import status
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     emit(status(directory.absolute()), as_json, title="netns hosts")
 
 

@@ -497,6 +497,7 @@ class Node:
         async with open_stack(
             node_key,
             listen=c.listen,
+            external_addrs=c.external_addrs,  # config.toml documents it; it was read but never announced
             chain_id=self.chain.chain_id,
             status_fn=self.status,
             bootstrap=c.bootnodes,

@@ -235,8 +235,7 @@ class Check:
             self._reload()
             if len(self.names()) != spec.hosts:
                 raise NetnsError(f"{self.directory} runs {len(self.names())} hosts, not --hosts {spec.hosts}")
-            if self.state.get("impairment", "none").startswith("none:"):
-                self._log(f"warning: {self.state['impairment']}")
+            self._log(f"delay/loss: {self.state.get('impairment', 'none')}")
             self.start_phase()
             if spec.kill:
                 self.kill_phase()

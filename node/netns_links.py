@@ -139,8 +139,8 @@ def apply_netem(ns: str, delay: str | None, loss: str | None) -> str | None:
         return None
     msg = res.stderr.strip()
     if "unknown" in msg.lower():
-        return "this kernel has no netem (sch_netem): running without delay/loss"
-    return f"netem failed ({msg}): running without delay/loss"
+        return "this kernel has no netem (sch_netem)"
+    return f"netem failed: {msg}"
 
 
 def netem_available() -> bool:

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,6 +27,7 @@ import httpx
 from node import netns_links as links
 from node.config import load_config, write_config
 from node.netns_links import NetnsError
+from node.netns_relay import RTO_S
 from node.testnet import tensornet_argv
 from node.testnet_gen import generate
 
@@ -100,8 +102,9 @@ def start(directory: Path, state: dict[str, Any], h: dict[str, Any]) -> None:
         cmd = ["node", "join", "--bootstrap", h["bootstrap"], "--genesis", str(directory / "genesis.json")]
     else:
         cmd = ["node", "run"]
+    listen = "127.0.0.1" if h.get("relay_pid") else h["ip"]  # behind its relay, only the relay reaches it
     argv = ["ip", "netns", "exec", h["ns"], *tensornet_argv(), *cmd, "--home", h["home"],
-            "--listen", f"/ip4/{h['ip']}/tcp/{P2P_PORT}", "--api", f"{h['ip']}:{API_PORT}"]
+            "--listen", f"/ip4/{listen}/tcp/{P2P_PORT}", "--api", f"{h['ip']}:{API_PORT}"]
     log = directory / "logs" / f"{h['name']}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -164,15 +167,20 @@ def up(directory: Path, hosts: int, delay: str | None = None, loss: str | None =
         plans, _ = generate(directory, hosts=[c["ip"] for c in created], chain_id=chain_id,
                             p2p_base=P2P_PORT, api_base=API_PORT)
         state["chain_id"] = chain_id
-        for plan in plans:
-            write_config(plan.home, replace(load_config(plan.home), min_round_delay_ms=round_ms))
         state["impairment"] = impair(state, created, delay, loss)
+        for plan in plans:
+            cfg = replace(load_config(plan.home), min_round_delay_ms=round_ms)
+            if "relay" in state:  # the node listens on loopback behind its relay: announce the relay
+                cfg = replace(cfg, external_addrs=(plan.multiaddr.split("/p2p/")[0],))
+            write_config(plan.home, cfg)
         for plan, c in zip(plans, created, strict=True):
             state["hosts"].append({"name": plan.name, "ns": c["ns"], "ip": c["ip"], "home": str(plan.home),
                                    "api": f"http://{c['ip']}:{API_PORT}", "multiaddr": plan.multiaddr,
                                    "late": False})
         save()
         for h in state["hosts"]:
+            if "relay" in state:
+                start_relay(directory, state, h)
             start(directory, state, h)
     except BaseException:
         links.destroy(state)
@@ -183,7 +191,8 @@ def up(directory: Path, hosts: int, delay: str | None = None, loss: str | None =
 
 
 def impair(state: dict[str, Any], created: list[dict[str, str]], delay: str | None, loss: str | None) -> str:
-    """Apply --delay/--loss with netem on every namespace's egress; says which way was used (or why not)."""
+    """Apply --delay/--loss: netem on every namespace's egress where the kernel has it, else a userspace
+    relay in every namespace (node.netns_relay); returns which way was used."""
     if not delay and not loss:
         return "none"
     for c in created:
@@ -191,8 +200,32 @@ def impair(state: dict[str, Any], created: list[dict[str, str]], delay: str | No
         if why:
             for done in created:  # all or nothing
                 links.tc("qdisc", "del", "dev", "eth0", "root", ns=done["ns"], check=False)
-            return f"none: {why}"
+            state["relay"] = {"delay_ms": _ms(delay), "loss": float(loss.rstrip("%")) / 100 if loss else 0.0}
+            return (f"userspace relay in each namespace ({why}): delay {delay or '0ms'} per hop, "
+                    f"loss {loss or '0%'} as a {RTO_S * 1000:g} ms retransmission")
     return f"netem on each namespace's egress: delay {delay or '0'} loss {loss or '0%'}"
+
+
+def _ms(delay: str | None) -> float:
+    if not delay:
+        return 0.0
+    num = float(re.match(r"[\d.]+", delay).group())  # type: ignore[union-attr]  # checked by check_impairment
+    return num / 1000 if delay.endswith("us") else num if delay.endswith("ms") else num * 1000
+
+
+def start_relay(directory: Path, state: dict[str, Any], h: dict[str, Any]) -> None:
+    """The delay/loss relay of host `h`: on its address's p2p port, to its node on the namespace loopback."""
+    r = state["relay"]
+    argv = ["ip", "netns", "exec", h["ns"], sys.executable, "-m", "node.netns_relay",
+            "--listen", f"{h['ip']}:{P2P_PORT}", "--to", f"127.0.0.1:{P2P_PORT}",
+            "--delay-ms", f"{r['delay_ms']:g}", "--loss", f"{r['loss']:g}"]
+    log = directory / "logs" / f"{h['name']}-relay.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    h["relay_pid"] = p.pid
+    saver(directory, state)()
 
 
 def join(directory: Path) -> dict[str, Any]:
@@ -208,6 +241,8 @@ def join(directory: Path) -> dict[str, Any]:
          "api": f"http://{c['ip']}:{API_PORT}", "late": True, "bootstrap": state["hosts"][0]["multiaddr"]}
     state["hosts"].append(h)
     save()
+    if "relay" in state:
+        start_relay(directory, state, h)
     start(directory, state, h)
     return h
 

@@ -45,6 +45,7 @@ async def open_stack(
     keypair: KeyPair,
     *,
     listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
+    external_addrs: Sequence[str] = (),
     chain_id: str | None = None,
     status_fn: StatusFn | None = None,
     bootstrap: Sequence[str] = (),
@@ -59,7 +60,9 @@ async def open_stack(
     metrics = Metrics()
     store = PeerStore(Path(home) / PEERS_FILE if home is not None else None)
     async with hardening.unwrap_single_error(), AsyncExitStack() as stack:
-        host = await stack.enter_async_context(open_host(keypair, listen=listen, limits=limits))
+        host = await stack.enter_async_context(
+            open_host(keypair, listen=listen, external_addrs=external_addrs, limits=limits)
+        )
         # Gossip is entered before the nursery below, so the two unwind in the reverse order they
         # were opened (entering it inside the nursery but leaving it after was a nursery misnesting).
         # Nothing dials before discovery starts, so the handshake watcher still sees every connection.
