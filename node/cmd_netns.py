@@ -131,6 +131,7 @@ def check_cmd(
     directory: DirOption = DEFAULT_DIR,
     hosts: Annotated[int, typer.Option("--hosts", help="Hosts, when --dir holds no running netns testnet.")] = 5,
     kill: Annotated[int, typer.Option("--kill", help="Hosts to SIGKILL (the rest must keep committing).")] = 1,
+    pause: Annotated[int, typer.Option("--pause", help="Hosts to SIGSTOP, then SIGCONT (0: skip).")] = 0,
     partition: Annotated[int, typer.Option("--partition", help="Hosts cut from the rest (0: skip).")] = 2,
     delay: DelayOption = None,
     loss: LossOption = None,
@@ -139,7 +140,7 @@ def check_cmd(
     round_ms: RoundOption = 200,
     as_json: JsonOption = False,
 ) -> None:
-    """Kill K hosts, partition P hosts, heal, add a late host; exit 0 only if every property held.
+    """Kill K hosts, pause some, partition P hosts, heal, add a late host; exit 0 only if every property held.
 
     Uses the netns testnet in --dir if there is one, else creates one with --hosts and removes it after.
     """
@@ -147,8 +148,8 @@ def check_cmd(
     from node.netns_check import Check, CheckSpec
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    spec = CheckSpec(hosts=hosts, kill=kill, partition=partition, delay=delay, loss=loss, timeout_s=timeout,
-                     keep=keep, round_ms=round_ms)
+    spec = CheckSpec(hosts=hosts, kill=kill, pause=pause, partition=partition, delay=delay, loss=loss,
+                     timeout_s=timeout, keep=keep, round_ms=round_ms)
     res = Check(directory.absolute(), spec, say=_warn).run()
     if as_json:
         _line(res)

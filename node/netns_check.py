@@ -1,4 +1,4 @@
-"""The scripted fault check of a namespace testnet: kill, partition, heal, a late joiner (spec/testnet.md §6).
+"""The scripted fault check of a namespace testnet: kill, pause, partition, heal, a late joiner (spec/testnet.md §6).
 
 Every phase waits for a condition with a deadline and records the heights it saw. "Commits stop" cannot
 be seen at one instant, so it is judged against the network's own pace: the time the healthy network took
@@ -34,6 +34,7 @@ class CheckFailed(NetnsError):
 class CheckSpec:
     hosts: int = 5
     kill: int = 1
+    pause: int = 0
     partition: int = 2
     delay: str | None = None
     loss: str | None = None
@@ -52,6 +53,9 @@ class CheckSpec:
         if not 0 <= self.kill <= self.hosts - q:
             raise NetnsError(f"--kill {self.kill}: with {self.hosts} hosts a quorum is {q}, so at most "
                              f"{self.hosts - q} may be killed for the rest to keep committing")
+        if not 0 <= self.pause <= self.hosts - q:
+            raise NetnsError(f"--pause {self.pause}: with {self.hosts} hosts a quorum is {q}, so at most "
+                             f"{self.hosts - q} may be paused for the rest to keep committing")
         if not 0 <= self.partition < self.hosts:
             raise NetnsError(f"--partition {self.partition}: use 0..{self.hosts - 1} (0 skips the partition)")
 
@@ -162,24 +166,27 @@ class Check:
         self.window_s = max(MIN_WINDOW_S, WINDOW_FACTOR * pace)
         self.phase("start", heights=hs, seconds_per_step=round(pace, 2), window_s=round(self.window_s, 1))
 
-    def kill_phase(self) -> None:
-        k = self.spec.kill
+    def outage_phase(self, how: str) -> None:
+        """kill: SIGKILL, then restart from the home; pause: SIGSTOP, then SIGCONT (the node holds its
+        connections open but answers nothing). Either way the rest must keep committing and agree, and
+        the hosts must catch up afterwards."""
+        k = self.spec.kill if how == "kill" else self.spec.pause
+        back = {"kill": "start", "pause": "cont"}[how]
         everyone = self.names()
         victims, rest = everyone[len(everyone) - k:], everyone[: len(everyone) - k]
         self._mark_up(victims, False)
-        net.perturb(self.directory, victims, "kill")
+        net.perturb(self.directory, victims, how)
         self._reload()
-        self._mark_up(rest, True)
-        self._log(f"killed {victims} (SIGKILL); waiting for {rest} to commit {STEP} more")
-        during = self.wait_advance(rest, STEP, f"commits with {k} killed")
-        self.agree_at_head(rest, "after the kill")
-        net.perturb(self.directory, victims, "start")
+        self._log(f"{how} {victims}; waiting for {rest} to commit {STEP} more")
+        during = self.wait_advance(rest, STEP, f"commits with {k} hosts' nodes {how}ed")
+        self.agree_at_head(rest, f"after the {how}")
+        net.perturb(self.directory, victims, back)
         self._reload()
         self._mark_up(everyone, True)
         head = max(h or 0 for h in self.heights(rest).values())
-        self._log(f"restarted {victims}; waiting for them to reach height {head}")
+        self._log(f"{back} {victims}; waiting for them to reach height {head}")
         self.wait(f"{victims} to catch up to {head}", lambda: self.min_height(victims) >= head)
-        self.phase("kill", killed=victims, heights_while_killed=during, heights_after_restart=self.heights(everyone))
+        self.phase(how, hosts=victims, heights_during=during, heights_after=self.heights(everyone))
 
     def partition_phase(self) -> None:
         p, q = self.spec.partition, self.spec.quorum()
@@ -238,7 +245,9 @@ class Check:
             self._log(f"delay/loss: {self.state.get('impairment', 'none')}")
             self.start_phase()
             if spec.kill:
-                self.kill_phase()
+                self.outage_phase("kill")
+            if spec.pause:
+                self.outage_phase("pause")
             if spec.partition:
                 self.partition_phase()
             self.late_phase()
@@ -257,6 +266,7 @@ class Check:
             "hosts": spec.hosts,
             "quorum": spec.quorum(),
             "kill": spec.kill,
+            "pause": spec.pause,
             "partition": spec.partition,
             "impairment": self.state.get("impairment", "none"),
             "phases": self.phases,

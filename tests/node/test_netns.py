@@ -63,6 +63,8 @@ def test_check_refuses_a_kill_that_leaves_no_quorum() -> None:
     CheckSpec(hosts=5, kill=1).validate()
     with pytest.raises(NetnsError, match="at most 1 may be killed"):
         CheckSpec(hosts=5, kill=2).validate()
+    with pytest.raises(NetnsError, match="at most 1 may be paused"):
+        CheckSpec(hosts=4, kill=0, pause=2).validate()
     with pytest.raises(NetnsError, match="--partition 4"):
         CheckSpec(hosts=4, kill=0, partition=4).validate()
     assert [CheckSpec(hosts=n).quorum() for n in (4, 5, 7)] == [3, 4, 5]
@@ -88,21 +90,22 @@ def test_commands_on_a_directory_without_a_network(tmp_path: Path) -> None:
 @pytest.mark.slow
 @needs_netns
 def test_check_kill_partition_heal_and_late_host(netdir: Path) -> None:
-    res = cli("check", "--dir", str(netdir), "--hosts", "5", "--kill", "1", "--partition", "2",
+    res = cli("check", "--dir", str(netdir), "--hosts", "5", "--kill", "1", "--pause", "1", "--partition", "2",
               "--delay", "20ms", "--loss", "1%", "--timeout", "360", "--json", timeout=450)
     out = last_json(res)
     assert res.returncode == 0 and out["passed"], f"{out.get('failure')}\n{res.stderr[-4000:]}"
     assert out["roots_agree"] is True and out["quorum"] == 4
     assert out["impairment"].startswith(("netem", "userspace relay")), out["impairment"]
-    assert [p["phase"] for p in out["phases"]] == ["start", "kill", "partition", "late"]
-    kill = out["phases"][1]
-    assert kill["killed"] == ["node4"] and all(h is not None for h in kill["heights_while_killed"].values())
-    part = out["phases"][2]
+    assert [p["phase"] for p in out["phases"]] == ["start", "kill", "pause", "partition", "late"]
+    for outage in out["phases"][1:3]:
+        assert outage["hosts"] == ["node4"] and None not in outage["heights_during"].values()
+        assert "node4" not in outage["heights_during"] and outage["heights_after"]["node4"] is not None
+    part = out["phases"][3]
     assert part["side"] == ["node3", "node4"]
     assert all(not side["commits"] for side in part["during"].values())  # 2 | 3 of 5: neither side has 4
     stalled_top = max(h for side in part["during"].values() for h in side["heights"].values())
     assert min(part["heights_after_heal"].values()) > stalled_top  # commits resumed after the heal
-    late = out["phases"][3]
+    late = out["phases"][4]
     assert late["host"] == "late0" and late["heights"]["late0"] >= late["joined_at"]
     # the check removed everything it created
     assert not (netdir / net.STATE).exists()
@@ -158,3 +161,30 @@ def test_delay_and_loss_with_netem(netdir: Path) -> None:
     assert state["impairment"].startswith("netem")
     for h in state["hosts"]:
         assert "netem" in links.tc("qdisc", "show", "dev", "eth0", ns=h["ns"]).stdout
+
+
+@pytest.mark.slow
+@needs_netns
+def test_down_after_up_was_killed_half_way(netdir: Path) -> None:
+    """`up` SIGKILLed while it creates namespaces: `down` still removes everything it had made."""
+    proc = subprocess.Popen([*tensornet_cmd(), "testnet", "netns", "up", "--hosts", "4", "--dir", str(netdir)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                made = json.loads((netdir / net.STATE).read_text()).get("namespaces", [])
+            except (OSError, ValueError):
+                made = []
+            if len(made) >= 2 or proc.poll() is not None:
+                break
+            assert time.monotonic() < end, "up never recorded two namespaces"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    prefix = json.loads((netdir / net.STATE).read_text())["prefix"]
+    assert leftovers(prefix), "the killed up had created nothing to clean"
+    res = cli("down", "--dir", str(netdir), "--json")
+    assert res.returncode == 0, res.stderr
+    assert leftovers(prefix) == [] and not (netdir / net.STATE).exists()
