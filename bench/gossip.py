@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MSG_SIZE = 300
 HEADER = struct.Struct(">IHIq")  # round, origin, seq, send time (ns)
-DEFAULT_RATES = (10, 20, 40, 80, 160, 320, 640)
+DEFAULT_RATES = (10, 20, 40, 80, 160, 320, 640, 1280)
 MAX_BEHIND = 0.5  # seconds a publisher may end behind its schedule for the rate to count as achieved
 CHAIN = "bench"
 

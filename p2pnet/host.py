@@ -12,7 +12,7 @@ Use it like this::
         host.addrs                   # list[Multiaddr], each ending in /p2p/<peer id>
         host.libp2p                  # the underlying (hardened) py-libp2p BasicHost
         host.limiter                 # PeerLimiter: scores, bans, counters (rejects/drops/violations/bans)
-        host.set_stream_handler("/tn/x/1", handler)   # async handler(stream); exceptions never kill the host
+        host.set_stream_handler("/tn/x/1", handler)   # async handler(stream); capped, deadlined, never kills the host
         peer = await host.connect("/ip4/127.0.0.1/tcp/4001/p2p/12D3...", deadline=10)   # -> ID
         stream = await host.new_stream(peer, ["/tn/x/1"], deadline=10)                   # -> INetStream
         host.peers()                 # list[ID] of connected peers
@@ -44,6 +44,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2pnet import hardening
 from p2pnet.errors import ConfigError, DialError, P2PError, PeerBanned, StreamOpenError
+from p2pnet.guard import GuardedStream
 from p2pnet.limits import Limits, PeerLimiter
 
 log = logging.getLogger(__name__)
@@ -108,15 +109,22 @@ class Host:
 
     # --- streams ----------------------------------------------------------------------------
 
-    def set_stream_handler(self, protocol_id: str, handler: StreamHandler) -> None:
+    def set_stream_handler(
+        self, protocol_id: str, handler: StreamHandler, *, max_frame: int | None = None, framed: bool = True
+    ) -> None:
         """Serve `protocol_id` with `handler(stream)`.
 
         The handler runs guarded: a banned peer's stream is reset before the handler sees it; a peer over
-        its concurrent-stream limit is refused; an exception in the handler is logged, counted, charged to
-        the peer's score (malformed input costs more than other errors) and the stream is reset. The host
-        keeps serving everyone else in every case (defect 2).
+        its concurrent-stream limit is refused; the stream it gets is a `p2pnet.guard.GuardedStream`,
+        which enforces the protocol's frame cap (`max_frame`, else `Limits.message_cap(protocol_id)`,
+        never above `Limits.max_message_size`) and the read deadlines on uvarint-framed input
+        (`framed=False`: the cap covers the whole stream); an exception in the handler is logged,
+        counted, charged to the peer's score (malformed input costs more than other errors) and the
+        stream is reset. The host keeps serving everyone else in every case (defect 2).
         """
         limiter = self.limiter
+        limits = limiter.limits
+        cap = min(limits.max_message_size, max_frame if max_frame is not None else limits.message_cap(protocol_id))
 
         async def guarded(stream: INetStream) -> None:
             peer = str(stream.muxed_conn.peer_id)
@@ -127,16 +135,23 @@ class Host:
             if not limiter.admit_stream(peer):
                 await hardening.reset_quietly(stream)
                 return
+            guard = GuardedStream(stream, protocol_id, peer, limiter, cap=cap, framed=framed)
+            failed = False
             try:
-                await handler(stream)
+                await handler(guard)  # type: ignore[arg-type]  # a GuardedStream is used as an INetStream
             except Exception as exc:  # noqa: BLE001 - the guard exists to contain any handler failure
-                self.handler_errors += 1
-                reason = hardening.violation_reason(exc)
-                limiter.penalize(peer, reason)
-                log.warning("stream handler for %s failed on input from %s (%s): %r", protocol_id, peer, reason, exc)
-                await hardening.reset_quietly(stream)
+                failed = True
+                if exc is not guard.violation:  # the guard has charged its own refusals already
+                    self.handler_errors += 1
+                    reason = hardening.violation_reason(exc)
+                    limiter.penalize(peer, reason)
+                    log.warning("handler of %s failed on input from %s (%s): %r", protocol_id, peer, reason, exc)
             finally:
                 limiter.release_stream(peer)
+            if guard.violation is not None:
+                log.info("%s stream from %s cut off: %s", protocol_id, peer, guard.violation)
+            if failed or guard.violation is not None:
+                await hardening.reset_quietly(stream)
 
         self.libp2p.set_stream_handler(protocol_id, guarded)
 

@@ -49,7 +49,8 @@ class Limits:
     default_message_cap: int = 1 * MiB  # frame cap of a protocol that has none of its own
     message_caps: Mapping[str, int] = field(default_factory=dict)  # protocol id (or prefix) -> cap
     max_message_size: int = 64 * MiB  # hard ceiling of every cap (and of pubsub frames)
-    read_deadline: float = 10.0  # seconds a peer gets to deliver a frame it started
+    read_deadline: float = 10.0  # seconds a peer gets to deliver a frame it started (or a new stream's first frame)
+    stream_idle_timeout: float = 300.0  # seconds a persistent inbound stream may go without a frame
     ban_threshold: float = -100.0  # a score at or below this bans the peer
     ban_seconds: float = 600.0  # how long a ban lasts
     score_half_life: float = 300.0  # seconds for a negative score to decay halfway back to zero
@@ -60,7 +61,7 @@ class Limits:
         for name in ("max_inbound_conns", "max_conns_per_ip", "max_pending_per_ip", "max_streams_per_peer"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Limits.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("handshake_timeout", "read_deadline", "ban_seconds", "score_half_life"):
+        for name in ("handshake_timeout", "read_deadline", "stream_idle_timeout", "ban_seconds", "score_half_life"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"Limits.{name} must be positive, got {getattr(self, name)}")
         if self.ban_threshold >= 0:

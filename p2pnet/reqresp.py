@@ -268,7 +268,15 @@ class ReqResp:
         self.specs[spec.protocol_id] = spec
         if handler is not None:
             self._handlers[spec.protocol_id] = handler
-            self.host.set_stream_handler(spec.protocol_id, self._make_stream_handler(spec))
+            serve = self._make_stream_handler(spec)
+            limiter = getattr(self.host, "limiter", None)
+            if limiter is None:  # a bare libp2p host (tests): no central guard
+                self.host.set_stream_handler(spec.protocol_id, serve)
+                return
+            # The host's guard refuses frames over the protocol's cap (and charges the peer); frames
+            # between our request cap and that are skipped and answered TOO_LARGE below.
+            cap = max(limiter.limits.message_cap(spec.protocol_id), HEADER + spec.max_request)
+            self.host.set_stream_handler(spec.protocol_id, serve, max_frame=cap)
 
     def _make_stream_handler(self, spec: ProtocolSpec) -> Callable[[Any], Awaitable[None]]:
         async def handle(stream: Any) -> None:

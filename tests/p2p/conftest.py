@@ -26,7 +26,7 @@ async def echo_handler(stream) -> None:
 async def running_host(limits: Limits | None = None, **kwargs) -> AsyncIterator[Host]:
     """A hardened host on 127.0.0.1 serving the echo protocol."""
     async with open_host(create_new_key_pair(), limits=limits, **kwargs) as host:
-        host.set_stream_handler(ECHO, echo_handler)
+        host.set_stream_handler(ECHO, echo_handler, framed=False)
         yield host
 
 

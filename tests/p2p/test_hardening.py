@@ -313,7 +313,7 @@ async def test_eight_megabyte_frame_read_in_full():
             await stream.write(hashlib.blake2b(data, digest_size=32).digest())
             await stream.close()
 
-        target.set_stream_handler("/tn/test/big/1", digest)
+        target.set_stream_handler("/tn/test/big/1", digest, max_frame=size + 16)
         await client.connect(target.addrs[0])
         payload = os.urandom(size)
         stream = await client.new_stream(target.peer_id, ["/tn/test/big/1"])
@@ -442,7 +442,7 @@ async def test_slow_reader_is_not_reset_after_five_seconds():
                 received.extend(await stream.read(size - len(received)))
             await stream.write(b"done")
 
-        target.set_stream_handler("/tn/test/slow/1", slow)
+        target.set_stream_handler("/tn/test/slow/1", slow, framed=False, max_frame=size)
         await client.connect(target.addrs[0])
         stream = await client.new_stream(target.peer_id, ["/tn/test/slow/1"])
         payload = os.urandom(size)
