@@ -35,6 +35,7 @@ log = logging.getLogger("p2pnet.gossip")
 TOPIC_KINDS = ("blocks", "transactions", "weights")
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024 + 4096  # a full block plus envelope
 DEFAULT_QUEUE = 4096  # delivered messages waiting for the subscriber
+VALIDATION_TIMEOUT = 5.0  # an async validator slower than this counts as IGNORE (counted, logged)
 
 
 class Verdict(enum.Enum):
@@ -166,12 +167,17 @@ async def open_gossip(
 ) -> AsyncIterator[Gossip]:
     """Build the hardened GossipSub for `host` (a p2pnet Host), run it, and yield the chain's `Gossip`.
 
-    `options` go to `hardening.make_pubsub` (degree, heartbeat_interval, strict_signing, ...); the
-    message id is always the BLAKE2b digest of the payload.
+    `options` go to `hardening.make_pubsub` (degree, heartbeat_interval, strict_signing, ...), except
+    `validation_timeout` (seconds an async validator may take before the message counts as IGNORE,
+    `rejects["<topic>:validator_timeout"]`); the message id is always the BLAKE2b digest of the payload.
     """
+    validation_timeout = options.pop("validation_timeout", VALIDATION_TIMEOUT)
+    # libp2p's own validation timeout drops silently; ours (in Gossip) counts and logs, so libp2p's is
+    # set beyond it and never fires first.
+    options.setdefault("validation_timeout", validation_timeout + 60.0)
     pubsub, router = hardening.make_pubsub(host, msg_id_fn=message_id, **options)
     async with hardening.run_pubsub(pubsub, router):
-        yield Gossip(pubsub, chain_id, limiter=host.limiter, metrics=metrics)
+        yield Gossip(pubsub, chain_id, limiter=host.limiter, metrics=metrics, validation_timeout=validation_timeout)
 
 
 class Gossip:
@@ -191,6 +197,7 @@ class Gossip:
         max_message_size: int = DEFAULT_MAX_MESSAGE,
         queue_size: int = DEFAULT_QUEUE,
         publish_deadline: float = 10.0,
+        validation_timeout: float = VALIDATION_TIMEOUT,
     ) -> None:
         self.pubsub = pubsub
         self.chain_id = chain_id
@@ -200,6 +207,7 @@ class Gossip:
         self.max_message_size = max_message_size
         self.queue_size = queue_size
         self.publish_deadline = publish_deadline
+        self.validation_timeout = validation_timeout
         self.my_id: ID = pubsub.my_id
         self._validators: dict[str, Validator] = {}
         self._deliveries: dict[str, _Delivery] = {}
@@ -226,10 +234,14 @@ class Gossip:
                 pre = self._precheck(topic, forwarder, msg)
                 if pre is not None:
                     return pre
-                try:
-                    verdict = await validator(forwarder, bytes(msg.data))
-                except Exception as exc:
-                    verdict = self._hook_failed(topic, exc)
+                verdict: Any = None
+                with trio.move_on_after(self.validation_timeout):
+                    try:
+                        verdict = await validator(forwarder, bytes(msg.data))
+                    except Exception as exc:
+                        verdict = self._hook_failed(topic, exc)
+                if verdict is None:
+                    verdict = self._hook_timed_out(topic)
                 return self._apply(topic, forwarder, msg, verdict)
 
             self.pubsub.set_topic_validator(topic, check, True)
@@ -275,6 +287,12 @@ class Gossip:
         # A crashing validator is our bug, not the peer's: no penalty, no forwarding.
         log.error("validator of %s raised %r; treating the message as IGNORE", topic, exc)
         self.metrics.rejects[f"{topic}:validator_error"] += 1
+        return Verdict.IGNORE
+
+    def _hook_timed_out(self, topic: str) -> Verdict:
+        # libp2p would drop the message silently at its own validation timeout; ours comes first.
+        log.warning("validator of %s took over %g s; treating the message as IGNORE", topic, self.validation_timeout)
+        self.metrics.rejects[f"{topic}:validator_timeout"] += 1
         return Verdict.IGNORE
 
     def _apply(self, topic: str, forwarder: ID, msg: Any, verdict: Any, reason: str = "invalid") -> bool:

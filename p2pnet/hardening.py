@@ -514,6 +514,7 @@ def make_pubsub(
     strict_signing: bool = True,
     max_message_size: int | None = None,
     seen_ttl: int = 120,
+    validation_timeout: float = 5.0,
     **gossipsub_kwargs: Any,
 ) -> tuple[HardenedPubsub, HardenedGossipSub]:
     """Build a hardened (Pubsub, GossipSub) pair for `host`; run them with `run_pubsub`.
@@ -538,6 +539,7 @@ def make_pubsub(
         "strict_signing": strict_signing,
         "max_inbound_rpc_size": max_message_size,
         "seen_ttl": seen_ttl,
+        "validation_timeout": validation_timeout,
     }
     if msg_id_fn is not None:
         kwargs["msg_id_constructor"] = msg_id_fn

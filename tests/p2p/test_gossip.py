@@ -223,3 +223,69 @@ async def test_async_validator_and_subscriber_overflow_is_counted():
             await _wait_for(lambda: gb.metrics.drops[f"deliver:{topic}"] == 5)
             assert gb.metrics.msgs_in[topic] == 3
             assert [channel.receive_nowait().data for _ in range(3)] == [b"blk 0", b"blk 1", b"blk 2"]
+
+
+async def test_a_stalled_receiver_pushes_back_on_the_publisher_and_nothing_is_lost():
+    """B's validator stalls: B stops reading A, A's queue fills, A's publish() refuses; then all arrive, in order."""
+    topic = topic_name(CHAIN, "blocks")
+    gate = trio.Event()
+
+    async def stalled(peer, data: bytes) -> Verdict:
+        await gate.wait()
+        return Verdict.ACCEPT
+
+    with trio.fail_after(DEADLINE):
+        async with AsyncExitStack() as stack:
+            hosts = [await stack.enter_async_context(open_host(create_new_key_pair())) for _ in range(2)]
+            ga = await stack.enter_async_context(open_gossip(hosts[0], CHAIN))
+            gb = await stack.enter_async_context(open_gossip(hosts[1], CHAIN, validation_timeout=DEADLINE))
+            ga.publish_deadline = 1.0
+            await ga.subscribe(topic, lambda peer, data: Verdict.ACCEPT)
+            channel = await gb.subscribe(topic, stalled)
+            got: list[bytes] = []
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            nursery.start_soon(_drain_into, channel, got)
+            await hosts[0].connect(hosts[1].addrs[0])
+            await _wait_for(lambda: hosts[1].peer_id in ga.mesh_peers(topic))
+            sent: list[bytes] = []
+            with pytest.raises(GossipError, match="did not drain"):
+                while len(sent) < 50_000:  # far beyond what the window and queue hold: a pile-up would pass it
+                    data = b"m %06d " % len(sent) + b"." * 290
+                    await ga.publish(topic, data)
+                    sent.append(data)
+            assert ga.metrics.drops == {f"publish:{topic}": 1}  # the refused publish, and nothing else
+            gate.set()
+            await _wait_for(lambda: len(got) == len(sent))
+            assert got == sent
+            assert gb.metrics.drops == {} and gb.metrics.rejects == {}
+            nursery.cancel_scope.cancel()
+
+
+async def _drain_into(channel, out: list[bytes]) -> None:
+    async for msg in channel:
+        out.append(msg.data)
+
+
+async def test_a_validator_past_its_timeout_is_counted_as_ignore():
+    topic = topic_name(CHAIN, "blocks")
+
+    async def slow_on_first(peer, data: bytes) -> Verdict:
+        if data == b"slow":
+            await trio.sleep(3600)
+        return Verdict.ACCEPT
+
+    with trio.fail_after(DEADLINE):
+        async with AsyncExitStack() as stack:
+            hosts = [await stack.enter_async_context(open_host(create_new_key_pair())) for _ in range(2)]
+            ga = await stack.enter_async_context(open_gossip(hosts[0], CHAIN))
+            gb = await stack.enter_async_context(open_gossip(hosts[1], CHAIN, validation_timeout=0.3))
+            await ga.subscribe(topic, lambda peer, data: Verdict.ACCEPT)
+            channel = await gb.subscribe(topic, slow_on_first)
+            await hosts[0].connect(hosts[1].addrs[0])
+            await _wait_for(lambda: hosts[1].peer_id in ga.mesh_peers(topic))
+            await ga.publish(topic, b"slow")
+            await ga.publish(topic, b"fine")
+            assert (await channel.receive()).data == b"fine"
+            assert gb.metrics.rejects[f"{topic}:validator_timeout"] == 1
+            assert gb.metrics.verdicts[f"{topic}:ignore"] == 1
+            assert hosts[1].limiter.score(str(hosts[0].peer_id)) == 0  # our slowness, not the peer's fault
