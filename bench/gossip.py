@@ -14,7 +14,9 @@ The same sweep runs twice in one invocation: with p2pnet's tuned GossipSub (p2pn
 and with py-libp2p's DEFAULT GossipSub settings as the baseline. The baseline keeps every libp2p
 default (spam protection at 10 msg/s per forwarder and topic, 32-entry queues, sender+seqno ids,
 validation cache) except the heartbeat, which is 1 s instead of 120 s so its mesh forms within the
-run at all; both use the same hardened host. A rate is lossless when every message was published on
+run at all; both use the same hardened host, including p2pnet.tuning's process-wide host-level patches
+(yamux credit in half-window batches, the cached signed peer record), so the baseline is not slowed by costs
+we removed below GossipSub. A rate is lossless when every message was published on
 schedule (at most MAX_BEHIND late) and delivered to every other node; `lossless_max_rate` is the
 highest rate up to which every swept rate was lossless (a lower bound when `capped`). A sweep stops
 after two clearly failed rates, so a run takes a few minutes. The load average is printed with the
