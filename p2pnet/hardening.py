@@ -11,7 +11,7 @@ Public API (used by p2pnet.host and p2pnet.gossip):
     close_host(libp2p_host)                                  # close listeners and connections (defect 9)
     make_pubsub(host, protocols=GOSSIP_PROTOCOLS, *, degree=6, degree_low=4, degree_high=12,
                 heartbeat_interval=1.0, msg_id_fn=None, strict_signing=True,
-                max_message_size=None, queue_size=OUTBOUND_QUEUE_SIZE) -> (HardenedPubsub, HardenedGossipSub)
+                max_message_size=None, seen_ttl=120, validation_timeout=5.0) -> (HardenedPubsub, HardenedGossipSub)
     run_pubsub(pubsub, router)          # async context manager: runs both, handlers registered only once running
     publish(pubsub, topic, data, *, deadline=10.0)           # publish with backpressure (defect 10)
     run_trio(main, *args) -> int        # trio.run that turns SIGINT inside a BaseExceptionGroup into exit 130
@@ -388,6 +388,9 @@ class _QueueingPubsubNotifee(INotifee):
 class HardenedPubsub(OrderedReaderMixin, tuning.BatchingSenderMixin, Pubsub):
     """Pubsub that survives malformed frames and early peers, and counts what it drops.
 
+    Its /meshsub reader is p2pnet.meshsub's (ordered, capped, deadlined: defects 12 and 13) and its
+    per-peer sender writes queued RPCs in merged batches (p2pnet.tuning).
+
     Defect 1: a malformed protobuf frame on /meshsub raised DecodeError out of the stream handler and
     killed the host. Here any failure reading a peer's stream resets that stream, drops the peer from
     pubsub, and charges its score. Defect 5: a peer opening /meshsub before the service ran hit
@@ -498,7 +501,8 @@ class HardenedGossipSub(tuning.IdontwantThresholdMixin, GossipSub):
 
     libp2p's spam protection silently stopped forwarding past 10 msg/s per forwarder per topic, our own
     publishes included: consensus traffic is far above that. Rate abuse is handled by PeerLimiter and
-    topic validators instead, which count what they refuse.
+    topic validators instead, which count what they refuse. IDONTWANT is sent only for messages of
+    1 KiB or more (p2pnet.tuning).
     """
 
 
