@@ -94,7 +94,6 @@ class Chain:
         self.recent: deque[CommitInfo] = deque(maxlen=10_000)  # for status, timing and latency figures
         self._verified: set[bytes] = set()  # tx digests whose signatures the mempool checked
         self.on_commit: Callable[[CommitInfo], None] | None = None
-        self.on_epoch: Callable[[int], None] | None = None  # called with the new epoch number
         self.on_evidence: Callable[[bytes], None] | None = None  # a signed evidence transaction to gossip
         self._future: dict[bytes, bytes] = {}  # digest -> block of a later epoch, replayed when we get there
         self._reported: set[tuple[int, int]] = set()  # (epoch, author) we already reported
@@ -145,9 +144,7 @@ class Chain:
             except ProtocolError:
                 continue
         if accepted:
-            self.store.put_blocks((v.digest, self.core.epoch, v.round, v.author, v.data) for v in accepted)
-        if self.on_epoch is not None:
-            self.on_epoch(state.epoch)
+            self._record(accepted)
         return accepted
 
     # --- start-up -----------------------------------------------------------------------------
@@ -222,10 +219,14 @@ class Chain:
     def _after_accept(self, accepted: list[Vertex]) -> list[CommitInfo]:
         if not accepted:
             return []
+        self._record(accepted)
+        return self._commit_ready(self.state)
+
+    def _record(self, accepted: list[Vertex]) -> None:
+        """Store newly accepted blocks of the current epoch, count them, report any equivocation."""
         self.store.put_blocks((v.digest, self.core.epoch, v.round, v.author, v.data) for v in accepted)
         self.stats.blocks_accepted += len(accepted)
         self._report_equivocations()
-        return self._commit_ready(self.state)
 
     def _commit_ready(self, state: State) -> list[CommitInfo]:
         """Apply every commit the DAG has decided; at an epoch's closing commit, the rest of that

@@ -77,7 +77,6 @@ class Node:
             keypair = read_hotkey(home / VALIDATOR_KEY_FILE)
         params = CoreParams(leader_timeout_ms=config.leader_timeout_ms, min_round_delay_ms=config.min_round_delay_ms)
         self.chain = Chain(home, genesis, keypair=keypair, params=params, snapshot_every=config.snapshot_every)
-        self.has_validator_key = keypair is not None
         if config.validator and not self.chain.is_validator:
             log.warning(
                 "validator key %s is not in epoch %d's committee: following as a full node until a committee "
@@ -523,7 +522,7 @@ class Node:
                 nursery.start_soon(self._fetcher)
                 nursery.start_soon(self._synchronizer)
                 nursery.start_soon(self._status_refresher)
-                if self.has_validator_key:
+                if self.chain.keypair is not None:
                     nursery.start_soon(self._proposer)
                 self.chain.on_evidence = lambda data: nursery.start_soon(self._gossip_tx, data)
                 api = await nursery.start(self._serve_api)
