@@ -23,7 +23,6 @@ from protocol.messages import Commit
 if TYPE_CHECKING:
     from node.daemon import Node
 
-SYNC_TOLERANCE_ROUNDS = 10
 
 
 class NodeMetrics:
@@ -97,6 +96,14 @@ def _record_epochs(node: Node, history: deque[dict[str, Any]]) -> None:
     chain.on_commit = hook
 
 
+def _peer_bans(node: Node) -> dict[str, int]:
+    """Bans this node's peer limiter issued so far and holds now (absent before the stack is up)."""
+    limiter = getattr(getattr(node.stack, "host", None), "limiter", None)
+    if limiter is None:
+        return {"bans": 0, "banned_now": 0}
+    return {"bans": limiter.bans, "banned_now": len(limiter.banned_peers())}
+
+
 def build_app(node: Node) -> Starlette:
     chain = node.chain
     emission_history: deque[dict[str, Any]] = deque(maxlen=EMISSION_HISTORY)
@@ -116,9 +123,15 @@ def build_app(node: Node) -> Starlette:
             "validator": chain.is_validator,
             "validator_index": chain.core.own_index,
             "peers": node.chain_peers(),
+            "chain_peers": node.chain_peers(),
             "sync_distance": node.sync_distance(),
+            "proven_behind": node.proven_behind(),
+            "last_commit_age_ms": node.last_commit_age_ms(),
+            **_peer_bans(node),
+            "early_blocks": {"count": len(chain.early), "bytes": chain.early.bytes, "dropped": chain.early.dropped},
             "synced_blocks_by_commits": node.commit_sync_blocks,
             "mempool": len(chain.mempool),
+            **({"mempool_stats": chain.mempool.stats()} if hasattr(chain.mempool, "stats") else {}),
             "state_root": chain.state.root().hex(),
             "last_commit": None if last is None else {"height": last.index, "digest": last.digest.hex()},
             "commit_latency_ms_p50": statistics.median(lat) if lat else None,
@@ -133,10 +146,13 @@ def build_app(node: Node) -> Starlette:
         }
 
     async def health(request: Request) -> Response:
-        dist = node.sync_distance()
-        ok = dist <= SYNC_TOLERANCE_ROUNDS
-        body = {"ok": ok, "height": chain.height, "sync_distance": dist}
-        return JSONResponse(body, status_code=200 if ok else 503)
+        # judged on proof only (peers connected, blocks verified, commits made), never on peers' claims
+        reasons = node.health_reasons()
+        body = {
+            "ok": not reasons, "reasons": reasons, "height": chain.height, "chain_peers": node.chain_peers(),
+            "last_commit_age_ms": node.last_commit_age_ms(), "proven_behind": node.proven_behind(),
+        }
+        return JSONResponse(body, status_code=503 if reasons else 200)
 
     async def status(request: Request) -> Response:
         return JSONResponse(status_obj())

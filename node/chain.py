@@ -25,16 +25,90 @@ from node.storage import CommitRecord, Store, StoreError
 from protocol import crypto
 from protocol.committee import Committee
 from protocol.crypto import Keypair
-from protocol.dag import BlockRef, CommittedSubDag
-from protocol.errors import ProtocolError
+from protocol.dag import BadAuthor, BlockRef, CommittedSubDag
+from protocol.errors import ProtocolError, WrongChainError
 from protocol.genesis import Genesis
+from protocol.governance import NETWORK_PARAMS
 from protocol.messages import BlockRef as WireRef
 from protocol.messages import Commit, ReportEquivocation, SignedTransaction, Transaction
 from protocol.state import State
 
 log = logging.getLogger(__name__)
 
-MAX_FUTURE_BLOCKS = 4096  # blocks of the next epoch held until we get there
+MiB = 1024 * 1024
+EARLY_BYTES = 16 * MiB  # blocks of the next epoch held until we get there, all senders together
+EARLY_SENDER_BYTES = 4 * MiB + 64 * 1024  # one sender's unvouched share: one block of the largest size
+EARLY_COUNT = 4096  # and at most this many (small blocks cost per-entry overhead too)
+
+
+@dataclass
+class Early:
+    data: bytes
+    sender: str | None  # who sent it: charged if it fails once its epoch is reached
+    vouched: bool  # signed by its author's key in the committee predicted for the next epoch
+
+
+class EarlyBlocks:
+    """Blocks of the next epoch, held until the chain gets there (spec/p2p.md, Threat model).
+
+    Capped in bytes, in total and per sender. Blocks whose signature verifies against the predicted
+    next committee ("vouched": signed by a real staked key) may push out unvouched ones, so forged
+    blocks can never crowd out honest ones; an unvouched block is held under its sender's share
+    and the sender is charged if it fails verification at the epoch switch. Dropping a block here
+    is always safe: after the switch the synchronizer fetches whatever is missing."""
+
+    def __init__(self, cap: int = EARLY_BYTES, sender_cap: int = EARLY_SENDER_BYTES, count: int = EARLY_COUNT) -> None:
+        self.cap, self.sender_cap, self.count = cap, sender_cap, count
+        self._items: dict[bytes, Early] = {}
+        self.bytes = 0
+        self._by_sender: dict[str, int] = {}  # unvouched bytes per sender
+        self.dropped = 0
+        self.vouched = 0  # blocks held that known keys signed: proof the committee is ahead of us
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, digest: bytes, e: Early) -> bool:
+        """Hold `e` if the caps allow (making room by evicting unvouched blocks for a vouched one)."""
+        if digest in self._items:
+            return True
+        size = len(e.data)
+        if not e.vouched and e.sender is not None and self._by_sender.get(e.sender, 0) + size > self.sender_cap:
+            self.dropped += 1
+            return False
+        if e.vouched:
+            for d in [d for d, x in self._items.items() if not x.vouched]:
+                if self.bytes + size <= self.cap and len(self._items) < self.count:
+                    break
+                self._remove(d)
+        if self.bytes + size > self.cap or len(self._items) >= self.count:
+            self.dropped += 1
+            return False
+        self._items[digest] = e
+        self.bytes += size
+        self.vouched += e.vouched
+        if not e.vouched and e.sender is not None:
+            self._by_sender[e.sender] = self._by_sender.get(e.sender, 0) + size
+        return True
+
+    def _remove(self, digest: bytes) -> None:
+        e = self._items.pop(digest)
+        self.bytes -= len(e.data)
+        self.vouched -= e.vouched
+        if not e.vouched and e.sender is not None:
+            left = self._by_sender[e.sender] - len(e.data)
+            if left:
+                self._by_sender[e.sender] = left
+            else:
+                del self._by_sender[e.sender]
+
+    def take(self) -> list[Early]:
+        """Everything held, oldest first, leaving the buffer empty."""
+        items = list(self._items.values())
+        self._items.clear()
+        self._by_sender.clear()
+        self.bytes = self.vouched = 0
+        return items
 
 
 @dataclass
@@ -95,7 +169,10 @@ class Chain:
         self._verified: set[bytes] = set()  # tx digests whose signatures the mempool checked
         self.on_commit: Callable[[CommitInfo], None] | None = None
         self.on_evidence: Callable[[bytes], None] | None = None  # a signed evidence transaction to gossip
-        self._future: dict[bytes, bytes] = {}  # digest -> block of a later epoch, replayed when we get there
+        self.early = EarlyBlocks()  # blocks of the next epoch, replayed when we get there
+        # called with the sender of an early block that failed once its epoch came (the daemon charges it)
+        self.on_offence: Callable[[str], None] | None = None
+        self._next_keys: tuple[int, tuple[bytes, ...]] = (-1, ())  # (height, predicted next committee keys)
         self._reported: set[tuple[int, int]] = set()  # (epoch, author) we already reported
         self.core: Core
         self.state = self._restore()
@@ -132,17 +209,14 @@ class Chain:
         self.core = self._new_core(state)
         self.mempool.requeue_all()  # blocks of the old epoch that never committed carry nothing now
         log.info("epoch %d from height %d: committee of %d", state.epoch, state.epoch_start, self.core.committee.size)
-        early, self._future = self._future, {}
         accepted: list[Vertex] = []
         now = self.now_ms()
-        for data in early.values():
+        for e in self.early.take():
             try:
-                accepted.extend(self.core.receive(data, now).accepted)
-            except WrongEpoch as exc:
-                if exc.future:
-                    self._future[crypto.digest(data)] = data
-            except ProtocolError:
-                continue
+                accepted.extend(self.core.receive(e.data, now).accepted)
+            except ProtocolError as exc:
+                if e.sender is not None and self.on_offence is not None and not isinstance(exc, WrongEpoch):
+                    self.on_offence(e.sender)
         if accepted:
             self._record(accepted)
         return accepted
@@ -203,18 +277,46 @@ class Chain:
 
     # --- blocks -------------------------------------------------------------------------------
 
-    def receive_block(self, data: bytes) -> tuple[list[Vertex], tuple[BlockRef, ...]]:
-        """Verify and insert a block from the network (typed ProtocolError if invalid; WrongEpoch,
-        not an offence, for another epoch's block: a later epoch's is kept until we get there);
-        commits that follow are applied and reported through `on_commit`."""
+    def receive_block(self, data: bytes, sender: str | None = None) -> tuple[list[Vertex], tuple[BlockRef, ...]]:
+        """Verify and insert a block from the network (typed ProtocolError if invalid); commits that
+        follow are applied and reported through `on_commit`.
+
+        Another epoch's block raises WrongEpoch, not an offence. A next-epoch block is first checked as
+        far as it can be now (`_check_early`: an invalid one raises its ProtocolError), then held in
+        the byte-capped `early` buffer under `sender`; blocks further ahead are dropped (a node that
+        far behind catches up by commit ranges)."""
         try:
             out = self.core.receive(data, self.now_ms())
         except WrongEpoch as exc:
-            if exc.future and len(self._future) < MAX_FUTURE_BLOCKS:
-                self._future[crypto.digest(data)] = data
+            if exc.epoch == self.core.epoch + 1 and exc.vertex is not None:
+                vouched = self._check_early(exc.vertex)
+                self.early.offer(exc.vertex.digest, Early(data, sender, vouched))
             raise
         self._after_accept(out.accepted)
         return out.accepted, out.missing
+
+    def _check_early(self, v: Vertex) -> bool:
+        """What can be checked of a next-epoch block before its committee is final: its chain and an
+        author index any committee could have (typed rejection otherwise). True if its signature
+        verifies under the committee the state predicts for the next epoch (a later transaction can
+        still change that committee, so a mismatch is not yet proof of fault)."""
+        body = v.signed.body
+        if body.chain_id != self.chain_id:
+            raise WrongChainError(f"block is for chain {body.chain_id!r}, this node is on {self.chain_id!r}")
+        # governance may still change committee_size before the switch: bound by what it could set
+        bound = max(NETWORK_PARAMS["committee_size"][1], len(self.state.params.genesis_committee))
+        if body.author >= bound:
+            raise BadAuthor(f"author {body.author} where no committee has more than {bound} members")
+        if self._next_keys[0] != self.state.height:
+            self._next_keys = (self.state.height, tuple(m.hotkey for m in self.state.committee()))
+        keys = self._next_keys[1]
+        if body.author >= len(keys):
+            return False
+        try:
+            v.signed.verify(self.chain_id, keys[body.author])
+        except ProtocolError:
+            return False
+        return True
 
     def _after_accept(self, accepted: list[Vertex]) -> list[CommitInfo]:
         if not accepted:

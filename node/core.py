@@ -29,13 +29,15 @@ class TimestampTooFarAhead(BlockInvalid):
 
 
 class WrongEpoch(ProtocolError):
-    """A block of another consensus epoch. Not an offence (honest peers send these around an epoch
-    change): ignored without penalty; a later epoch's block tells the caller it is behind."""
+    """A block of another consensus epoch. Not an offence in itself (honest peers send these around an
+    epoch change); a later epoch's block carries its decoded `vertex` so the chain can check what is
+    checkable before holding it (node/chain.py, EarlyBlocks)."""
 
-    def __init__(self, epoch: int, ours: int) -> None:
+    def __init__(self, epoch: int, ours: int, vertex: Vertex | None = None) -> None:
         super().__init__(f"block of epoch {epoch}, this node is in epoch {ours}")
         self.epoch = epoch
         self.future = epoch > ours
+        self.vertex = vertex
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,7 @@ class Core:
         self._round_stake: dict[int, int] = {}
         self._seen_authors: dict[int, set[int]] = {}
         self._latest: list[BlockRef | None] = [None] * committee.size
+        self._signed_round = [0] * committee.size  # per author: highest round of a verified block, even suspended
         self.rejected: dict[str, int] = {}
         self.duplicates = 0
         self._known: dict[bytes, int] = {}  # digest -> round of accepted and buffered blocks above GC
@@ -155,7 +158,7 @@ class Core:
         v = vertex_from_bytes(data)
         body = v.signed.body
         if body.epoch != self.epoch:
-            raise WrongEpoch(body.epoch, self.epoch)
+            raise WrongEpoch(body.epoch, self.epoch, v)
         if not self.committee.is_valid_index(body.author):
             raise dag.BadAuthor(f"author {body.author} with {self.committee.size} authorities")
         v.signed.verify(self.chain_id, self.committee.public_keys[body.author])
@@ -181,6 +184,8 @@ class Core:
 
     def add(self, v: Vertex, now_ms: int) -> AddOutcome:
         out = AddOutcome()
+        if v.round > self._signed_round[v.author]:
+            self._signed_round[v.author] = v.round
         if v.ref in self._suspended:
             return out
         result = self.dag.insert(v)
@@ -252,6 +257,16 @@ class Core:
     def missing_refs(self) -> list[BlockRef]:
         """Refs that buffered blocks wait for and that we do not hold at all."""
         return sorted(m for m in self._waiting if m not in self._suspended and m not in self.dag)
+
+    def proven_round(self) -> int:
+        """The highest round R such that authors holding validity stake (so one honest at least) signed
+        blocks at round >= R: how far the committee has provably got, whatever peers claim."""
+        stake = 0
+        for author in sorted(range(self.committee.size), key=lambda a: -self._signed_round[a]):
+            stake += self.committee.stakes[author]
+            if self.committee.reached_validity(stake):
+                return self._signed_round[author]
+        return 0
 
     @property
     def suspended_count(self) -> int:

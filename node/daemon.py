@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,10 @@ AMNESIA_WAIT = 5.0
 COMMITS_SPEC = ProtocolSpec("/tensornet/commits/1", max_request=1024, max_response=4 * 1024 * 1024, timeout=5.0)
 SYNC_INTERVAL = 0.2
 FAR_BEHIND = 64  # heights: past this a node catches up by commit ranges rather than round probes
+HEALTH_GRACE_S = 10.0  # a node just started is not judged yet (peers and first commits take seconds)
+STALL_TIMEOUTS = 40  # leader timeouts without a commit, while the committee provably advanced, fail /health
+SYNC_TOLERANCE_ROUNDS = 10  # proven rounds behind before /health fails
+WAVE = 3  # rounds per commit wave: the committee is "ahead" once it signs a wave past our last commit
 PROBE_ROUNDS = 8
 
 
@@ -94,6 +99,10 @@ class Node:
         self.api_addr: str | None = None
         self.fatal: Exception | None = None
         self._tasks: Any = None  # the node nursery, for fire-and-forget pushes
+        self.started = time.monotonic()
+        self._last_commit_at = self.started  # monotonic time of our last commit (start-up counts as one)
+        self._fruitless: dict[str, int] = {}  # peer -> probes in a row it claimed to be ahead for and sent nothing
+        self._catching_up = False  # the last commit-range sync brought blocks: provably far behind
         self._stop = trio.Event()
 
     # --- status and metrics -------------------------------------------------------------------
@@ -115,12 +124,52 @@ class Node:
         return len(hs.statuses) if hs is not None else 0
 
     def sync_distance(self) -> int:
-        """Rounds between the most advanced peer's (epoch, round) and our own threshold clock; a
-        later epoch counts the rest of ours (`epoch_rounds`) per epoch ahead."""
+        """Rounds between peers' (epoch, round) and our own threshold clock (a later epoch counts the
+        rest of ours, then `epoch_rounds` per epoch), as far as f+1 peers agree: a claim alone proves
+        nothing, so one peer (or f) claiming round 2^64-1 cannot move it. It only steers sync."""
         hs = getattr(self.stack, "handshake", None)
         if hs is None or not hs.statuses:
             return 0
-        return max(0, max(self._rounds_ahead(s) for s in hs.statuses.values()))
+        return max(0, self._agreed([self._rounds_ahead(s) for s in hs.statuses.values()]))
+
+    def _agreed(self, claims: list[int]) -> int:
+        """The highest value that at least f+1 of the claims reach (all of them if fewer)."""
+        f = (self.chain.committee.size - 1) // 3
+        ranked = sorted(claims, reverse=True)
+        return ranked[min(f, len(ranked) - 1)]
+
+    def last_commit_age_ms(self) -> int:
+        return int((time.monotonic() - self._last_commit_at) * 1000)
+
+    def proven_behind(self) -> int:
+        """Rounds between what committee members holding validity stake provably signed (blocks we
+        verified, even those still waiting for parents) and our threshold clock."""
+        core = self.chain.core
+        return max(0, core.proven_round() - core.quorum_round)
+
+    def _committee_advanced(self) -> bool:
+        """Blocks, not claims, show the committee went on after our last commit: validity stake
+        signed a wave past our last committed leader, or next-epoch blocks signed by known keys."""
+        last = self.chain.recent[-1] if self.chain.recent else None
+        committed = last.leader.round if last is not None and last.index >= self.chain.state.epoch_start else 0
+        return self.chain.core.proven_round() > committed + WAVE or self.chain.early.vouched > 0
+
+    def health_reasons(self) -> list[str]:
+        """Why this node is unhealthy; empty when healthy (or in its first HEALTH_GRACE_S seconds)."""
+        if time.monotonic() - self.started < HEALTH_GRACE_S:
+            return []
+        reasons = []
+        if self.chain_peers() == 0:
+            reasons.append("no chain peers")
+        behind = self.proven_behind()
+        if behind > SYNC_TOLERANCE_ROUNDS:
+            reasons.append(f"behind: committee blocks {behind} rounds past ours")
+        if self._catching_up:
+            reasons.append("far behind: catching up by commit ranges")
+        age = self.last_commit_age_ms()
+        if age > STALL_TIMEOUTS * self.chain.params.leader_timeout_ms and self._committee_advanced():
+            reasons.append(f"no commit for {age} ms while the committee went on")
+        return reasons
 
     def _rounds_ahead(self, st: Status) -> int:
         ours, r = self.chain.epoch, self.chain.core.quorum_round
@@ -154,6 +203,7 @@ class Node:
             "concentration": subnet_concentration(self.chain.state, sn),
         }
 
+        self._last_commit_at = time.monotonic()
     def _observe(self, c: CommitInfo) -> None:
         self.metrics.txs.labels("ok").inc(c.ok_txs)
         self.metrics.txs.labels("failed").inc(c.txs - c.ok_txs)
@@ -166,9 +216,11 @@ class Node:
         if forwarder == self.peer_id:
             return Verdict.ACCEPT  # our own block, already stored and inserted
         try:
-            accepted, missing = self.chain.receive_block(data)
+            accepted, missing = self.chain.receive_block(data, str(forwarder))
         except WrongEpoch:
-            return Verdict.IGNORE  # not an offence: around an epoch change honest peers send these
+            # not an offence: around an epoch change honest peers send these (the next epoch's are
+            # checked as far as possible and held under a byte cap, charged to `forwarder` if invalid)
+            return Verdict.IGNORE
         except ProtocolError as exc:
             self.metrics.rejects.labels(type(exc).__name__).inc()
             log.debug("rejected block from %s: %s", forwarder, exc)
@@ -230,13 +282,16 @@ class Node:
         req = _request(FetchBlocks, data)
         if req.refs:
             blocks = self.chain.blocks_by_digest([r.digest for r in req.refs])
+            _check_range("rounds", req.round_from, req.round_to)
+            _check_epoch(self.chain, req.epoch)
         else:
             last = min(req.round_to, req.round_from + PROBE_ROUNDS)
             blocks = self.chain.blocks_by_round(req.epoch, req.round_from, last, 32)
         return BlocksResponse(tuple(blocks)).to_bytes()
 
     async def _serve_own_last(self, peer: Any, data: bytes) -> bytes:
-        req = FetchOwnLast.from_bytes(data)
+        req = _request(FetchOwnLast, data)
+        _check_epoch(self.chain, req.epoch)
         block = self.chain.store.last_block_by(req.epoch, req.author)
         return BlocksResponse((block,) if block is not None else ()).to_bytes()
 
@@ -279,6 +334,7 @@ class Node:
             pass
 
     async def _serve_commits(self, peer: Any, data: bytes) -> bytes:
+        _check_range("heights", req.start, req.end)
         req = _request(FetchCommits, data)
         end = min(req.end, req.start + 31)
         recs = self.chain.store.commits(req.start, end)
@@ -330,10 +386,8 @@ class Node:
             log.debug("push to %s failed: %s", peer, exc)
 
     async def _serve_push(self, peer: Any, data: bytes) -> bytes:
-        verdict = self._on_block(peer, data)
-        if verdict is Verdict.REJECT:
-            self.stack.host.limiter.penalize(str(peer), "invalid_block")
-            raise Refused("invalid block")
+        if self._on_block(peer, data) is Verdict.REJECT:
+            raise Refused("invalid block", penalty="invalid_block")
         return b""
 
     async def _fetch(self, peer: Any, refs: Sequence[BlockRef]) -> int:
@@ -350,7 +404,7 @@ class Node:
         got = 0
         for data in resp.blocks:
             try:
-                accepted, missing = self.chain.receive_block(data)
+                accepted, missing = self.chain.receive_block(data, str(peer))
             except WrongEpoch:
                 continue
             except ProtocolError as exc:
@@ -414,8 +468,11 @@ class Node:
             far = self._far_ahead_peer()
             if far is not None:
                 got = await self._sync_commit_range(far)
-                catching_up = got > 0
+                self._note_probe(far, got)
+                catching_up = self._catching_up = got > 0
                 if got:
+            else:
+                self._catching_up = False
                     continue
             r = self.chain.core.quorum_round
             mark = (self.chain.epoch, r)
@@ -423,18 +480,41 @@ class Node:
                 # stalled or behind: ask the most advanced peer for our epoch's next rounds' blocks
                 statuses = self.stack.handshake.statuses
                 ahead = [p for p in peers if p in statuses and self._rounds_ahead(statuses[p]) > 0]
-                peer = max(ahead, key=lambda p: self._rounds_ahead(statuses[p])) if ahead else rng.choice(peers)
+                # a peer whose claims brought nothing lately goes last, however far ahead it claims to be
+                peer = (
+                    min(ahead, key=lambda p: (self._fruitless.get(str(p), 0), -self._rounds_ahead(statuses[p])))
+                    if ahead else rng.choice(peers)
+                )
+                if peer in ahead:
+                    self._note_probe(peer, got)
                 got = await self._request_blocks(peer, FetchBlocks(self.chain.epoch, (), r, r + PROBE_ROUNDS))
                 catching_up = got > 0 and self.sync_distance() > 2
             self._last_sync_round = mark
 
     def _far_ahead_peer(self) -> Any | None:
-        """The peer with the highest reported height, if it is more than FAR_BEHIND above ours."""
+        """A peer to catch up from when f+1 peers agree we are more than FAR_BEHIND heights behind:
+        among those claiming at least that, the one whose claims brought blocks most recently."""
         statuses = self.stack.handshake.statuses
         if not statuses:
             return None
-        peer, st = max(statuses.items(), key=lambda kv: (kv[1].height, str(kv[0])))
-        return peer if st.height > self.chain.height + FAR_BEHIND else None
+        target = self._agreed([st.height for st in statuses.values()])
+        if target <= self.chain.height + FAR_BEHIND:
+            return None
+        return min(
+            (p for p, st in statuses.items() if st.height >= target),
+            key=lambda p: (self._fruitless.get(str(p), 0), str(p)),
+        )
+
+    def _note_probe(self, peer: Any, got: int) -> None:
+        """Remember which peers' claims of being ahead are borne out by blocks (sync prefers those)."""
+        key = str(peer)
+        if got:
+            self._fruitless.pop(key, None)
+            return
+        if len(self._fruitless) >= 1024:  # only connected peers matter; forget the rest
+            live = {str(p) for p in self._peers()}
+            self._fruitless = {k: v for k, v in self._fruitless.items() if k in live}
+        self._fruitless[key] = self._fruitless.get(key, 0) + 1
 
     async def _sync_commit_range(self, peer: Any) -> int:
         """Far behind: ask `peer` for the next commits, then for exactly the blocks they order, oldest
@@ -503,6 +583,8 @@ class Node:
             home=self.home,
             discovery=disc,
             # Blocks and transactions carry their own ed25519 signatures, so a second libp2p
+            # a next-epoch block held early that fails at the epoch switch costs its sender
+            self.chain.on_offence = lambda peer: stack.host.limiter.penalize(peer, "invalid_block")
             # signature per gossip message only costs a sign and a verify per hop.
             gossip_options={"strict_signing": False},
         ) as stack:
@@ -551,6 +633,24 @@ def _request(cls: Any, data: bytes) -> Any:
     """Decode a peer's request; a malformed one is refused (REFUSED to the peer, no warning logged here:
     a handler's warning is for our own bugs, and a peer must not be able to fill our logs)."""
     try:
+MAX_INDEX = (1 << 62) - 1  # rounds, heights and epochs stay far below this; SQLite integers are signed 64-bit
+
+
+def _check_range(what: str, first: int, last: int) -> None:
+    """A requested [first, last] range must be ordered and within what a chain can hold: refused
+    (charged as a bad request) before any store lookup otherwise."""
+    if first > last:
+        raise Refused(f"{what} range {first}..{last} is reversed")
+    if last > MAX_INDEX:
+        raise Refused(f"{what} range ends at {last}, past {MAX_INDEX}")
+
+
+def _check_epoch(chain: Any, epoch: int) -> None:
+    """A later epoch than ours: we hold none of its blocks; refused uncharged (an honest peer ahead may ask)."""
+    if epoch > chain.epoch:
+        raise Refused(f"epoch {epoch} is ahead of ours ({chain.epoch})", penalty=None)
+
+
         return cls.from_bytes(data)
     except ProtocolError as exc:
         raise Refused(f"malformed {cls.__name__}: {exc}") from exc

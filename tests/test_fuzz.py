@@ -262,7 +262,7 @@ async def test_synced_blocks_are_counted() -> None:
     arrived = trio.Event()
     stub = SimpleNamespace(
         stack=SimpleNamespace(reqresp=SimpleNamespace(request=request)),
-        chain=SimpleNamespace(receive_block=lambda data: (["v"], ())),
+        chain=SimpleNamespace(receive_block=lambda data, sender=None: (["v"], ())),
         metrics=None, _fetch_send=send, _block_arrived=arrived,
     )
     assert await Node._request_blocks(stub, None, FetchBlocks(0, (), 1, 2)) == 3

@@ -378,6 +378,7 @@ class _StubChain:
     """What the daemon's request handlers read from their chain, served from the DAG fixture."""
 
     store = _StubStore()
+    epoch = 0  # the fixture's DAG is epoch 0
 
     def blocks_by_digest(self, digests: list[bytes]) -> list[bytes]:
         by = dag_fixture().by_digest
@@ -565,7 +566,7 @@ def _seeds_fetch_blocks() -> list[bytes]:
     bodies = [(SignedBlock.from_bytes(b).body, digest(b)) for b in blocks[:6]]
     refs = tuple(BlockRef(b.round, b.author, d) for b, d in bodies)
     return [FetchBlocks(0, refs, 0, 0).to_bytes(), FetchBlocks(0, (), 1, 9).to_bytes(),
-            FetchBlocks(0, (), 3, 2).to_bytes()]
+            FetchBlocks(0, (), 3, 3).to_bytes()]  # a reversed range is refused (a bad request)
 
 
 def _seeds_blocks_response() -> list[bytes]:
@@ -640,7 +641,7 @@ def _build() -> dict[str, Target]:
         Target("blocks_response", "BlocksResponse as a syncing node reads it: decode, then verify each block",
                check_blocks_response, _seeds_blocks_response, cls=BlocksResponse),
         Target("fetch_commits", "FetchCommits request through the daemon's /tensornet/commits/1 handler",
-               check_fetch_commits, lambda: [FetchCommits(1, 3).to_bytes(), FetchCommits(5, 1).to_bytes()],
+               check_fetch_commits, lambda: [FetchCommits(1, 3).to_bytes(), FetchCommits(5, 5).to_bytes()],
                cls=FetchCommits),
         Target("commits_response", "CommitsResponse decode, canonical form and each commit's digest",
                check_commits_response, lambda: [CommitsResponse(tuple(dag_fixture().commits)).to_bytes()],

@@ -1,0 +1,172 @@
+"""The daemon's defences against peers (issue 13): bad requests refused and charged, claims of height or
+round never trusted on one peer's word, and /health judged on proof (peers, verified blocks, commits)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import trio
+from starlette.testclient import TestClient
+
+from node.api import build_app
+from node.chain import Chain
+from node.config import load_config
+from node.daemon import FAR_BEHIND, HEALTH_GRACE_S, STALL_TIMEOUTS, Node
+from node.testnet_gen import generate
+from p2pnet.limits import PeerLimiter
+from p2pnet.reqresp import Refused
+from protocol.genesis import load_genesis
+from protocol.messages import FetchBlocks, FetchCommits, FetchOwnLast, Status
+from tests.test_chain import FakeClock, step
+
+U64_MAX = (1 << 64) - 1
+CHAIN = "guards-chain"
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> tuple[list[Any], Path]:
+    return generate(tmp_path / "net", hosts=["127.0.0.1"] * 4, chain_id=CHAIN)
+
+
+@pytest.fixture
+def node(net: tuple[list[Any], Path]) -> Node:
+    plans, _ = net
+    n = Node(plans[0].home, load_config(plans[0].home))
+    n.stack = SimpleNamespace(
+        handshake=SimpleNamespace(statuses={}), host=SimpleNamespace(limiter=PeerLimiter())
+    )
+    yield n
+    n.close()
+
+
+def claims(node: Node, **heights_rounds: tuple[int, int]) -> None:
+    """Peers' Status claims, as the handshake would hold them: name -> (height, round)."""
+    g = node.chain
+    node.stack.handshake.statuses = {
+        name: Status(g.chain_id, g.genesis_hash, h, bytes(32), g.epoch, r, True)
+        for name, (h, r) in heights_rounds.items()
+    }
+
+
+def refusal(coro: Any) -> Refused:
+    async def run() -> Refused:
+        with pytest.raises(Refused) as info:
+            await coro
+        return info.value
+
+    return trio.run(run)
+
+
+# --- request validation (defect 5) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        FetchBlocks(0, (), 0, U64_MAX),
+        FetchBlocks(0, (), 9, 2),
+        FetchBlocks(0, (), U64_MAX, U64_MAX),
+    ],
+)
+def test_bad_block_ranges_are_refused_and_charged(node: Node, req: FetchBlocks) -> None:
+    exc = refusal(node._serve_blocks("peer", req.to_bytes()))
+    assert exc.penalty == "bad_request"
+
+
+@pytest.mark.parametrize("req", [FetchCommits(0, U64_MAX), FetchCommits(U64_MAX, U64_MAX), FetchCommits(9, 2)])
+def test_bad_commit_ranges_are_refused_and_charged(node: Node, req: FetchCommits) -> None:
+    exc = refusal(node._serve_commits("peer", req.to_bytes()))
+    assert exc.penalty == "bad_request"
+
+
+def test_a_later_epoch_is_refused_without_charge(node: Node) -> None:
+    """An honest peer a whole epoch ahead may ask for its epoch's blocks: nothing here, no fault."""
+    for coro in (
+        node._serve_blocks("peer", FetchBlocks(U64_MAX, (), 1, 2).to_bytes()),
+        node._serve_own_last("peer", FetchOwnLast(U64_MAX, 0).to_bytes()),
+    ):
+        assert refusal(coro).penalty is None
+    assert refusal(node._serve_own_last("peer", b"\xa1\x61x\x00")).penalty == "bad_request"
+
+
+def test_good_requests_are_still_served(node: Node) -> None:
+    from protocol.messages import BlocksResponse, CommitsResponse
+
+    blocks = trio.run(node._serve_blocks, "peer", FetchBlocks(0, (), 1, 9).to_bytes())
+    commits = trio.run(node._serve_commits, "peer", FetchCommits(1, 40).to_bytes())
+    assert BlocksResponse.from_bytes(blocks).blocks == ()
+    assert CommitsResponse.from_bytes(commits).commits == ()
+
+
+def test_an_invalid_pushed_block_is_refused_with_the_invalid_block_penalty(node: Node) -> None:
+    exc = refusal(node._serve_push("peer", b"\xa1\x61x\x00"))
+    assert exc.penalty == "invalid_block"
+
+
+# --- claims are not proof (defect 4) -------------------------------------------------------------------
+
+
+def test_one_peer_claiming_round_2_64_does_not_fail_health_or_steer_sync(node: Node) -> None:
+    node.started -= HEALTH_GRACE_S + 1
+    claims(node, a=(0, 1), b=(0, 2), liar=(U64_MAX, U64_MAX))
+    assert node.sync_distance() <= 2
+    assert node._far_ahead_peer() is None, "sync followed the liar's height"
+    with TestClient(build_app(node)) as client:
+        r = client.get("/health")
+    assert r.status_code == 200, r.json()
+    assert r.json()["reasons"] == []
+
+
+def test_sync_prefers_peers_whose_claims_brought_blocks(node: Node) -> None:
+    far = FAR_BEHIND + 100
+    claims(node, a=(far, 1), b=(far, 1), liar=(U64_MAX, 1))
+    first = node._far_ahead_peer()
+    assert first is not None
+    node._note_probe(first, 0)  # it claimed to be ahead and sent nothing
+    second = node._far_ahead_peer()
+    assert second is not None and second != first
+    node._note_probe(first, 5)  # now its blocks came: no longer held against it
+    assert node._fruitless.get(first) is None
+
+
+# --- honest /health (defect 4) -------------------------------------------------------------------------
+
+
+def test_health_fails_with_no_chain_peers_after_the_grace_period(node: Node) -> None:
+    with TestClient(build_app(node)) as client:
+        assert client.get("/health").status_code == 200, "a node just started must not flap to failing"
+        node.started -= HEALTH_GRACE_S + 1
+        r = client.get("/health")
+        assert r.status_code == 503
+        assert "no chain peers" in r.json()["reasons"]
+        st = client.get("/status").json()
+    assert st["chain_peers"] == 0 and st["bans"] == 0 and st["banned_now"] == 0
+    assert isinstance(st["last_commit_age_ms"], int)
+
+
+def test_health_fails_when_the_committee_goes_on_without_us(net: tuple[list[Any], Path], node: Node) -> None:
+    """Three validators commit without us; we receive only their later blocks (signed, but their parents
+    never come): verified blocks prove the committee advanced, so a long time without a commit fails."""
+    plans, genesis_path = net
+    genesis = load_genesis(str(genesis_path))
+    clock = FakeClock()
+    clock.t = time.time() - 60  # their blocks must not be ahead of our real clock
+    others = [Chain(p.home.parent / f"other{i}", genesis, keypair=p.validator, clock=clock)
+              for i, p in enumerate(plans[1:], 1)]
+    step(others, clock, 30)
+    assert others[0].height > 0
+    node.started -= HEALTH_GRACE_S + 1
+    claims(node, a=(0, 0), b=(0, 0))  # peers connected, and claiming nothing: proof comes from blocks
+    for data in others[0].blocks_by_round(0, 15, 1 << 30, 1000):
+        node.chain.receive_block(data, "a")
+    assert node.chain.height == 0
+    assert node.health_reasons() and all("no commit" not in r for r in node.health_reasons())
+    assert any(r.startswith("behind") for r in node.health_reasons())
+    node._last_commit_at -= STALL_TIMEOUTS * node.chain.params.leader_timeout_ms / 1000 + 1
+    assert any(r.startswith("no commit") for r in node.health_reasons())
+    for c in others:
+        c.close()
