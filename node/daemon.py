@@ -23,9 +23,8 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
 
-from node.api import NodeMetrics, build_app
+from node.api import NodeMetrics, serve_api
 from node.chain import Chain, CommitInfo
 from node.concentration import subnet_concentration
 from node.config import GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, parse_hostport
@@ -560,12 +559,8 @@ class Node:
         cfg.accesslog = None
         cfg.errorlog = logging.getLogger("hypercorn.error")
         cfg.graceful_timeout = 1.0
-
-        async def started(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-            await serve(build_app(self), cfg, task_status=task_status)
-
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(started)
+        async with trio.open_nursery() as nursery:  # hypercorn runs in a thread of its own (node/api.py)
+            urls = await nursery.start(serve_api, self, cfg)
             self.api_addr = urls[0] if urls else f"http://{host}:{port}"
             task_status.started(self.api_addr)
 

@@ -56,7 +56,9 @@ def _renderer(fmt: LogFormat) -> Any:
     if fmt == "json":
         return structlog.processors.JSONRenderer(sort_keys=False)
     colors = sys.stderr.isatty() and "NO_COLOR" not in os.environ
-    return structlog.dev.ConsoleRenderer(colors=colors)
+    # Plain tracebacks: structlog's default (rich, with every frame's locals) costs ~60 KB and tens of
+    # milliseconds per record, and would print key material and peers' payloads held in locals.
+    return structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=structlog.dev.plain_traceback)
 
 
 def configure(fmt: LogFormat = "text", level: str = "info") -> None:
