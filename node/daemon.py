@@ -61,11 +61,11 @@ AMNESIA_WAIT = 5.0
 COMMITS_SPEC = ProtocolSpec("/tensornet/commits/1", max_request=1024, max_response=4 * 1024 * 1024, timeout=5.0)
 SYNC_INTERVAL = 0.2
 FAR_BEHIND = 64  # heights: past this a node catches up by commit ranges rather than round probes
+PROBE_ROUNDS = 8
 HEALTH_GRACE_S = 10.0  # a node just started is not judged yet (peers and first commits take seconds)
 STALL_TIMEOUTS = 40  # leader timeouts without a commit, while the committee provably advanced, fail /health
 SYNC_TOLERANCE_ROUNDS = 10  # proven rounds behind before /health fails
 WAVE = 3  # rounds per commit wave: the committee is "ahead" once it signs a wave past our last commit
-PROBE_ROUNDS = 8
 
 
 class Node:
@@ -98,11 +98,11 @@ class Node:
         self.api_addr: str | None = None
         self.fatal: Exception | None = None
         self._tasks: Any = None  # the node nursery, for fire-and-forget pushes
+        self._stop = trio.Event()
         self.started = time.monotonic()
         self._last_commit_at = self.started  # monotonic time of our last commit (start-up counts as one)
         self._fruitless: dict[str, int] = {}  # peer -> probes in a row it claimed to be ahead for and sent nothing
         self._catching_up = False  # the last commit-range sync brought blocks: provably far behind
-        self._stop = trio.Event()
 
     # --- status and metrics -------------------------------------------------------------------
 
@@ -202,8 +202,8 @@ class Node:
             "concentration": subnet_concentration(self.chain.state, sn),
         }
 
-        self._last_commit_at = time.monotonic()
     def _observe(self, c: CommitInfo) -> None:
+        self._last_commit_at = time.monotonic()
         self.metrics.txs.labels("ok").inc(c.ok_txs)
         self.metrics.txs.labels("failed").inc(c.txs - c.ok_txs)
         if c.latency_ms is not None:
@@ -281,9 +281,9 @@ class Node:
         req = _request(FetchBlocks, data)
         if req.refs:
             blocks = self.chain.blocks_by_digest([r.digest for r in req.refs])
+        else:
             _check_range("rounds", req.round_from, req.round_to)
             _check_epoch(self.chain, req.epoch)
-        else:
             last = min(req.round_to, req.round_from + PROBE_ROUNDS)
             blocks = self.chain.blocks_by_round(req.epoch, req.round_from, last, 32)
         return BlocksResponse(tuple(blocks)).to_bytes()
@@ -333,8 +333,8 @@ class Node:
             pass
 
     async def _serve_commits(self, peer: Any, data: bytes) -> bytes:
-        _check_range("heights", req.start, req.end)
         req = _request(FetchCommits, data)
+        _check_range("heights", req.start, req.end)
         end = min(req.end, req.start + 31)
         recs = self.chain.store.commits(req.start, end)
         return CommitsResponse(tuple(CommitMsg.from_bytes(r.data) for r in recs)).to_bytes()
@@ -470,9 +470,9 @@ class Node:
                 self._note_probe(far, got)
                 catching_up = self._catching_up = got > 0
                 if got:
+                    continue
             else:
                 self._catching_up = False
-                    continue
             r = self.chain.core.quorum_round
             mark = (self.chain.epoch, r)
             if mark == self._last_sync_round or self.sync_distance() > 2:
@@ -484,9 +484,9 @@ class Node:
                     min(ahead, key=lambda p: (self._fruitless.get(str(p), 0), -self._rounds_ahead(statuses[p])))
                     if ahead else rng.choice(peers)
                 )
+                got = await self._request_blocks(peer, FetchBlocks(self.chain.epoch, (), r, r + PROBE_ROUNDS))
                 if peer in ahead:
                     self._note_probe(peer, got)
-                got = await self._request_blocks(peer, FetchBlocks(self.chain.epoch, (), r, r + PROBE_ROUNDS))
                 catching_up = got > 0 and self.sync_distance() > 2
             self._last_sync_round = mark
 
@@ -578,13 +578,13 @@ class Node:
             home=self.home,
             discovery=disc,
             # Blocks and transactions carry their own ed25519 signatures, so a second libp2p
-            # a next-epoch block held early that fails at the epoch switch costs its sender
-            self.chain.on_offence = lambda peer: stack.host.limiter.penalize(peer, "invalid_block")
             # signature per gossip message only costs a sign and a verify per hop.
             gossip_options={"strict_signing": False},
         ) as stack:
             self.stack = stack
             self.peer_id = stack.host.peer_id
+            # a next-epoch block held early that fails at the epoch switch costs its sender
+            self.chain.on_offence = lambda peer: stack.host.limiter.penalize(peer, "invalid_block")
             self.listen_addrs = [str(a) for a in stack.host.addrs]
             stack.reqresp.register(BLOCKS_SPEC, self._serve_blocks)
             stack.reqresp.register(COMMITS_SPEC, self._serve_commits)
@@ -628,6 +628,11 @@ def _request(cls: Any, data: bytes) -> Any:
     """Decode a peer's request; a malformed one is refused (REFUSED to the peer, no warning logged here:
     a handler's warning is for our own bugs, and a peer must not be able to fill our logs)."""
     try:
+        return cls.from_bytes(data)
+    except ProtocolError as exc:
+        raise Refused(f"malformed {cls.__name__}: {exc}") from exc
+
+
 MAX_INDEX = (1 << 62) - 1  # rounds, heights and epochs stay far below this; SQLite integers are signed 64-bit
 
 
@@ -644,11 +649,6 @@ def _check_epoch(chain: Any, epoch: int) -> None:
     """A later epoch than ours: we hold none of its blocks; refused uncharged (an honest peer ahead may ask)."""
     if epoch > chain.epoch:
         raise Refused(f"epoch {epoch} is ahead of ours ({chain.epoch})", penalty=None)
-
-
-        return cls.from_bytes(data)
-    except ProtocolError as exc:
-        raise Refused(f"malformed {cls.__name__}: {exc}") from exc
 
 
 async def _drain(channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:
