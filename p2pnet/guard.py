@@ -7,11 +7,16 @@ handler does with them:
 * Framed protocols (every tensornet protocol: `uvarint(len) || body` frames, the default): a frame
   longer than the protocol's cap is refused from its length prefix (`MessageTooLarge`, "oversize"); a
   length prefix that is not a minimal varint of at most 10 bytes is `MalformedFrame` ("malformed"); a
-  frame must arrive in full within `Limits.read_deadline` of its first byte, and the first frame within
-  `read_deadline` of the stream opening (`ReadTimeout`, "read_timeout"), so a peer that opens a stream
-  and sends nothing, or dribbles a frame byte by byte, is cut off. Between frames a persistent stream
-  may stay quiet for `Limits.stream_idle_timeout`; then it is closed (`StreamIdle`, no penalty: a quiet
+  frame must arrive in full within `Limits.read_deadline` of its first byte plus `transfer_time(length)`
+  (its length at `MIN_LINK_RATE`, so a big frame on a slow link is not misbehaviour), and the first frame
+  within that of the stream opening (`ReadTimeout`, "read_timeout"), so a peer that opens a stream and
+  sends nothing, or dribbles a frame byte by byte, is cut off. Between frames a persistent stream may
+  stay quiet for `Limits.stream_idle_timeout`; then it is closed (`StreamIdle`, no penalty: a quiet
   client is not misbehaving).
+* A malformed or oversize length prefix AFTER at least one well-formed frame on the stream is
+  `CorruptStream` ("corrupt_midstream"): the stream is reset but the peer is not charged. An honest peer
+  whose write was cut off midway produces exactly this, and charging it got honest validators banned;
+  a peer whose very first frame is malformed is charged as above.
 * Raw protocols (`framed=False`): all bytes the stream carries count against the cap, and each read
   must get data within `read_deadline`.
 
@@ -32,6 +37,12 @@ from p2pnet.framing import parse_uvarint
 from p2pnet.limits import PeerLimiter
 
 GRACE = 0.01  # seconds a read may still take once its deadline has passed (only buffered bytes make it)
+MIN_LINK_RATE = 256 * 1024  # bytes/s: the slowest link we serve; a frame gets its length / this on top of deadlines
+
+
+def transfer_time(size: int) -> float:
+    """Seconds `size` bytes may take on the slowest link we serve (`MIN_LINK_RATE`)."""
+    return size / MIN_LINK_RATE
 
 
 class StreamIdle(LimitExceeded):
@@ -39,6 +50,13 @@ class StreamIdle(LimitExceeded):
 
     def __init__(self, seconds: float) -> None:
         super().__init__("idle_stream", f"no frame for {seconds:g} s")
+
+
+class CorruptStream(LimitExceeded):
+    """A bad frame after good ones: a write cut off midway (the stream broke), reset without a penalty."""
+
+    def __init__(self, cause: LimitExceeded) -> None:
+        super().__init__("corrupt_midstream", f"after good frames: {cause}")
 
 
 class GuardedStream:
@@ -70,6 +88,7 @@ class GuardedStream:
         self._prefix = bytearray()
         self._remaining = 0  # body bytes of the current frame not read yet
         self._total = 0  # raw mode: bytes read so far
+        self._frames = 0  # complete frames seen: a bad frame after one is a broken stream, not a bad peer
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -121,19 +140,28 @@ class GuardedStream:
             try:
                 head = parse_uvarint(self._prefix)
             except LimitExceeded as exc:
-                self._refuse(exc)
+                self._refuse_frame(exc)
             if head is None:
                 continue
             self._prefix.clear()
             if head[0] > self.cap:
-                self._refuse(MessageTooLarge(head[0], self.cap, self.protocol))
+                self._refuse_frame(MessageTooLarge(head[0], self.cap, self.protocol))
             self._remaining = head[0]
+            if self._frame_deadline is not None:
+                self._frame_deadline += transfer_time(head[0])
             if not self._remaining:
                 self._frame_done()
 
     def _frame_done(self) -> None:
+        self._frames += 1
         self._frame_deadline = None
         self._idle_since = trio.current_time()
+
+    def _refuse_frame(self, exc: LimitExceeded) -> NoReturn:
+        """Refuse a bad length prefix: charged on a stream's first frame, not after good ones (see module doc)."""
+        if self._frames:
+            self._refuse(CorruptStream(exc), charge=False)
+        self._refuse(exc)
 
     def _refuse(self, exc: LimitExceeded, charge: bool = True) -> NoReturn:
         self.violation = exc

@@ -116,11 +116,11 @@ class Handshake:
         except ProtocolError as exc:
             self.metrics.reject("handshake:malformed")
             self.host.limiter.penalize(str(peer), "malformed")
-            raise Refused(f"malformed Status: {exc}") from exc
+            raise Refused(f"malformed Status: {exc}", penalty=None) from exc  # charged "malformed" above
         reason = mismatch(ours, theirs)
         if reason is not None:
             self._drop(peer, reason)
-            raise Refused(f"wrong chain: {reason}")
+            raise Refused(f"wrong chain: {reason}", penalty=None)  # not misbehaviour: dropped, not charged
         self._accept(peer, theirs)
         return ours.to_bytes()
 

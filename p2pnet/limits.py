@@ -29,6 +29,7 @@ DEFAULT_PENALTIES: Mapping[str, float] = MappingProxyType(
         "malformed": 25.0,  # undecodable frame (protobuf or CBOR)
         "oversize": 25.0,  # frame over the protocol's cap
         "handler_error": 10.0,  # our handler raised on this peer's input
+        "bad_request": 5.0,  # a request/response handler refused the request (`Refused`, default penalty)
         "read_timeout": 5.0,  # peer stalled a read past its deadline
         "too_many_streams": 5.0,  # more concurrent streams than allowed
         "invalid_message": 20.0,  # decoded but failed validation (reported by gossip/reqresp)
@@ -85,6 +86,36 @@ class Limits:
         cap = self.message_cap(protocol)
         if size > cap:
             raise MessageTooLarge(size, cap, protocol)
+
+
+class LogLimiter:
+    """At most one log line per key (a peer) per `interval` seconds; the caller counts the rest instead.
+
+    A peer that makes us fail 3,000 times must not write 3,000 warnings. Memory is bounded too: at
+    `max_keys` keys seen within the interval, new keys are not logged either.
+    """
+
+    def __init__(self, interval: float = 60.0, max_keys: int = 1024, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self.max_keys = max_keys
+        self.clock = clock
+        self.suppressed = 0
+        self._last: dict[str, float] = {}
+
+    def allow(self, key: str) -> bool:
+        """True if a line about `key` may be logged now (and start its quiet interval)."""
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self.suppressed += 1
+            return False
+        if last is None and len(self._last) >= self.max_keys:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
+            if len(self._last) >= self.max_keys:
+                self.suppressed += 1
+                return False
+        self._last[key] = now
+        return True
 
 
 class PeerLimiter:

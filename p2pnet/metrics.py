@@ -28,6 +28,7 @@ class Metrics:
     requests_in: Counter[str] = field(default_factory=Counter)  # per protocol
     requests_out: Counter[str] = field(default_factory=Counter)
     request_errors: Counter[str] = field(default_factory=Counter)  # "protocol:kind"
+    charges: Counter[str] = field(default_factory=Counter)  # "protocol:penalty" charged to request senders
     verdicts: Counter[str] = field(default_factory=Counter)  # "topic:accept|ignore|reject"
     rejects: Counter[str] = field(default_factory=Counter)  # reason -> count (gossip, handshake, frames)
     drops: Counter[str] = field(default_factory=Counter)  # queue name -> messages lost to overflow
@@ -55,6 +56,7 @@ class Metrics:
             "requests_in",
             "requests_out",
             "request_errors",
+            "charges",
             "verdicts",
             "rejects",
             "drops",

@@ -8,7 +8,12 @@ payload`. Kinds: REQUEST, RESPONSE, ERROR (payload = 1-byte code + UTF-8 text).
 Every request has a deadline and a response size cap; failures are typed (`RequestTimeout`,
 `ResponseTooLarge`, `RemoteError`, `PeerGone`). Servers answer each request from a handler
 `async (peer_id, request_bytes) -> response_bytes`, under their own deadline and an in-flight cap;
-a handler's exception becomes an ERROR frame for that one request, never a dead host.
+a handler's exception becomes an ERROR frame for that one request, never a dead host, and is charged
+to the peer (`Refused(..., penalty=)`, "handler_error") with at most one warning per peer per minute.
+
+Frame integrity: every frame is written whole or its stream is reset (`write_frame`), because a
+frame cut off midway would make the peer read the next frame as garbage and charge the honest sender.
+Deadlines grow with message size at `MIN_LINK_RATE`, so a slow link is not taken for misbehaviour.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +31,8 @@ from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_uvarint
 
 from p2pnet.errors import P2PError
+from p2pnet.guard import transfer_time
+from p2pnet.limits import LogLimiter
 from p2pnet.metrics import Metrics
 
 log = logging.getLogger("p2pnet.reqresp")
@@ -34,6 +42,7 @@ MAX_VARINT = 10
 READ_CHUNK = 64 * 1024
 DISCARD_LIMIT = 64 * 1024 * 1024  # an oversize frame longer than this resets the stream instead of being skipped
 MAX_ERROR_TEXT = 512
+ARRIVAL_SLACK = 1.0  # seconds added to a response's transfer time once its header has arrived
 
 Handler = Callable[[ID, bytes], Awaitable[bytes]]
 
@@ -95,7 +104,15 @@ class ProtocolViolation(P2PError):
 
 
 class Refused(Exception):
-    """Raise from a handler to refuse a request with a message the caller sees (bad input, unknown item)."""
+    """Raise from a handler to refuse a request with a message the caller sees (bad input, unknown item).
+
+    `penalty` is the `PeerLimiter` reason charged to the requester ("bad_request" by default); pass
+    `penalty=None` when the refusal is not the peer's fault (we lack the item, we are busy).
+    """
+
+    def __init__(self, text: str, *, penalty: str | None = "bad_request") -> None:
+        super().__init__(text)
+        self.penalty = penalty
 
 
 # --- framing -----------------------------------------------------------------------------------
@@ -114,12 +131,32 @@ class StreamLike(Protocol):
     async def write(self, data: bytes) -> None: ...
 
 
+async def write_frame(stream: Any, frame: bytes, seconds: float | None = None) -> None:
+    """Write `frame` whole (within `seconds`, if given) or reset `stream` and re-raise.
+
+    A write cut off midway (a deadline, a cancelled caller, a muxer error) must not leave half a frame
+    on a persistent stream: the peer would read the next frame's bytes as the rest of this one.
+    """
+    try:
+        with trio.fail_after(math.inf if seconds is None else seconds):
+            await stream.write(frame)
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await _reset(stream)
+        raise
+
+
 class FrameReader:
-    """Buffered reader of frames from one stream; reads in large chunks, never byte by byte."""
+    """Buffered reader of frames from one stream; reads in large chunks, never byte by byte.
+
+    `frames` counts the complete frames read: a bad frame after good ones means the stream broke (a
+    write cut off midway), while a stream that is bad from its first frame is a malformed peer.
+    """
 
     def __init__(self, stream: StreamLike) -> None:
         self._stream = stream
         self._buf = bytearray()
+        self.frames = 0
 
     async def _fill(self) -> None:
         chunk = await self._stream.read(READ_CHUNK)
@@ -156,11 +193,17 @@ class FrameReader:
             del self._buf[:k]
             n -= k
 
-    async def next(self, cap: Callable[[Kind, int], int]) -> tuple[Kind, int, bytes | None, int]:
+    async def next(
+        self,
+        cap: Callable[[Kind, int], int],
+        on_header: Callable[[int, int], None] | None = None,
+    ) -> tuple[Kind, int, bytes | None, int]:
         """Next frame as (kind, request id, payload, payload length); payload is None when over `cap`.
 
-        `cap(kind, request_id)` gives the payload limit. An oversize payload is skipped (up to
-        DISCARD_LIMIT) so the other requests on the stream survive; a longer one is a violation.
+        `cap(kind, request_id)` gives the payload limit (it may raise `ProtocolViolation` for a kind
+        the reader does not accept). An oversize payload is skipped (up to DISCARD_LIMIT) so the other
+        requests on the stream survive; a longer one is a violation. `on_header(request_id, size)` is
+        called once the header is in, before the payload is read.
         """
         length = await self._varint()
         if length < HEADER:
@@ -172,12 +215,18 @@ class FrameReader:
             raise ProtocolViolation(f"unknown frame kind {header[0]}") from exc
         request_id = int.from_bytes(header[1:], "big")
         size = length - HEADER
-        if size > cap(kind, request_id):
-            if size > DISCARD_LIMIT:
-                raise ProtocolViolation(f"frame of {size} bytes is over the {DISCARD_LIMIT}-byte discard limit")
+        limit = cap(kind, request_id)
+        if size > limit and size > DISCARD_LIMIT:
+            raise ProtocolViolation(f"frame of {size} bytes is over the {DISCARD_LIMIT}-byte discard limit")
+        if on_header is not None:
+            on_header(request_id, size)
+        payload = None
+        if size > limit:
             await self._skip(size)
-            return kind, request_id, None, size
-        return kind, request_id, await self._take(size), size
+        else:
+            payload = await self._take(size)
+        self.frames += 1
+        return kind, request_id, payload, size
 
 
 # --- protocol registry -------------------------------------------------------------------------
@@ -199,6 +248,11 @@ class ProtocolSpec:
 class _Pending:
     max_response: int
     send: trio.MemorySendChannel[tuple[Kind, bytes | None, int]]
+    deadline: trio.CancelScope  # the request's; extended once its response starts arriving
+
+    def arriving(self, size: int) -> None:
+        """A response of `size` bytes has started: give it time to arrive on a slow link."""
+        self.deadline.deadline = max(self.deadline.deadline, trio.current_time() + ARRIVAL_SLACK + transfer_time(size))
 
 
 class _Outbound:
@@ -214,6 +268,8 @@ class _Outbound:
         self.closed = False
 
     def cap(self, kind: Kind, request_id: int) -> int:
+        if kind == Kind.REQUEST:
+            raise ProtocolViolation("client got a REQUEST frame")
         pending = self.pending.get(request_id)
         if kind == Kind.ERROR:
             return MAX_ERROR_TEXT + 1
@@ -224,6 +280,11 @@ class _Outbound:
         for pending in self.pending.values():
             pending.send.send_nowait((Kind.ERROR, None, -1))
         self.pending.clear()
+
+    def arriving(self, request_id: int, size: int) -> None:
+        pending = self.pending.get(request_id)
+        if pending is not None:
+            pending.arriving(size)
 
 
 class ReqResp:
@@ -243,6 +304,7 @@ class ReqResp:
         self._outbound: dict[tuple[ID, str], _Outbound] = {}
         self._open_locks: dict[tuple[ID, str], trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
+        self._log_limiter = LogLimiter()  # one warning per peer per minute; the rest are only counted
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -303,40 +365,27 @@ class ReqResp:
         async def reply(request_id: int, kind: Kind, payload: bytes) -> None:
             frame = encode_frame(kind, request_id, payload)
             async with write_lock:
-                await stream.write(frame)
+                try:  # a slow link gets time in proportion to the reply; a dead one loses the stream
+                    await write_frame(stream, frame, spec.server_timeout + transfer_time(len(frame)))
+                except BaseException:
+                    self.metrics.request_errors[f"{pid}:reply_aborted"] += 1
+                    nursery.cancel_scope.cancel()  # the stream is reset: stop reading it too
+                    raise
             self.metrics.bytes_out[pid] += len(frame)
 
         async def answer(request_id: int, data: bytes) -> None:
             nonlocal in_flight
             try:
-                with trio.fail_after(spec.server_timeout):
-                    try:
-                        response = await handler(peer, data)
-                    except Refused as exc:
-                        await reply(request_id, Kind.ERROR, error_payload(ErrorCode.REFUSED, str(exc)))
-                        return
-                    except trio.TooSlowError:
-                        raise
-                    except Exception as exc:  # the handler's bug is the caller's ERROR frame, not a dead host
-                        log.warning("handler of %s failed for %s: %r", pid, peer, exc)
-                        self.metrics.request_errors[f"{pid}:handler"] += 1
-                        await reply(request_id, Kind.ERROR, error_payload(ErrorCode.HANDLER, type(exc).__name__))
-                        return
-                    if len(response) > spec.max_response:
-                        log.warning("handler of %s returned %d bytes > cap %d", pid, len(response), spec.max_response)
-                        await reply(request_id, Kind.ERROR, error_payload(ErrorCode.HANDLER, "response over cap"))
-                        return
-                    await reply(request_id, Kind.RESPONSE, response)
-            except trio.TooSlowError:
-                self.metrics.request_errors[f"{pid}:server_timeout"] += 1
-                with trio.move_on_after(1):
-                    await reply(request_id, Kind.ERROR, error_payload(ErrorCode.TIMEOUT, "handler deadline"))
-            except Exception as exc:  # the stream died while replying: the reader loop notices too
+                kind, payload = await self._handle(spec, handler, peer, data)
+                await reply(request_id, kind, payload)
+            except Exception as exc:  # the stream died while replying: it is reset and the reader stops
                 log.debug("reply on %s to %s failed: %r", pid, peer, exc)
             finally:
                 in_flight -= 1
 
         def cap(kind: Kind, request_id: int) -> int:
+            if kind != Kind.REQUEST:
+                raise ProtocolViolation(f"server got a {kind.name} frame")
             return spec.max_request
 
         async with trio.open_nursery() as nursery:
@@ -344,8 +393,6 @@ class ReqResp:
                 while True:
                     kind, request_id, data, size = await reader.next(cap)
                     self.metrics.bytes_in[pid] += size + HEADER
-                    if kind != Kind.REQUEST:
-                        raise ProtocolViolation(f"server got a {kind.name} frame")
                     self.metrics.requests_in[pid] += 1
                     if data is None:
                         self.metrics.reject(f"{pid}:request_too_large")
@@ -362,11 +409,54 @@ class ReqResp:
                     in_flight += 1
                     nursery.start_soon(answer, request_id, data)
             except ProtocolViolation as exc:
-                self.metrics.reject(f"{pid}:violation")
-                log.info("resetting %s stream from %s: %s", pid, peer, exc)
+                self._violation(peer, pid, reader, exc)
             except (EOFError, Exception) as exc:
                 log.debug("inbound %s stream from %s closed: %r", pid, peer, exc)
             nursery.cancel_scope.cancel()
+
+    async def _handle(self, spec: ProtocolSpec, handler: Handler, peer: ID, data: bytes) -> tuple[Kind, bytes]:
+        """Run the handler under the server deadline; its outcome as the frame to send, charged to its cause."""
+        pid = spec.protocol_id
+        try:
+            with trio.fail_after(spec.server_timeout):
+                response = await handler(peer, data)
+        except Refused as exc:
+            self.metrics.request_errors[f"{pid}:refused"] += 1
+            if exc.penalty is not None:
+                self._charge(peer, pid, exc.penalty)
+            return Kind.ERROR, error_payload(ErrorCode.REFUSED, str(exc))
+        except trio.TooSlowError:
+            self.metrics.request_errors[f"{pid}:server_timeout"] += 1
+            return Kind.ERROR, error_payload(ErrorCode.TIMEOUT, "handler deadline")
+        except Exception as exc:  # the handler's bug is the caller's ERROR frame, not a dead host
+            self.metrics.request_errors[f"{pid}:handler"] += 1
+            self._charge(peer, pid, "handler_error")
+            if self._log_limiter.allow(str(peer)):
+                log.warning("handler of %s failed for %s: %r (more within 60 s: only counted)", pid, peer, exc)
+            return Kind.ERROR, error_payload(ErrorCode.HANDLER, type(exc).__name__)
+        if len(response) > spec.max_response:
+            self.metrics.request_errors[f"{pid}:response_over_cap"] += 1
+            if self._log_limiter.allow(pid):
+                log.warning("handler of %s returned %d bytes > cap %d", pid, len(response), spec.max_response)
+            return Kind.ERROR, error_payload(ErrorCode.HANDLER, "response over cap")
+        return Kind.RESPONSE, response
+
+    def _charge(self, peer: ID, pid: str, reason: str) -> None:
+        """Lower `peer`'s score for `reason` on the host's limiter (a bare libp2p host has none)."""
+        self.metrics.charges[f"{pid}:{reason}"] += 1
+        limiter = getattr(self.host, "limiter", None)
+        if limiter is not None:
+            limiter.penalize(str(peer), reason)
+
+    def _violation(self, peer: ID, pid: str, reader: FrameReader, exc: ProtocolViolation) -> None:
+        """A bad frame resets its stream; only a stream bad from its first frame is the peer's fault."""
+        if reader.frames:  # after good frames: the stream broke (a write cut off midway), not an attack
+            self.metrics.reject(f"corrupt_midstream:{pid}")
+            log.info("resetting %s stream with %s, corrupt after %d good frames: %s", pid, peer, reader.frames, exc)
+            return
+        self.metrics.reject(f"{pid}:violation")
+        self._charge(peer, pid, "malformed")
+        log.info("resetting %s stream with %s: %s", pid, peer, exc)
 
     # --- client -------------------------------------------------------------------------------
 
@@ -381,6 +471,9 @@ class ReqResp:
     ) -> bytes:
         """Send one request on the persistent stream to `peer` and wait for its answer.
 
+        The deadline (`timeout`, else the protocol's) grows by the request's transfer time at
+        `MIN_LINK_RATE`, and once the response's header arrives, by the response's. A write that is
+        cut off (deadline, cancelled caller) resets the stream, failing its other requests with PeerGone.
         Raises RequestTooLarge, RequestTimeout, ResponseTooLarge, RemoteError or PeerGone.
         """
         spec = self.specs.get(protocol_id)
@@ -388,25 +481,25 @@ class ReqResp:
             raise RequestError(f"protocol {protocol_id} is not registered")
         if len(data) > spec.max_request:
             raise RequestTooLarge(f"request of {len(data)} bytes over the {spec.max_request}-byte cap of {protocol_id}")
-        deadline = trio.current_time() + (spec.timeout if timeout is None else timeout)
         cap = spec.max_response if max_response is None else min(max_response, spec.max_response)
         pid = protocol_id
         try:
-            with trio.fail_after(max(0.0, deadline - trio.current_time())):
+            seconds = (spec.timeout if timeout is None else timeout) + transfer_time(HEADER + len(data))
+            with trio.fail_after(seconds) as scope:
                 out = await self._outbound_for(peer, spec)
                 request_id = next(out.ids) & 0xFFFFFFFF
                 send, receive = trio.open_memory_channel[tuple[Kind, bytes | None, int]](1)
-                out.pending[request_id] = _Pending(cap, send)
+                out.pending[request_id] = _Pending(cap, send, scope)
                 try:
                     frame = encode_frame(Kind.REQUEST, request_id, data)
-                    try:
-                        async with out.write_lock:
-                            await out.stream.write(frame)
-                    except trio.Cancelled:
-                        raise
-                    except Exception as exc:
-                        self._forget(out)
-                        raise PeerGone(f"{pid} stream to {peer} failed on write: {exc!r}") from exc
+                    async with out.write_lock:
+                        try:
+                            await write_frame(out.stream, frame)
+                        except BaseException as exc:  # the stream is reset: its other requests fail now
+                            self._forget(out)
+                            if isinstance(exc, Exception) and not isinstance(exc, trio.TooSlowError):
+                                raise PeerGone(f"{pid} stream to {peer} failed on write: {exc!r}") from exc
+                            raise
                     self.metrics.requests_out[pid] += 1
                     self.metrics.bytes_out[pid] += len(frame)
                     kind, payload, size = await receive.receive()
@@ -467,17 +560,14 @@ class ReqResp:
         pid = out.spec.protocol_id
         try:
             while True:
-                kind, request_id, payload, size = await reader.next(out.cap)
+                kind, request_id, payload, size = await reader.next(out.cap, out.arriving)
                 self.metrics.bytes_in[pid] += size + HEADER
-                if kind == Kind.REQUEST:
-                    raise ProtocolViolation("client got a REQUEST frame")
                 pending = out.pending.pop(request_id, None)
                 if pending is None:
                     continue  # the caller gave up (deadline) before the answer came: not an error
                 pending.send.send_nowait((kind, payload, size))
         except ProtocolViolation as exc:
-            self.metrics.reject(f"{pid}:violation")
-            log.info("resetting %s stream to %s: %s", pid, out.peer, exc)
+            self._violation(out.peer, pid, reader, exc)
         except (EOFError, Exception) as exc:
             log.debug("outbound %s stream to %s ended: %r", pid, out.peer, exc)
         finally:
@@ -526,4 +616,5 @@ __all__ = [
     "ResponseTooLarge",
     "encode_frame",
     "spec_for",
+    "write_frame",
 ]

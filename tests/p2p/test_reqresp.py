@@ -150,7 +150,7 @@ async def test_deadline_caps_and_remote_errors():
             send, receive = trio.open_memory_channel(1)
             from p2pnet.reqresp import Kind, _Pending
 
-            out.pending[999] = _Pending(4096, send)
+            out.pending[999] = _Pending(4096, send, trio.CancelScope())
             async with out.write_lock:
                 await out.stream.write(encode_frame(Kind.REQUEST, 999, b"q" * 5000))
             kind, payload, _ = await receive.receive()
