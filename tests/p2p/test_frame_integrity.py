@@ -35,6 +35,8 @@ PID = SPEC.protocol_id
 async def answer(peer: Any, data: bytes) -> bytes:
     if data == b"big":
         return b"r" * MiB
+    if data == b"huge":
+        return b"h" * (2 * MiB)
     return b"ok:" + data[:16]
 
 
@@ -42,11 +44,12 @@ async def answer(peer: Any, data: bytes) -> bytes:
 
 
 class Gate:
-    """Open or closed; reads through a closed gate wait until it opens."""
+    """Open or closed; reads through a closed gate wait until it opens, and each read first waits `delay` s."""
 
     def __init__(self) -> None:
         self._open = trio.Event()
         self._open.set()
+        self.delay = 0.0
 
     def close(self) -> None:
         self._open = trio.Event()
@@ -64,6 +67,7 @@ class GatedStream:
 
     async def read(self, n: int | None = None) -> bytes:
         await self._gate.wait()
+        await trio.sleep(self._gate.delay)
         return await self._stream.read(n)
 
     def __getattr__(self, name: str) -> Any:
@@ -159,6 +163,18 @@ async def test_reply_write_cut_off_midway_resets_the_stream_and_charges_nobody()
             assert isinstance(outcome[0], PeerGone)  # the reset reached the waiting request
             assert await ra.request(b.peer_id, PID, b"after", timeout=10) == b"ok:after"
             await wait_until(lambda: b.limiter.streams(str(a.peer_id)) == 1)
+            assert_nobody_charged(a, b)
+
+
+async def test_a_response_still_arriving_is_not_cut_off_at_the_base_deadline():
+    gate = Gate()
+    with trio.fail_after(60):
+        async with pair(client_gate=gate) as (a, b, ra, rb):
+            assert await ra.request(b.peer_id, PID, b"hello") == b"ok:hello"
+            gate.delay = 0.05  # a reads 64 KiB per 50 ms (~1.3 MB/s): the 2 MiB answer takes 1.6 s or more
+            start = trio.current_time()
+            assert await ra.request(b.peer_id, PID, b"huge", timeout=1.0) == b"h" * (2 * MiB)
+            assert trio.current_time() - start > 1.0  # it did outlast the base deadline
             assert_nobody_charged(a, b)
 
 
