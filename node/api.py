@@ -93,7 +93,6 @@ log = logging.getLogger("node.api")
 
 U64_MAX = (1 << 64) - 1
 KiB, MiB = 1024, 1024 * 1024
-RouteName = str
 
 
 @dataclass(frozen=True)
@@ -230,8 +229,8 @@ class Guard:
         self.app, self.limits, self.metrics, self.run_on_node = app, limits, metrics, run_on_node
         self.buckets = TokenBuckets(limits.post_rate, limits.post_burst, limits.max_clients)
         self._lock = threading.Lock()  # buckets and the log throttle: requests of one server share them
-        self._last_logged: dict[RouteName, float] = {}
-        self._unlogged: dict[RouteName, int] = {}
+        self._last_logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
