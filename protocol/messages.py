@@ -426,11 +426,13 @@ class CommitsResponse(Message):
 
 @message
 class Query(Message):
-    """A validator's challenge to a miner of subnet `netuid`; `payload` is the task's own CBOR."""
+    """A validator's challenge to the miner whose hotkey is `miner`, on subnet `netuid`; `payload` is the
+    task's own CBOR. Naming the miner under the signature stops one miner's query being replayed to another."""
 
     chain_id: ChainId
     netuid: Netuid
     caller: PublicKey
+    miner: PublicKey
     request_id: Annotated[bytes, Bytes(16)]
     sent_ms: Annotated[int, U64]
     payload: Annotated[bytes, Bytes(max_size=MAX_QUERY_PAYLOAD)]

@@ -5,17 +5,20 @@ It runs on p2pnet's request/response streams under `/tensornet/subnet-query/1`. 
 
 1. the bytes decode as a `SignedQuery` and its signature verifies (a forged query gets no signed reply,
    so a miner is never an oracle for someone else's key);
-2. the query is for this chain and subnet, and fresh (`sent_ms` within `max_skew_s`; a request id is
-   accepted once), so a captured query cannot be replayed to spend a validator's budget;
+2. the query is for this chain, subnet and miner (`Query.miner` is this miner's hotkey, so a query
+   captured on its way to one miner cannot be replayed to another), and fresh (`sent_ms` within
+   `max_skew_s` of the miner's clock);
 3. the caller's hotkey holds a validator permit on the subnet (`PermitCache`, refreshed from the chain);
-4. the caller is within its rate (token bucket per hotkey);
-5. the answer comes within the per-query deadline; the model runs in a thread, one query at a time.
+4. the request id is new (`ReplayGuard`: ids are kept until their query is stale, never dropped early), so
+   a captured query cannot be replayed to spend a validator's budget;
+5. the caller is within its rate (token bucket per hotkey);
+6. the answer comes within the per-query deadline; the model runs in a thread, one query at a time.
 
 Refusals after step 1 are signed responses with a non-zero `Response.status` (`QueryStatus`), so a
 validator can tell "refused" from "lost". The validator side is `query_miner`.
 
 Paid queries (spec/economics.md §3) come on `/tensornet/subnet-paid-query/1` as a `PaidQuery` (the
-`SignedQuery` plus the client's voucher): steps 3-4 are replaced by the voucher check of the
+`SignedQuery` plus the client's voucher): steps 3 and 5 are replaced by the voucher check of the
 `PaymentDesk`, and an answered query is claimed on chain. A caller without a permit that asks on the
 free protocol learns the miner's price from a `PAYMENT_REQUIRED` reply. Paid and free queries share the
 model through a `PriorityGate`: paid first, free ones shed when the queue is full.
@@ -24,6 +27,7 @@ model through a `PriorityGate`: paid first, free ones shed when the queue is ful
 from __future__ import annotations
 
 import enum
+import heapq
 import os
 import time
 from collections import OrderedDict, deque
@@ -79,7 +83,8 @@ class QueryStatus(enum.IntEnum):
     STALE = 7  # sent_ms too far from the miner's clock
     PAYMENT_REQUIRED = 8  # no permit, but this miner sells queries: payload = its price (CBOR uint, units)
     BAD_PAYMENT = 9  # the voucher or its escrow does not cover the query (payload: reason)
-    BUSY = 10  # shed under load (the queue is full; paid queries go first)
+    BUSY = 10  # shed under load (the model queue or the replay guard is full; paid queries go first)
+    WRONG_MINER = 11  # the query names another miner's hotkey (payload: this miner's hotkey)
 
 
 class QueryError(SubnetError):
@@ -162,21 +167,36 @@ class RateLimiter:
 
 
 class ReplayGuard:
-    """Request ids seen within the freshness window; a second use is refused."""
+    """Request ids of accepted queries, each kept until its query is stale (`sent_ms + window_ms`).
 
-    def __init__(self, window_s: float, max_ids: int = 100_000) -> None:
-        self.window_s = window_s
+    A query is only accepted while `abs(now - sent_ms) <= window_ms`, so an id whose window has passed is
+    refused by time and can be forgotten safely; before that it is never forgotten, however many other ids
+    arrive. When `max_ids` are held, new ids are refused (`accept` returns BUSY) rather than evicting one.
+    Only permitted or paying callers reach the guard, so the cap bounds honest load, not strangers.
+    """
+
+    def __init__(self, window_ms: int, max_ids: int = 200_000) -> None:
+        self.window_ms = window_ms
         self.max_ids = max_ids
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._seen: set[bytes] = set()
+        self._expiry: list[tuple[int, bytes]] = []  # min-heap of (ms after which the id is stale, id)
 
-    def first_use(self, request_id: bytes, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        while self._seen and (next(iter(self._seen.values())) < now or len(self._seen) >= self.max_ids):
-            self._seen.popitem(last=False)
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def accept(self, request_id: bytes, sent_ms: int, now: int) -> QueryStatus | None:
+        """None if the id is new and now remembered; STALE, or BUSY when full. A replay raises `Refused`."""
+        while self._expiry and self._expiry[0][0] < now:
+            self._seen.discard(heapq.heappop(self._expiry)[1])
+        if abs(now - sent_ms) > self.window_ms:
+            return QueryStatus.STALE
         if request_id in self._seen:
-            return False
-        self._seen[request_id] = now + 2 * self.window_s
-        return True
+            raise Refused("request id already used")
+        if len(self._seen) >= self.max_ids:
+            return QueryStatus.BUSY
+        self._seen.add(request_id)
+        heapq.heappush(self._expiry, (sent_ms + self.window_ms, request_id))
+        return None
 
 
 # --- miner side: the axon --------------------------------------------------------------------------------
@@ -189,6 +209,7 @@ class AxonConfig:
     burst: int = 10
     max_skew_s: float = 60.0
     max_waiting: int = 8  # queries queued for the model beyond the one running
+    max_replay_ids: int = 200_000  # request ids held for replay checks (~11 MB full); beyond it, new queries are BUSY
 
 
 @dataclass
@@ -240,7 +261,8 @@ class Axon:
         self.config = config or AxonConfig()
         self.on_fatal = on_fatal
         self.limiter = RateLimiter(self.config.rate_per_s, self.config.burst)
-        self.replays = ReplayGuard(self.config.max_skew_s)
+        self.replays = ReplayGuard(int(self.config.max_skew_s * 1000), self.config.max_replay_ids)
+        self.clock: Callable[[], int] = now_ms  # wall-clock ms, as `Query.sent_ms`; tests move it
         self.stats = AxonStats()
         self.payments = payments
         self.gate = PriorityGate(self.config.max_waiting)
@@ -264,19 +286,25 @@ class Axon:
             return QueryStatus.BAD_QUERY, str(exc)[:200].encode()
 
     def _check_envelope(self, sq: SignedQuery) -> bytes | None:
-        """Chain, subnet, signature, freshness, replay: a refusal reply, None to go on (Refused raised)."""
+        """Chain, subnet, miner, signature, freshness: a refusal reply, None to go on (Refused raised)."""
         q = sq.body
         if q.chain_id != self.chain_id or q.netuid != self.netuid:
             return self._reply(q, QueryStatus.WRONG_SUBNET, f"this is {self.chain_id}/{self.netuid}".encode())
+        if q.miner != self.hotkey.public:
+            return self._reply(q, QueryStatus.WRONG_MINER, self.hotkey.public)
         try:
             sq.verify(self.chain_id)
         except ProtocolError:
             raise Refused("bad query signature") from None
-        if abs(now_ms() - q.sent_ms) > self.config.max_skew_s * 1000:
+        if abs(self.clock() - q.sent_ms) > self.replays.window_ms:
             return self._reply(q, QueryStatus.STALE)
-        if not self.replays.first_use(q.request_id):
-            raise Refused("request id already used")
         return None
+
+    def _check_replay(self, q: Query) -> bytes | None:
+        """After the permit or voucher check, so strangers cannot fill the guard: a refusal reply or None.
+        Synchronous, so two copies of one query racing through the awaits before it cannot both pass."""
+        status = self.replays.accept(q.request_id, q.sent_ms, self.clock())
+        return None if status is None else self._reply(q, status)
 
     async def handle(self, peer: ID, data: bytes) -> bytes:
         started = time.monotonic()
@@ -292,6 +320,9 @@ class Axon:
             if self.payments is not None and self.payments.price > 0:
                 return self._reply(q, QueryStatus.PAYMENT_REQUIRED, codec.encode(self.payments.price))
             return self._reply(q, QueryStatus.NOT_VALIDATOR)
+        refusal = self._check_replay(q)  # before the rate limit: a replay must not spend the caller's tokens
+        if refusal is not None:
+            return refusal
         if not self.limiter.take(q.caller):
             return self._reply(q, QueryStatus.RATE_LIMITED)
         status, payload = await self._run(q, started, paid=False)
@@ -314,6 +345,10 @@ class Axon:
         except PaymentRefused as exc:
             return self._reply(q, QueryStatus.BAD_PAYMENT, str(exc)[:300].encode())
         try:
+            refusal = self._check_replay(q)
+            if refusal is not None:
+                self.payments.release(reservation)
+                return refusal
             status, payload = await self._run(q, started, paid=True)
             reply = self._answer_reply(q, status, payload, started)
         except BaseException:
@@ -365,8 +400,10 @@ class QueryResult:
     response_digest: bytes = b""  # digest of the SignedResponse received (what a ServiceProof names)
 
 
-def build_query(hotkey: Keypair, chain_id: str, netuid: int, payload: bytes) -> SignedQuery:
-    return SignedQuery.create(Query(chain_id, netuid, hotkey.public, os.urandom(16), now_ms(), payload), hotkey)
+def build_query(hotkey: Keypair, chain_id: str, netuid: int, payload: bytes, *, miner: bytes) -> SignedQuery:
+    """A fresh query for the miner whose registered hotkey is `miner` (no other miner will serve it)."""
+    q = Query(chain_id, netuid, hotkey.public, miner, os.urandom(16), now_ms(), payload)
+    return SignedQuery.create(q, hotkey)
 
 
 async def query_miner(
@@ -385,6 +422,8 @@ async def query_miner(
     """
     from p2pnet.reqresp import RequestError
 
+    if signed.body.miner != miner_hotkey:
+        raise QueryError("the query names another miner than the one asked (build it with miner=its hotkey)")
     started = time.monotonic()
     try:
         if voucher is None:

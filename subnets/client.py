@@ -249,7 +249,7 @@ class SubnetClient:
                 if self.available(info) < price:
                     note["outcome"] = f"escrow {eid} covers {self.available(info)} units, the price is {price}"
                     continue
-                signed = build_query(self.key, self.chain_id, self.netuid, payload)
+                signed = build_query(self.key, self.chain_id, self.netuid, payload, miner=hotkey)
                 nonce = secrets.randbits(64)
                 voucher = sign_voucher(self.key, self.chain_id, eid, nonce, hotkey, signed, price)
                 self._signed[eid] = self._signed.get(eid, 0) + price
@@ -272,7 +272,7 @@ class SubnetClient:
         """The miner's price, from a free query without a permit (`PAYMENT_REQUIRED`); None if it sells none."""
         from subnets.axon import QueryStatus, build_query, query_miner
 
-        probe = build_query(self.key, self.chain_id, self.netuid, b"")
+        probe = build_query(self.key, self.chain_id, self.netuid, b"", miner=hotkey)
         result = await query_miner(self._stack.reqresp, peer, probe, hotkey, timeout)
         if result.status != QueryStatus.PAYMENT_REQUIRED:
             return None

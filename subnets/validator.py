@@ -226,8 +226,9 @@ class Validator:
             challenge = await trio.to_thread.run_sync(self.task.challenge, challenge_seed(chain_digest, nonce, uid))
             payload = self.task.encode_query(challenge)
             peer = await self._connect(stack.host, peer_id, addrs)
-            signed = build_query(self.hotkey, self.chain_id, self.cfg.netuid, payload)
-            result = await query_miner(stack.reqresp, peer, signed, bytes.fromhex(row["hotkey"]), timeout)
+            miner = bytes.fromhex(row["hotkey"])
+            signed = build_query(self.hotkey, self.chain_id, self.cfg.netuid, payload, miner=miner)
+            result = await query_miner(stack.reqresp, peer, signed, miner, timeout)
         except (QueryError, NodeError, Exception) as exc:  # noqa: BLE001 - an unreachable miner scores 0
             self.stats["failures"] += 1
             log.debug("query failed", uid=uid, error=str(exc)[:200])

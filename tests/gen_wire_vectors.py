@@ -188,7 +188,8 @@ def signed_block() -> tuple[SignedBlock, bytes]:
 
 def signed_query() -> tuple[SignedQuery, bytes]:
     seed, kp = key(5)
-    q = Query(CHAIN, 1, kp.public, bytes(range(16)), 1_800_000_000_123, codec.encode({"prompt": "hello"}))
+    miner = key(6)[1].public  # the key that signs the response vector
+    q = Query(CHAIN, 1, kp.public, miner, bytes(range(16)), 1_800_000_000_123, codec.encode({"prompt": "hello"}))
     return SignedQuery.create(q, kp), seed
 
 

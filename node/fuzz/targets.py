@@ -590,7 +590,8 @@ def _seeds_frame() -> list[bytes]:
 
 
 def _seeds_query() -> list[bytes]:
-    q = Query(CHAIN_ID, 1, TEST_KEY.public, bytes(16), NOW_MS, codec.encode({"m": 4, "n": 4, "seed": bytes(32)}))
+    seed = codec.encode({"m": 4, "n": 4, "seed": bytes(32)})
+    q = Query(CHAIN_ID, 1, TEST_KEY.public, TEST_KEY.public, bytes(16), NOW_MS, seed)
     return [SignedQuery.create(q, TEST_KEY).to_bytes()]
 
 

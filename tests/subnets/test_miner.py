@@ -16,9 +16,9 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 
 from p2pnet.host import open_host
-from p2pnet.reqresp import ReqResp
+from p2pnet.reqresp import Refused, ReqResp
 from protocol.crypto import Keypair
-from protocol.messages import Query, SignedQuery
+from protocol.messages import SignedQuery
 from subnets.axon import (
     SPEC,
     Axon,
@@ -107,7 +107,7 @@ async def axon_pair(config: AxonConfig, miner: Any = None, permitted: set[bytes]
 
 async def ask(pair: Pair, caller: Keypair, seed: bytes = b"\x01" * 32, timeout: float = 10.0):
     challenge = pair.task.challenge(seed)
-    signed = build_query(caller, CHAIN, NETUID, pair.task.encode_query(challenge))
+    signed = build_query(caller, CHAIN, NETUID, pair.task.encode_query(challenge), miner=pair.miner_hotkey.public)
     result = await query_miner(pair.client, pair.peer, signed, pair.miner_hotkey.public, timeout)
     return challenge, result
 
@@ -171,7 +171,7 @@ async def test_forged_replayed_stale_and_foreign_queries():
     with trio.fail_after(DEADLINE):
         async with axon_pair(AxonConfig(deadline_s=5, max_skew_s=30), permitted={validator.public}) as pair:
             payload = pair.task.encode_query(pair.task.challenge(b"\x03" * 32))
-            good = build_query(validator, CHAIN, NETUID, payload)
+            good = build_query(validator, CHAIN, NETUID, payload, miner=pair.miner_hotkey.public)
             # signed by someone else but claiming the validator's key: refused without a signed reply
             forged = SignedQuery(good.body, forger.sign(SignedQuery.DOMAIN, CHAIN, good.body.to_bytes()))
             with pytest.raises(QueryError, match="bad query signature"):
@@ -181,17 +181,18 @@ async def test_forged_replayed_stale_and_foreign_queries():
                 await query_miner(pair.client, pair.peer, good, pair.miner_hotkey.public, 5)
             old = SignedQuery.create(dataclasses.replace(good.body, request_id=b"o" * 16, sent_ms=1000), validator)
             assert (await query_miner(pair.client, pair.peer, old, pair.miner_hotkey.public, 5)).status == 7
-            other = SignedQuery.create(Query(CHAIN, NETUID + 1, validator.public, b"x" * 16, good.body.sent_ms,
-                                             payload), validator)
+            other = SignedQuery.create(dataclasses.replace(good.body, netuid=NETUID + 1, request_id=b"x" * 16),
+                                       validator)
             res = await query_miner(pair.client, pair.peer, other, pair.miner_hotkey.public, 5)
             assert res.status == QueryStatus.WRONG_SUBNET
-            bad = build_query(validator, CHAIN, NETUID, b"\xa0")  # an empty map: not a ComputeQuery
+            bad = build_query(validator, CHAIN, NETUID, b"\xa0", miner=pair.miner_hotkey.public)  # not a ComputeQuery
             res = await query_miner(pair.client, pair.peer, bad, pair.miner_hotkey.public, 5)
             assert res.status == QueryStatus.BAD_QUERY
             # a response must be signed by the hotkey registered for that uid
             with pytest.raises(QueryError, match="not the registered hotkey"):
-                fresh = build_query(validator, CHAIN, NETUID, payload)
-                await query_miner(pair.client, pair.peer, fresh, Keypair.generate().public, 5)
+                registered = Keypair.generate().public  # the metagraph lists another key than the peer's
+                fresh = build_query(validator, CHAIN, NETUID, payload, miner=registered)
+                await query_miner(pair.client, pair.peer, fresh, registered, 5)
 
 
 async def test_model_failure_reports_internal_and_calls_on_fatal(tmp_path):
@@ -222,9 +223,14 @@ def test_rate_limiter_and_replay_guard_units():
     rl = RateLimiter(rate_per_s=1.0, burst=2)
     assert [rl.take(b"a", now=0.0) for _ in range(3)] == [True, True, False]
     assert rl.take(b"a", now=1.0) and not rl.take(b"a", now=1.0)
-    g = ReplayGuard(window_s=10)
-    assert g.first_use(b"r1", now=0.0) and not g.first_use(b"r1", now=5.0)
-    assert g.first_use(b"r1", now=100.0)  # long expired: the freshness check refuses it anyway
+    g = ReplayGuard(window_ms=10_000, max_ids=3)
+    assert g.accept(b"r1", sent_ms=0, now=0) is None
+    with pytest.raises(Refused, match="already used"):
+        g.accept(b"r1", sent_ms=0, now=9_000)
+    assert g.accept(b"r2", 5_000, now=9_000) is None and g.accept(b"r3", 5_000, now=9_000) is None
+    assert g.accept(b"r4", 5_000, now=9_000) == QueryStatus.BUSY  # full: refuse, never forget r1..r3
+    assert g.accept(b"r1", sent_ms=0, now=10_001) == QueryStatus.STALE  # r1's window passed: refused by time
+    assert len(g) == 2 and g.accept(b"r4", 5_000, now=10_001) is None  # and its slot is free again
 
 
 def test_option_parsing():

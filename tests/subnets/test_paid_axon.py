@@ -127,7 +127,7 @@ def open_escrow(net: Net, amount: int, expires_in: int = 200) -> int:
 async def paid(net: Net, escrow_id: int, seed: bytes, *, price: int = PRICE, nonce: int = 1,
                client: Keypair = CLIENT, voucher_query: Any = None):
     challenge = net.task.challenge(seed)
-    signed = build_query(client, CHAIN, NETUID, net.task.encode_query(challenge))
+    signed = build_query(client, CHAIN, NETUID, net.task.encode_query(challenge), miner=MINER.public)
     voucher = sign_voucher(client, CHAIN, escrow_id, nonce, MINER.public, voucher_query or signed, price)
     result = await query_miner(net.client, net.peer, signed, MINER.public, DEADLINE, voucher)
     return challenge, result, voucher
@@ -135,7 +135,7 @@ async def paid(net: Net, escrow_id: int, seed: bytes, *, price: int = PRICE, non
 
 async def free(net: Net, seed: bytes, caller: Keypair = VALIDATOR):
     challenge = net.task.challenge(seed)
-    signed = build_query(caller, CHAIN, NETUID, net.task.encode_query(challenge))
+    signed = build_query(caller, CHAIN, NETUID, net.task.encode_query(challenge), miner=MINER.public)
     return await query_miner(net.client, net.peer, signed, MINER.public, DEADLINE)
 
 
@@ -183,7 +183,7 @@ async def test_vouchers_that_do_not_pay_are_refused_before_work():
             cases = []
             _, r, _ = await paid(net, eid, b"\x01" * 32, price=PRICE - 1)
             cases.append((r, b"below this miner's price"))
-            other_query = build_query(CLIENT, CHAIN, NETUID, b"x")
+            other_query = build_query(CLIENT, CHAIN, NETUID, b"x", miner=MINER.public)
             _, r, _ = await paid(net, eid, b"\x02" * 32, voucher_query=other_query)
             cases.append((r, b"another query"))
             _, r, _ = await paid(net, eid + 7, b"\x03" * 32)

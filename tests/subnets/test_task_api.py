@@ -183,7 +183,8 @@ def test_signed_query_response_round_trip(name, config):
     miner.prepare()
 
     ch = vtask.challenge(challenge_seed(bytes(32), b"nonce", 7))
-    query = SignedQuery.create(Query(CHAIN, 3, validator.public, bytes(16), 0, vtask.encode_query(ch)), validator)
+    body = Query(CHAIN, 3, validator.public, miner_key.public, bytes(16), 0, vtask.encode_query(ch))
+    query = SignedQuery.create(body, validator)
     received = SignedQuery.from_bytes(query.to_bytes())
     received.verify(CHAIN)
     out = mtask.handle(miner, received.body.payload)
