@@ -9,12 +9,22 @@ A node given a single bootstrap address finds the rest three ways, cheapest firs
 
 The maintenance loop keeps `target_peers` connections: it redials bootstraps and known peers with
 exponential backoff, asks a few peers for PX, and refreshes the DHT, each step under a deadline.
+
+Two more loops keep a validator in its committee (spec/p2p.md, "Committee connectivity"):
+- the link keeper dials every protected peer (`set_protected`: the current and next committee) that is
+  not connected and not banned, with its own short backoff (0.5 s doubling to 15 s, jittered, reset once
+  connected), so a peer whose ban expired or whose connection died is back within seconds;
+- the liveness check pings a peer that has not answered for `ping_interval` and closes a connection
+  with no answered ping for `zombie_timeout`: a dead connection that libp2p still lists (a frozen or
+  vanished peer, a half-closed socket) would otherwise block the keeper forever. A slow peer that still
+  answers within the timeout keeps its connection.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +61,11 @@ class DiscoveryConfig:
     dht_interval: float = 30.0
     dht_timeout: float = 10.0
     save_interval: float = 5.0
+    keep_interval: float = 0.5  # seconds between passes of the protected-peer keeper
+    redial_base: float = 0.5  # first backoff after a failed dial of a protected peer
+    redial_max: float = 15.0  # backoff ceiling for protected peers (and bootstraps, see PeerStore)
+    ping_interval: float = 5.0  # ping a peer that has not answered for this long
+    zombie_timeout: float = 20.0  # close a connection with no answered ping for this long
 
 
 def encode_px_request(addrs: list[str]) -> bytes:
@@ -90,6 +105,21 @@ def decode_px_response(data: bytes) -> list[tuple[str, list[str]]]:
             raise PeerStoreError(f"PX entry with more than {MAX_ADDRS} addresses")
         out.append((check_peer_id(entry[0]), [check_addr(a) for a in entry[1]]))
     return out
+
+
+def _transport_addr(addr: str, peer_id: str) -> str | None:
+    """`addr` without its /p2p/ suffix if it is a dialable address of `peer_id`, else None (logged)."""
+    try:
+        if "/p2p/" not in addr:
+            return check_addr(addr)
+        base, pid = split_p2p_addr(addr)
+    except PeerStoreError as exc:
+        log.warning("address of %s skipped: %s", peer_id, exc)
+        return None
+    if pid != peer_id:
+        log.warning("address %s is not of %s; skipped", addr, peer_id)
+        return None
+    return base
 
 
 def _transport_addrs(host: Any) -> list[str]:
@@ -133,6 +163,10 @@ class Discovery:
             store.add(pid, [base], bootstrap=True)
             self.bootstrap_ids.add(pid)
         self.dht: KadDHT | None = None
+        self.protected: frozenset[str] = frozenset()
+        self._redial: dict[str, tuple[int, float]] = {}  # protected peer -> (failures, trio time of next dial)
+        self._alive: dict[str, float] = {}  # connected peer -> trio time it last proved alive
+        self._pinging: set[str] = set()
         self._dialing: set[str] = set()
         self._wake = trio.Event()
         reqresp.register(PX_SPEC, self._serve_px)
@@ -196,6 +230,95 @@ class Discovery:
             return False
         finally:
             self._dialing.discard(peer_id)
+
+    # --- committee links ------------------------------------------------------------------------
+
+    def set_protected(self, peers: Mapping[str, Sequence[str]]) -> None:
+        """Keep a connection to each of `peers` (peer id -> multiaddrs, with or without /p2p/).
+
+        Replaces the previous set. The addresses go to the peer store; the limiter caps their bans
+        at the cool-off (`Limits.protected_ban_seconds`). A bad entry is logged and skipped: it comes
+        from chain state, which any staker can write an endpoint into.
+        """
+        me = str(self.host.peer_id)
+        ids: set[str] = set()
+        for pid, addrs in peers.items():
+            try:
+                pid = check_peer_id(pid)
+            except PeerStoreError as exc:
+                log.warning("protected peer skipped: %s", exc)
+                continue
+            if pid == me:
+                continue
+            ids.add(pid)
+            clean = [a for a in (_transport_addr(a, pid) for a in list(addrs)[:MAX_ADDRS]) if a is not None]
+            if clean:
+                self.store.add(pid, clean)
+        self.protected = frozenset(ids)
+        self.host.limiter.set_protected(ids)
+        self._redial = {p: v for p, v in self._redial.items() if p in ids}
+        self._wake.set()
+
+    async def _keep_links(self) -> None:
+        """Dial each protected peer that is neither connected, banned, being dialled, nor backing off."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                now = trio.current_time()
+                connected = self._connected_ids()
+                for pid in self.protected:
+                    if pid in connected:
+                        self._redial.pop(pid, None)  # reset on success
+                    elif pid not in self._dialing and not self.host.limiter.is_banned(pid):
+                        if now >= self._redial.get(pid, (0, 0.0))[1]:
+                            self._redial[pid] = (self._redial.get(pid, (0, 0.0))[0], float("inf"))  # in flight
+                            nursery.start_soon(self._redial_one, pid)
+                await trio.sleep(self.config.keep_interval)
+
+    async def _redial_one(self, pid: str) -> None:
+        ok = await self.dial(pid) or self.host.is_connected(pid)
+        failures = self._redial.get(pid, (0, 0.0))[0]
+        if ok:
+            self._redial.pop(pid, None)
+            return
+        cfg = self.config
+        delay = min(cfg.redial_max, cfg.redial_base * 2 ** min(failures, 16)) * random.uniform(0.8, 1.2)
+        self._redial[pid] = (failures + 1, trio.current_time() + delay)
+        self.metrics.request_errors["dial:protected"] += 1
+        log.debug("protected peer %s unreachable; next dial in %.1f s", pid, delay)
+
+    async def _liveness(self) -> None:
+        """Ping quiet peers; close a connection whose peer has not answered for `zombie_timeout`."""
+        cfg = self.config
+        async with trio.open_nursery() as nursery:
+            while True:
+                now = trio.current_time()
+                peers = self.host.peers()
+                live = {str(p) for p in peers}
+                self._alive = {p: t for p, t in self._alive.items() if p in live}
+                for peer in peers:
+                    pid = str(peer)
+                    quiet = now - self._alive.setdefault(pid, now)
+                    if quiet >= cfg.zombie_timeout:
+                        del self._alive[pid]
+                        self.metrics.disconnects["zombie"] += 1
+                        log.info("closing the connection to %s: no answer for %.0f s", pid, quiet)
+                        nursery.start_soon(self.host.disconnect, peer)
+                    elif quiet >= cfg.ping_interval and pid not in self._pinging:
+                        nursery.start_soon(self._ping, peer)
+                await trio.sleep(min(cfg.ping_interval, cfg.zombie_timeout) / 2)
+
+    async def _ping(self, peer: ID) -> None:
+        pid = str(peer)
+        self._pinging.add(pid)
+        try:
+            await self.host.ping(peer, deadline=self.config.zombie_timeout)
+        except P2PError as exc:
+            log.debug("ping %s: %s", pid, exc)
+        else:
+            if pid in self._alive:
+                self._alive[pid] = trio.current_time()
+        finally:
+            self._pinging.discard(pid)
 
     def _connected_ids(self) -> set[str]:
         return {str(p) for p in self.host.peers()}
@@ -277,6 +400,8 @@ class Discovery:
                     self.dht = KadDHT(self.host.libp2p, mode)
                     await nursery.start(self._run_dht, self.dht)
                 nursery.start_soon(self._watch, receive)
+                nursery.start_soon(self._keep_links)
+                nursery.start_soon(self._liveness)
                 task_status.started()
                 await self._maintain()
         finally:
@@ -296,6 +421,7 @@ class Discovery:
             self.metrics.peers = len(self.host.peers())
             if kind == "connected":
                 self.store.connected(str(peer))
+                self._alive[str(peer)] = trio.current_time()  # a new connection starts its quiet clock
             else:
                 self._wake.set()  # a peer left: refill now, not at the next tick
 

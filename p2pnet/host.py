@@ -16,6 +16,7 @@ Use it like this::
         peer = await host.connect("/ip4/127.0.0.1/tcp/4001/p2p/12D3...", deadline=10)   # -> ID
         stream = await host.new_stream(peer, ["/tn/x/1"], deadline=10)                   # -> INetStream
         host.peers()                 # list[ID] of connected peers
+        rtt = await host.ping(peer, deadline=10)                                          # -> seconds
         await host.disconnect(peer)
         host.start_soon(fn, *args)   # run a task owned by the host (cancelled when the host closes)
 
@@ -39,6 +40,8 @@ import multiaddr
 import trio
 from libp2p.abc import INetStream
 from libp2p.crypto.keys import KeyPair
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
@@ -175,6 +178,28 @@ class Host:
             raise
         except Exception as exc:
             raise StreamOpenError(f"cannot open a {list(protocols)} stream to {peer_id}: {exc}") from exc
+
+    async def ping(self, peer: PeerRef, deadline: float = DEFAULT_DEADLINE) -> float:
+        """Seconds for one libp2p ping round trip (every host answers /ipfs/ping/1.0.0).
+
+        Proves the connection still carries traffic both ways; raises `StreamOpenError` when no answer
+        comes within `deadline`.
+        """
+        peer_id = as_peer_id(peer)
+        start = trio.current_time()
+        stream = await self.new_stream(peer_id, [PING_PROTOCOL], deadline)
+        try:
+            with trio.fail_after(max(0.0, deadline - (trio.current_time() - start))):
+                await perform_ping_roundtrip(stream)
+                await stream.close()  # one ping per stream: the server's loop ends at our EOF
+        except BaseException as exc:
+            await hardening.reset_quietly(stream)
+            if isinstance(exc, trio.TooSlowError):
+                raise StreamOpenError(f"no ping answer from {peer_id} within {deadline:g} s") from exc
+            if isinstance(exc, Exception):
+                raise StreamOpenError(f"ping to {peer_id} failed: {exc!r}") from exc
+            raise
+        return trio.current_time() - start
 
     # --- connections ------------------------------------------------------------------------
 

@@ -6,6 +6,11 @@ checked before a frame is read, and a deadline on every read. Each violation low
 below `ban_threshold` the peer is disconnected and banned until the ban expires. Scores decay back to
 zero, so a peer that misbehaved once is forgiven, and one that keeps misbehaving is not.
 
+Protected peers (the committee, set by node/ through `set_protected`) are banned for at most
+`protected_ban_seconds` unless the ban's reason is in `FAULT_REASONS`: a signed message that proves
+fault. Anything else a committee member does (corrupt frames, timeouts, invalid but unsigned input) may
+be a slow link or our own bug, and a long ban of an honest member halts the chain.
+
 Time comes from an injected `clock` (seconds, monotonic) so unit tests need no sleeps. Nothing here
 does I/O: the host calls into `PeerLimiter` and acts on its answers.
 """
@@ -15,13 +20,19 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from p2pnet.errors import ConfigError, MessageTooLarge
 
 MiB = 1024 * 1024
+
+# Reasons that prove fault with a signed message: only these ban a protected (committee) peer for longer
+# than `Limits.protected_ban_seconds`. Callers charge them where they verify the signature.
+INVALID_SIGNATURE = "invalid_signature"  # a message whose ed25519 signature does not verify
+EQUIVOCATION = "equivocation"  # two different signed blocks by one author for one round
+FAULT_REASONS: frozenset[str] = frozenset({INVALID_SIGNATURE, EQUIVOCATION})
 
 # Penalty per violation reason; anything not listed costs `Limits.default_penalty`.
 DEFAULT_PENALTIES: Mapping[str, float] = MappingProxyType(
@@ -34,6 +45,8 @@ DEFAULT_PENALTIES: Mapping[str, float] = MappingProxyType(
         "too_many_streams": 5.0,  # more concurrent streams than allowed
         "invalid_message": 20.0,  # decoded but failed validation (reported by gossip/reqresp)
         "rate": 2.0,  # over a rate limit
+        INVALID_SIGNATURE: 100.0,  # proof of fault: banned at once, for `ban_seconds` even if protected
+        EQUIVOCATION: 100.0,
     }
 )
 
@@ -54,6 +67,7 @@ class Limits:
     stream_idle_timeout: float = 300.0  # seconds a persistent inbound stream may go without a frame
     ban_threshold: float = -100.0  # a score at or below this bans the peer
     ban_seconds: float = 600.0  # how long a ban lasts
+    protected_ban_seconds: float = 30.0  # the longest ban of a protected peer without a FAULT_REASONS reason
     score_half_life: float = 300.0  # seconds for a negative score to decay halfway back to zero
     default_penalty: float = 10.0
     penalties: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PENALTIES))
@@ -62,7 +76,8 @@ class Limits:
         for name in ("max_inbound_conns", "max_conns_per_ip", "max_pending_per_ip", "max_streams_per_peer"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Limits.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("handshake_timeout", "read_deadline", "stream_idle_timeout", "ban_seconds", "score_half_life"):
+        for name in ("handshake_timeout", "read_deadline", "stream_idle_timeout", "ban_seconds", "score_half_life",
+                     "protected_ban_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"Limits.{name} must be positive, got {getattr(self, name)}")
         if self.ban_threshold >= 0:
@@ -142,6 +157,8 @@ class PeerLimiter:
         self.bans = 0
         self._scores: dict[str, tuple[float, float]] = {}  # peer -> (score, time of score)
         self._banned: dict[str, float] = {}  # peer -> expiry
+        self.protected: frozenset[str] = frozenset()  # committee peers: short bans unless a proof of fault
+        self._faulty: set[str] = set()  # peers whose current ban was for a FAULT_REASONS reason
         self._pending_by_ip: Counter[str] = Counter()
         self._conns_by_ip: Counter[str] = Counter()
         self._streams_by_peer: Counter[str] = Counter()
@@ -166,13 +183,29 @@ class PeerLimiter:
         value = self.score(peer) - abs(weight)
         self._scores[peer] = (value, self.clock())
         if value <= self.limits.ban_threshold and not self.is_banned(peer):
-            self.ban(peer)
+            self.ban(peer, reason=reason)
             return True
         return False
 
-    def ban(self, peer: str, seconds: float | None = None) -> None:
-        """Ban `peer` for `seconds` (default `ban_seconds`); the host disconnects it via `on_ban`."""
-        self._banned[peer] = self.clock() + (self.limits.ban_seconds if seconds is None else seconds)
+    def set_protected(self, peers: Iterable[str]) -> None:
+        """Replace the protected set; a current ban of a newly protected peer is cut to the cool-off."""
+        self.protected = frozenset(peers)
+        cap = self.clock() + self.limits.protected_ban_seconds
+        for peer in self.protected & self._banned.keys():
+            if peer not in self._faulty:
+                self._banned[peer] = min(self._banned[peer], cap)
+
+    def ban(self, peer: str, seconds: float | None = None, reason: str | None = None) -> None:
+        """Ban `peer` for `seconds` (default `ban_seconds`); the host disconnects it via `on_ban`.
+
+        A protected peer is banned for at most `protected_ban_seconds` unless `reason` proves fault.
+        """
+        duration = self.limits.ban_seconds if seconds is None else seconds
+        if reason in FAULT_REASONS:
+            self._faulty.add(peer)
+        elif peer in self.protected:
+            duration = min(duration, self.limits.protected_ban_seconds)
+        self._banned[peer] = self.clock() + duration
         self.bans += 1
         if self.on_ban is not None:
             self.on_ban(peer)
@@ -184,6 +217,7 @@ class PeerLimiter:
         if self.clock() >= expiry:
             del self._banned[peer]
             self._scores.pop(peer, None)  # a served ban wipes the slate
+            self._faulty.discard(peer)
             return False
         return True
 

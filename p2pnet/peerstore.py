@@ -29,6 +29,9 @@ MAX_ADDRS = 8
 MAX_ADDR_LEN = 256
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
+# Bootstraps are how a node with no peers gets back in: retried at most this far apart, so it
+# reconnects within seconds of them coming back (see spec/p2p.md, "Committee connectivity").
+BOOTSTRAP_BACKOFF_MAX = 15.0
 
 
 class PeerStoreError(P2PError):
@@ -189,7 +192,8 @@ class PeerStore:
         if rec is None:
             return 0.0
         rec.failures += 1
-        delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(rec.failures - 1, 10))
+        ceiling = BOOTSTRAP_BACKOFF_MAX if rec.bootstrap else BACKOFF_MAX
+        delay = min(ceiling, BACKOFF_BASE * 2 ** min(rec.failures - 1, 10))
         delay *= random.uniform(0.8, 1.2)
         rec.next_dial = self.clock() + delay
         return delay

@@ -8,7 +8,7 @@ A stack without `chain_id` is discovery-only: what a bootstrap node runs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,11 @@ class Stack:
     metrics: Metrics
     gossip: Gossip | None = None
     handshake: Handshake | None = None
+
+    def set_protected(self, peers: Mapping[str, Sequence[str]]) -> None:
+        """Keep connected to `peers` (peer id -> multiaddrs: the committee), redialling with backoff, and
+        ban them only briefly unless they prove fault (see `Discovery.set_protected`)."""
+        self.discovery.set_protected(peers)
 
 
 @asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from p2pnet.errors import ConfigError, MessageTooLarge
-from p2pnet.limits import Limits, PeerLimiter
+from p2pnet.limits import FAULT_REASONS, Limits, PeerLimiter
 
 
 class FakeClock:
@@ -144,3 +144,49 @@ def test_snapshot_is_plain_numbers():
     assert snap["bans"] == 1 and snap["banned_now"] == 1
     assert snap["drops"] == {"queue_full": 3}
     assert snap["violations"] == {"oversize": 1}
+
+
+def test_protected_peer_is_banned_only_for_the_cool_off_without_proof_of_fault():
+    limiter, clock, banned = make(ban_threshold=-50.0, ban_seconds=600.0, protected_ban_seconds=30.0)
+    limiter.set_protected({"member"})
+    for peer in ("member", "stranger"):
+        limiter.penalize(peer, "malformed")
+        limiter.penalize(peer, "malformed")
+    assert banned == ["member", "stranger"]
+    assert limiter.ban_expiry("member") == pytest.approx(1030.0)
+    assert limiter.ban_expiry("stranger") == pytest.approx(1600.0)
+    clock.now += 30.0
+    assert not limiter.is_banned("member")
+    assert limiter.score("member") == 0.0  # the served cool-off wipes the slate
+    assert limiter.is_banned("stranger")
+
+
+@pytest.mark.parametrize("reason", sorted(FAULT_REASONS))
+def test_proof_of_fault_bans_a_protected_peer_at_once_for_the_full_time(reason):
+    limiter, clock, banned = make(ban_seconds=600.0, protected_ban_seconds=30.0)
+    limiter.set_protected({"member"})
+    assert limiter.penalize("member", reason) is True  # one signed proof is enough
+    assert limiter.ban_expiry("member") == pytest.approx(1600.0)
+    limiter.set_protected({"member"})  # re-protecting (a new epoch) does not shorten a fault ban
+    assert limiter.ban_expiry("member") == pytest.approx(1600.0)
+    clock.now += 600.0
+    assert not limiter.is_banned("member")
+
+
+def test_explicit_ban_of_a_protected_peer_is_capped_and_protecting_cuts_a_running_ban():
+    limiter, _, _ = make(ban_seconds=600.0, protected_ban_seconds=30.0)
+    limiter.set_protected({"member"})
+    limiter.ban("member", seconds=3600.0)
+    assert limiter.ban_expiry("member") == pytest.approx(1030.0)
+    limiter.ban("newcomer")
+    assert limiter.ban_expiry("newcomer") == pytest.approx(1600.0)
+    limiter.set_protected({"member", "newcomer"})  # joins the committee while banned
+    assert limiter.ban_expiry("newcomer") == pytest.approx(1030.0)
+    limiter.set_protected(set())  # no longer protected: later bans are full length again
+    limiter.ban("member")
+    assert limiter.ban_expiry("member") == pytest.approx(1600.0)
+
+
+def test_protected_ban_seconds_must_be_positive():
+    with pytest.raises(ConfigError, match="protected_ban_seconds"):
+        Limits(protected_ban_seconds=0)
