@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from node.cli import HomeOption, JsonOption, PasswordFileOption, WalletOption, emit
+from node.errors import CliError
 
 client_app = typer.Typer(help="Pay for queries to a subnet's miners.", no_args_is_help=True)
 NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
@@ -44,7 +45,17 @@ def _escrow_json(info: dict[str, Any]) -> dict[str, Any]:
 @client_app.command("query")
 def query(
     subnet: Annotated[int, typer.Option("--subnet", help="Netuid of the subnet to query.")],
-    input_file: Annotated[Path, typer.Option("--input", help="Query input (the task's CBOR query, or text).")],
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="Input file in the task's form (compute: .npy; text: UTF-8).")
+    ] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Text subnet: the text to continue.")] = None,
+    rows: Annotated[int | None, typer.Option("--rows", help="Compute subnet: rows of the product.")] = None,
+    cols: Annotated[int | None, typer.Option("--cols", help="Compute subnet: columns of the product.")] = None,
+    inner: Annotated[int | None, typer.Option("--inner", help="Compute subnet: inner dimension (default 256).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Compute subnet: matrix seed (default random).")] = None,
+    input_cbor: Annotated[
+        Path | None, typer.Option("--input-cbor", help="The task's query as canonical CBOR (any subnet).")
+    ] = None,
     max_price: Annotated[str, typer.Option("--max-price", help="Most to pay for this query (tokens).")] = "0.01",
     escrow: Annotated[int | None, typer.Option("--escrow", help="Escrow id to draw on (default: any, or new).")] = None,
     deposit: Annotated[
@@ -59,26 +70,62 @@ def query(
     node: NodeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Pay one miner to answer a query: the highest-incentive miner at or below --max-price answers."""
+    """Pay one miner to answer a query: the highest-incentive miner at or below --max-price answers.
+
+    Give the input in the subnet's own form (compute: --rows/--cols [--inner --seed] or --input FILE.npy;
+    text: --text or --input FILE), or any subnet's query as CBOR with --input-cbor.
+    """
     import trio
 
     from node.client import parse_amount
-    from node.errors import CliError
+    from subnets.task import CliInput
 
-    try:
-        data = input_file.read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read --input {input_file}: {exc.strerror}") from None
+    given = CliInput(file=input_file, text=text, rows=rows, cols=cols, inner=inner, seed=seed)
+    natural = [CliInput.flag(name) for name in given.given()]
+    if input_cbor is not None and natural:
+        raise CliError(f"--input-cbor replaces {', '.join(natural)}; give one or the other")
+    if input_cbor is None and not natural:
+        raise CliError("no query input: give the subnet's input options (see --help) or --input-cbor FILE")
+    cbor = _read(input_cbor, "--input-cbor") if input_cbor is not None else None
     client = _client(home, wallet, password_file, node, subnet, timeout_s=timeout_s,
                      deposit=None if deposit is None else parse_amount(deposit), expires_in=expires_in)
     try:
-        payload = client.task.query_from_input(data)
+        payload = client.task.parse_cli_input(given) if cbor is None else _checked_cbor(client.task, cbor)
         answer = trio.run(client.query_once, payload, parse_amount(max_price), escrow)
     finally:
         client.close()
     if out is not None:
         out.write_bytes(answer.payload)
-    emit({**answer.to_json(), "answer": client.task.describe_answer(answer.payload)}, as_json, title="paid query")
+    result = {**answer.to_json(), "answer": client.task.describe_answer(answer.payload, payload)}
+    emit(result, as_json, render=lambda r: _render_answer(r, client.task.format_answer(answer.payload, payload)))
+
+
+def _read(path: Path, flag: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+
+
+def _checked_cbor(task: Any, data: bytes) -> bytes:
+    """Check a raw query before paying for it: a bad file fails here, not at the miner."""
+    from protocol.errors import ProtocolError
+
+    try:
+        task.decode_query(data)
+    except ProtocolError as exc:
+        raise CliError(f"--input-cbor is not a {task.name} query: {exc}") from None
+    return data
+
+
+def _render_answer(result: dict[str, Any], answer_text: str) -> None:
+    from node.cli import stdout_console
+    from node.client import format_amount
+
+    console = stdout_console()
+    console.print(f"uid {result['uid']} ({result['miner']}) answered in {result['latency_ms']} ms for "
+                  f"{format_amount(int(result['price']))} token, from escrow {result['escrow_id']}", markup=False)
+    console.print(answer_text, markup=False, highlight=False)
 
 
 @client_app.command("open-escrow")

@@ -25,7 +25,8 @@ every correct answer gets at least 1 and every wrong one 0.
 from __future__ import annotations
 
 import os
-from typing import Annotated, ClassVar
+import secrets
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +36,8 @@ from subnets.task import (
     MAX_SCORE,
     AnswerRejected,
     Challenge,
+    CliInput,
+    CliInputError,
     Config,
     ConfigError,
     QueryRejected,
@@ -56,6 +59,9 @@ MAX_INPUT = 1 << 25  # m * k + k * n: bounds the memory a query can make a miner
 
 DEFAULT_SHAPE = (256, 4096, 256)
 DEFAULT_RATE_GFLOPS = 50
+CLI_INNER = 256  # a paying client's default k: quick to serve, and still a real product
+CLI_USAGE = "--rows R --cols C [--inner K] [--seed S], or --input FILE.npy (a 2-D array shaped like the product)"
+SHOWN_ENTRIES = 256  # products up to this size are printed whole
 
 
 @message
@@ -86,6 +92,36 @@ def check_shape(m: int, k: int, n: int) -> None:
         raise QueryRejected(f"compute: product of {m * n} entries exceeds {MAX_OUTPUT}")
     if m * k + k * n > MAX_INPUT:
         raise QueryRejected(f"compute: inputs of {m * k + k * n} entries exceed {MAX_INPUT}")
+
+
+def _cli_shape(rows: int, inner: int, cols: int) -> None:
+    """`check_shape` in the client's option names."""
+    for flag, value, hi in (("--rows", rows, MAX_DIM), ("--cols", cols, MAX_DIM), ("--inner", inner, MAX_INNER)):
+        if not 1 <= value <= hi:
+            raise CliInputError(f"compute: {flag} {value} must be in [1, {hi}]")
+    if rows * cols > MAX_OUTPUT:
+        raise CliInputError(f"compute: --rows x --cols = {rows * cols} entries exceeds {MAX_OUTPUT}")
+    if rows * inner + inner * cols > MAX_INPUT:
+        raise CliInputError(f"compute: (--rows + --cols) x --inner = {rows * inner + inner * cols} entries "
+                            f"exceeds {MAX_INPUT}")
+
+
+def _npy_shape(given: CliInput) -> tuple[int, int]:
+    """The (rows, cols) of a 2-D .npy array; its values are not sent (a query names seeded matrices)."""
+    path = given.file
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if magic != b"\x93NUMPY":
+            raise CliInputError(f"compute: --input {path} is not a .npy file (save one with numpy.save)")
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape  # reads the header, not the data
+    except OSError as exc:
+        raise CliInputError(f"compute: cannot read --input {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # object arrays, a corrupt header
+        raise CliInputError(f"compute: --input {path} is not a plain numeric .npy array: {exc}") from None
+    if len(shape) != 2:
+        raise CliInputError(f"compute: --input {path} holds a {len(shape)}-D array; use a 2-D one (rows x cols)")
+    return int(shape[0]), int(shape[1])
 
 
 def _nibbles(seed: bytes, count: int) -> np.ndarray:
@@ -178,6 +214,56 @@ class ComputeTask(Task[ComputeQuery, ComputeAnswer]):
 
     def check_query(self, query: ComputeQuery) -> None:
         check_shape(query.m, query.k, query.n)
+
+    def parse_cli_input(self, given: CliInput) -> bytes:
+        """--rows/--cols (or a 2-D .npy array's shape), --inner (default 256), --seed (default random): the
+        product of the seeded matrices A (rows x inner) and B (inner x cols), as a validator would ask."""
+        given.only(self.name, frozenset({"file", "rows", "cols", "inner", "seed"}), CLI_USAGE)
+        if given.file is not None:
+            if given.rows is not None or given.cols is not None:
+                raise CliInputError("compute: give --input FILE.npy or --rows/--cols, not both")
+            rows, cols = _npy_shape(given)
+        elif given.rows is None or given.cols is None:
+            raise CliInputError(f"compute: give {CLI_USAGE}")
+        else:
+            rows, cols = given.rows, given.cols
+        inner = CLI_INNER if given.inner is None else given.inner
+        _cli_shape(rows, inner, cols)
+        if given.seed is None:
+            seed = secrets.token_bytes(32)
+        elif 0 <= given.seed < 1 << 256:
+            seed = given.seed.to_bytes(32, "big")
+        else:
+            raise CliInputError(f"compute: --seed {given.seed} must be in [0, 2^256)")
+        return ComputeQuery(seed, rows, inner, cols).to_bytes()
+
+    def describe_answer(self, payload: bytes, query: bytes | None = None) -> dict[str, Any]:
+        """The product's shape, whether it passes Freivalds' check (with a fresh secret of the client's), its
+        sum and, when small, every entry."""
+        answer = self.decode_answer(payload)
+        if query is None:
+            return {"product_bytes": len(answer.product)}
+        q = self.decode_query(query)
+        out: dict[str, Any] = {"rows": q.m, "inner": q.k, "cols": q.n, "seed": q.seed.hex()}
+        try:
+            c = product_from_bytes(answer, q.m, q.n)
+        except AnswerRejected as exc:
+            return {**out, "verified": False, "error": str(exc)}
+        a, b = matrices(q)
+        out.update(verified=freivalds(a, b, c, secrets.token_bytes(32)), sum=int(c.sum(dtype=np.int64)))
+        if c.size <= SHOWN_ENTRIES:
+            out["product"] = c.tolist()
+        return out
+
+    def format_answer(self, payload: bytes, query: bytes | None = None) -> str:
+        d = self.describe_answer(payload, query)
+        if "rows" not in d:
+            return f"product of {d['product_bytes']} bytes"
+        head = (f"C = A @ B: {d['rows']} x {d['cols']} int32 (inner {d['inner']}, seed {d['seed'][:16]}…), "
+                + ("verified by Freivalds' check" if d["verified"] else f"WRONG: {d.get('error', 'fails Freivalds')}"))
+        if "product" not in d:
+            return head + (f"\nsum of entries {d['sum']} (--out FILE keeps every entry)" if "sum" in d else "")
+        return head + "\n" + np.array2string(np.array(d["product"]), max_line_width=120)
 
     def load_miner(self, device: torch.device, config: Config | None = None) -> ComputeMiner:
         check_config_keys(config, frozenset())

@@ -11,6 +11,9 @@ A subnet task is one small class with four parts:
 4. `Query` and `Answer`: the wire types of the payloads (`protocol.schema` messages, canonical CBOR
    through the one codec) carried in `messages.Query.payload` and `messages.Response.payload`.
 
+Paying clients (`tensornet client query`) use three more hooks: `parse_cli_input` turns command-line
+input in the task's natural form into a query, `describe_answer` and `format_answer` show the answer.
+
 The byte-level entry points (`handle` on the miner side, `score_payload` on the validator side) are
 what the miner host and validator loop call: they decode with typed errors and never let a
 malformed payload crash the caller.
@@ -22,6 +25,7 @@ import abc
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
@@ -59,6 +63,56 @@ class AnswerRejected(ValidationError):
 
 class UnknownTaskError(SubnetError):
     """A task name the registry does not know."""
+
+
+class CliInputError(SubnetError):
+    """A paying client's command-line input that cannot become a query; the message names the option."""
+
+
+MAX_CLI_FILE = 64 << 20  # bytes a client's --input file may hold; more is a mistake, not a query
+
+
+@dataclass(frozen=True, slots=True)
+class CliInput:
+    """What `tensornet client query` was given, for `Task.parse_cli_input`; None where an option is absent.
+
+    The options are generic (every task sees the same ones) so the CLI needs no per-task code; a task
+    uses those that fit its query and refuses the rest with `only`, so a misplaced option is an error
+    instead of being silently ignored.
+    """
+
+    file: Path | None = None  # --input FILE
+    text: str | None = None  # --text
+    rows: int | None = None  # --rows
+    cols: int | None = None  # --cols
+    inner: int | None = None  # --inner
+    seed: int | None = None  # --seed
+
+    @staticmethod
+    def flag(field: str) -> str:
+        return "--input" if field == "file" else f"--{field}"
+
+    def given(self) -> list[str]:
+        """The fields that were given, in declaration order."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def only(self, task: str, allowed: frozenset[str], usage: str) -> None:
+        """Refuse every given option outside `allowed`; `usage` says what the task takes instead."""
+        extra = [self.flag(name) for name in self.given() if name not in allowed]
+        if extra:
+            raise CliInputError(f"{task}: {', '.join(extra)} not used by this subnet; it takes {usage}")
+
+    def read_file(self, task: str) -> bytes:
+        """The --input file's bytes, with a one-line error for a missing, unreadable or huge file."""
+        assert self.file is not None
+        try:
+            with self.file.open("rb") as fh:
+                data = fh.read(MAX_CLI_FILE + 1)
+        except OSError as exc:
+            raise CliInputError(f"{task}: cannot read --input {self.file}: {exc.strerror or exc}") from None
+        if len(data) > MAX_CLI_FILE:
+            raise CliInputError(f"{task}: --input {self.file} is over {MAX_CLI_FILE >> 20} MiB")
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,17 +189,24 @@ class Task(abc.ABC, Generic[Q, A]):
 
     # --- client side (paid queries, spec/economics.md §3) -------------------------------------
 
-    def query_from_input(self, data: bytes) -> bytes:
-        """A paying client's input file -> query payload. Default: the file holds the query's canonical CBOR
-        (checked here, so a bad file fails before anything is paid)."""
-        self.decode_query(data)
-        return data
+    def parse_cli_input(self, given: CliInput) -> bytes:
+        """A paying client's command-line input, in the task's natural form -> query payload (canonical CBOR).
 
-    def describe_answer(self, payload: bytes) -> dict[str, Any]:
-        """A JSON-friendly view of an answer for the client. Default: the decoded fields, byte strings
-        shortened to their length and first 32 bytes in hex."""
+        Raise `CliInputError` with one line that names the option, before anything is paid. A task without
+        a natural form keeps this default: its clients pass the query's CBOR (`--input-cbor`, `decode_query`).
+        """
+        raise CliInputError(f"{self.name}: this subnet takes no command-line input; pass its query's CBOR with "
+                            "--input-cbor FILE")
+
+    def describe_answer(self, payload: bytes, query: bytes | None = None) -> dict[str, Any]:
+        """A JSON-friendly view of an answer (to `query`, when known) for the client. Default: the decoded
+        fields, byte strings shortened to their length and first 32 bytes in hex."""
         answer = self.decode_answer(payload)
         return {f.name: _short(getattr(answer, f.name)) for f in dataclasses.fields(answer)}
+
+    def format_answer(self, payload: bytes, query: bytes | None = None) -> str:
+        """The answer for people, a few lines. Default: `describe_answer` as `name: value` lines."""
+        return "\n".join(f"{k}: {v}" for k, v in self.describe_answer(payload, query).items())
 
     def score_payload(self, challenge: Challenge[Q], payload: bytes, latency_ms: int = 0) -> int:
         """Validator loop: answer bytes in, score out; any malformed or wrong answer scores 0."""

@@ -34,13 +34,14 @@ from typing import Annotated, Any, ClassVar
 import torch
 
 from protocol import crypto
-from protocol.errors import ProtocolError
 from protocol.schema import Bytes, ListOf, Message, message
 from subnets import textmodel
 from subnets.task import (
     MAX_SCORE,
     AnswerRejected,
     Challenge,
+    CliInput,
+    CliInputError,
     Config,
     ConfigError,
     QueryRejected,
@@ -291,16 +292,26 @@ class TextTask(Task[TextQuery, TextAnswer]):
         if not query.contexts:
             raise QueryRejected("text: a query with no contexts")
 
-    def query_from_input(self, data: bytes) -> bytes:
-        """A TextQuery's CBOR, or any other file: its last `MAX_CONTEXT` bytes become the one context."""
+    def parse_cli_input(self, given: CliInput) -> bytes:
+        """--text STRING or --input FILE (UTF-8): its last `MAX_CONTEXT` bytes become the one context."""
+        usage = "--text STRING or --input FILE (UTF-8 text)"
+        given.only(self.name, frozenset({"file", "text"}), usage)
+        if (given.file is None) == (given.text is None):
+            raise CliInputError(f"text: give one of {usage}")
+        where = "--text" if given.file is None else f"--input {given.file}"
         try:
-            return super().query_from_input(data)
-        except ProtocolError:
-            if not data:
-                raise QueryRejected("text: the input file is empty") from None
-            return TextQuery((data[-MAX_CONTEXT:],)).to_bytes()
+            if given.text is not None:
+                data = given.text.encode("utf-8")  # undecodable argv bytes arrive as lone surrogates
+            else:
+                data = given.read_file(self.name)
+                data.decode("utf-8")
+        except UnicodeError as exc:
+            raise CliInputError(f"text: {where} is not UTF-8 text (bad character at offset {exc.start})") from None
+        if not data:
+            raise CliInputError(f"text: {where} is empty")
+        return TextQuery((data[-MAX_CONTEXT:],)).to_bytes()
 
-    def describe_answer(self, payload: bytes) -> dict[str, Any]:
+    def describe_answer(self, payload: bytes, query: bytes | None = None) -> dict[str, Any]:
         """The five likeliest next bytes per context, with their mass in parts per million."""
         answer = self.decode_answer(payload)
         out = []
@@ -311,6 +322,17 @@ class TextTask(Task[TextQuery, TextAnswer]):
             out.append([{"byte": b, "char": chr(b) if 32 <= b < 127 else None, "ppm": masses[b] * 10**6 // total}
                         for b in top])
         return {"next_byte": out}
+
+    def format_answer(self, payload: bytes, query: bytes | None = None) -> str:
+        """Per context, its tail and the likeliest next bytes in percent."""
+        contexts = self.decode_query(query).contexts if query is not None else ()
+        lines = []
+        for i, top in enumerate(self.describe_answer(payload)["next_byte"]):
+            tail = contexts[i][-30:].decode("utf-8", errors="replace") if i < len(contexts) else ""
+            guesses = ", ".join(f"{(t['char'] if t['char'] is not None else hex(t['byte']))!r} {t['ppm'] / 1e4:.1f}%"
+                                for t in top)
+            lines.append(f"after {tail!r}: {guesses}" if tail else f"context {i}: {guesses}")
+        return "\n".join(lines)
 
     def load_miner(self, device: torch.device, config: Config | None = None) -> TextMiner:
         return TextMiner(device, self.corpus, config)
