@@ -43,7 +43,7 @@ def signed_tx(n_weights: int = 64, nonce: int = 7, key: int = 0) -> SignedTransa
     uids = tuple(range(0, 4 * n_weights, 4))
     values = tuple((i * 2654435761) % 65536 for i in range(n_weights))
     call = SetWeights(netuid=3, uids=uids, values=values, version_key=1)
-    return SignedTransaction.create(Transaction(CHAIN, kp.public, nonce, call), kp)
+    return SignedTransaction.create(Transaction(CHAIN, kp.public, nonce, call, 0), kp)
 
 
 def signed_block(n_parents: int = 16, n_txs: int = 48) -> SignedBlock:
@@ -56,7 +56,7 @@ def signed_block(n_parents: int = 16, n_txs: int = 48) -> SignedBlock:
             payload.append(signed_tx(64, nonce=i, key=i).to_bytes())
         else:
             sender = _key(i)
-            body = Transaction(CHAIN, sender.public, i, Transfer(_key(i + 1).public, 10**9 + i))
+            body = Transaction(CHAIN, sender.public, i, Transfer(_key(i + 1).public, 10**9 + i), 0)
             payload.append(SignedTransaction.create(body, sender).to_bytes())
     votes = (CommitVote(977, crypto.digest(b"commit-977")), CommitVote(978, crypto.digest(b"commit-978")))
     block = Block(CHAIN, 2, 42, 5, 1_790_000_000_000, parents, tuple(payload), votes)

@@ -65,7 +65,7 @@ class Load(threading.Thread):
         self.txs = []
         for i in range(total):
             kp = senders[i % SENDERS]
-            tx = Transaction(chain_id, kp.public, i // SENDERS, Transfer(dest, 1))
+            tx = Transaction(chain_id, kp.public, i // SENDERS, Transfer(dest, 1), 0)
             self.txs.append(SignedTransaction.create(tx, kp).to_bytes())
 
     def run(self) -> None:

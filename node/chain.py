@@ -356,7 +356,7 @@ class Chain:
             self._reported.add(key)
             call = ReportEquivocation(a.signed.signed_header(), b.signed.signed_header())
             pub = self.keypair.public
-            tx = Transaction(self.chain_id, pub, self.next_nonce(pub), call)
+            tx = Transaction(self.chain_id, pub, self.next_nonce(pub), call, 0)
             data = SignedTransaction.create(tx, self.keypair).to_bytes()
             try:
                 self.submit_tx(data)
@@ -438,9 +438,14 @@ class Chain:
     def submit_tx(self, data: bytes) -> bytes:
         """Admit a signed transaction to the mempool (typed rejection otherwise); returns its digest."""
         stx = SignedTransaction.from_bytes(data)
-        self.state.check_tx(stx, allow_future_nonce=True)
+        self.state.check_tx(stx, allow_future_nonce=True)  # envelope, fee payable, call (at the next nonce)
         digest = crypto.digest(data)
-        self.mempool.add(digest, data, stx.body.signer, stx.body.nonce)
+        body, st = stx.body, self.state
+        displaced = self.mempool.add(
+            digest, data, body.signer, body.nonce, fee=st.fee_of(stx, len(data)), tip=body.tip,
+            next_nonce=st.next_nonce(body.signer), balance=st.balances.get(body.signer, 0),
+        )
+        self._verified.difference_update(displaced)
         self._verified.add(digest)
         return digest
 

@@ -125,7 +125,7 @@ class NodeClient:
         chain_id = self.status()["chain_id"]
         if nonce is None:
             nonce = self.next_nonce(keypair.public)
-        stx = SignedTransaction.create(Transaction(chain_id, keypair.public, nonce, call), keypair)
+        stx = SignedTransaction.create(Transaction(chain_id, keypair.public, nonce, call, 0), keypair)
         return self.post_tx(stx.to_bytes())
 
     def wait_height(self, height: int, timeout: float = 30.0) -> int:

@@ -85,7 +85,7 @@ def _run_case(case: Case) -> None:
 
 
 def _signed(kp: Keypair, nonce: int, call: Any, chain_id: str = CHAIN_ID) -> SignedTransaction:
-    return SignedTransaction.create(Transaction(chain_id, kp.public, nonce, call), kp)
+    return SignedTransaction.create(Transaction(chain_id, kp.public, nonce, call, 0), kp)
 
 
 def _cases(alice: Keypair, alice_hot: Keypair, bob: Keypair, bob_hot: Keypair) -> list[Case]:

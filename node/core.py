@@ -20,6 +20,7 @@ from protocol.committee import Committee
 from protocol.crypto import Keypair, digest
 from protocol.dag import BlockInvalid, BlockRef, CommittedSubDag, Committer, DagState, InsertStatus
 from protocol.errors import ProtocolError
+from protocol.fees import check_payload
 from protocol.messages import Block, SignedBlock
 from protocol.messages import BlockRef as WireRef
 
@@ -162,6 +163,7 @@ class Core:
         if not self.committee.is_valid_index(body.author):
             raise dag.BadAuthor(f"author {body.author} with {self.committee.size} authorities")
         v.signed.verify(self.chain_id, self.committee.public_keys[body.author])
+        check_payload(body.payload)
         if body.timestamp_ms > now_ms + self.params.max_forward_drift_ms:
             raise TimestampTooFarAhead(f"{body.timestamp_ms} vs local {now_ms}")
         return v

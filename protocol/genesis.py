@@ -15,6 +15,7 @@ from typing import Any
 from protocol import codec, crypto
 from protocol.emission import TOTAL_SUPPLY, UNIT
 from protocol.errors import ProtocolError
+from protocol.fees import BASE_FEE_BOUNDS, BYTE_FEE_BOUNDS, DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE
 from protocol.hyperparams import Hyperparams
 from protocol.messages import MAX_CHAIN_ID, MAX_MULTIADDRS
 
@@ -83,6 +84,8 @@ class Genesis:
     subnet_burn_interval: int = 14 * 7200
     max_subnets: int = 32
     subnet_immunity_period: int = 7 * 7200  # heights a new subnet cannot be replaced (spec/economics.md §1)
+    tx_base_fee: int = DEFAULT_BASE_FEE  # transaction fees, burned (spec/economics.md §6)
+    tx_byte_fee: int = DEFAULT_BYTE_FEE
     gov_deposit: int = 100 * UNIT  # governance (spec/economics.md §2)
     gov_voting_period: int = 7200
     gov_execution_delay: int = 100
@@ -111,6 +114,8 @@ class Genesis:
                 "subnet_burn_interval": self.subnet_burn_interval,
                 "max_subnets": self.max_subnets,
                 "subnet_immunity_period": self.subnet_immunity_period,
+                "tx_base_fee": self.tx_base_fee,
+                "tx_byte_fee": self.tx_byte_fee,
             },
             "governance": {
                 "deposit": self.gov_deposit,
@@ -313,7 +318,8 @@ def parse_genesis(text: str | bytes) -> Genesis:
         d.get("network", {}),
         "network",
         set(),
-        {"subnet_min_burn", "subnet_burn_interval", "max_subnets", "subnet_immunity_period"},
+        {"subnet_min_burn", "subnet_burn_interval", "max_subnets", "subnet_immunity_period", "tx_base_fee",
+         "tx_byte_fee"},
     )
     gov = _map(d.get("governance", {}), "governance", set(), _GOVERNANCE)
     defaults = Genesis(chain_id)
@@ -345,6 +351,8 @@ def parse_genesis(text: str | bytes) -> Genesis:
         subnet_immunity_period=_int(
             net.get("subnet_immunity_period", defaults.subnet_immunity_period), "network.subnet_immunity_period"
         ),
+        tx_base_fee=_int(net.get("tx_base_fee", defaults.tx_base_fee), "network.tx_base_fee", *BASE_FEE_BOUNDS),
+        tx_byte_fee=_int(net.get("tx_byte_fee", defaults.tx_byte_fee), "network.tx_byte_fee", *BYTE_FEE_BOUNDS),
         gov_deposit=_int(gov.get("deposit", defaults.gov_deposit), "governance.deposit"),
         gov_voting_period=_int(
             gov.get("voting_period", defaults.gov_voting_period), "governance.voting_period", 1, 10_000_000

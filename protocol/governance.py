@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from protocol import crypto
 from protocol.emission import TOTAL_SUPPLY, UNIT
 from protocol.errors import TxRejected
+from protocol.fees import BASE_FEE_BOUNDS, BYTE_FEE_BOUNDS
 from protocol.hyperparams import NAMES as HP_NAMES
 from protocol.hyperparams import Hyperparams
 from protocol.messages import Propose, Vote
@@ -45,6 +46,8 @@ NETWORK_PARAMS: dict[str, tuple[int, int]] = {
     "gov_execution_delay": (0, 10_000_000),
     "gov_quorum_bps": (1, BPS),
     "gov_threshold_bps": (BPS // 2, BPS - 1),
+    "tx_base_fee": BASE_FEE_BOUNDS,
+    "tx_byte_fee": BYTE_FEE_BOUNDS,
 }
 
 # Statuses: voting -> passed -> executed | failed;  voting -> rejected.

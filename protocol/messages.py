@@ -366,10 +366,13 @@ Call = Call | ReportEquivocation
 
 @message
 class Transaction(Message):
+    """`tip` (units) is burned with the fee and buys mempool priority (spec/economics.md §6)."""
+
     chain_id: ChainId
     signer: PublicKey
     nonce: Annotated[int, U64]
     call: Annotated[Call, OneOf(*CALLS)]
+    tip: Amount
 
 
 # --- network requests ------------------------------------------------------------------------

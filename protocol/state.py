@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol import codec, crypto, escrow, governance, lifecycle, slashing, yuma
-from protocol.emission import apportion, block_emission, subnet_split, take
+from protocol.emission import UNIT, apportion, block_emission, subnet_split, take
 from protocol.errors import DecodeError, ProtocolError, StateError, TxRejected, WrongChainError
 from protocol.escrow import Escrows
+from protocol.fees import tx_fee
 from protocol.genesis import Endpoint, Genesis
 from protocol.hyperparams import U16_MAX, Hyperparams
 from protocol.messages import (
@@ -58,7 +59,8 @@ from protocol.weights import (
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
-SNAPSHOT_VERSION = 6  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
+SNAPSHOT_VERSION = 7  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
+# 7: transaction fee parameters
 _SNAPSHOT_MAX = 1 << 34
 _PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")  # base58btc
 
@@ -251,6 +253,8 @@ class Params:
     gov_threshold_bps: int
     slash_ppm: int
     reporter_reward_ppm: int
+    tx_base_fee: int
+    tx_byte_fee: int
 
     def to_obj(self) -> list:
         return [
@@ -270,11 +274,12 @@ class Params:
              self.gov_threshold_bps],
             self.slash_ppm,
             self.reporter_reward_ppm,
+            [self.tx_base_fee, self.tx_byte_fee],
         ]
 
     @classmethod
     def from_obj(cls, o: list) -> Params:
-        return cls(*o[:10], _members(o[10]), o[11], *o[12], *o[13:15])
+        return cls(*o[:10], _members(o[10]), o[11], *o[12], *o[13:15], *o[15])
 
 
 def _members_obj(members: Sequence[CommitteeMember]) -> list:
@@ -335,6 +340,9 @@ class State:
         self.epoch_start_digest = bytes(32)  # the commit digest before epoch_start (the chain link)
         self.jailed: dict[bytes, int] = {}  # hotkey -> epoch of its last offence: left out of the next committee
         self.offences: set[tuple[int, bytes]] = set()  # (epoch, hotkey) already slashed
+        # check_tx only: (signer, fee) set aside while the call is dry-run, so the call sees the balance
+        # it will see at apply time (after the fee). Never part of the root.
+        self._fee_hold: tuple[bytes, int] | None = None
 
     # --- construction ---------------------------------------------------------------------------------
 
@@ -367,6 +375,8 @@ class State:
                 g.gov_threshold_bps,
                 g.slash_ppm,
                 g.reporter_reward_ppm,
+                g.tx_base_fee,
+                g.tx_byte_fee,
             )
         )
         for key, amount in g.balances:
@@ -399,6 +409,11 @@ class State:
 
     def next_nonce(self, pubkey: bytes) -> int:
         return self.nonces.get(pubkey, 0)
+
+    def fee_of(self, stx: SignedTransaction, size: int | None = None) -> int:
+        """The units `stx` burns when it applies (spec/economics.md §6); `size` defaults to its encoded length."""
+        n = len(stx.to_bytes()) if size is None else size
+        return tx_fee(n, stx.body.call, stx.body.tip, self.params.tx_base_fee, self.params.tx_byte_fee)
 
     def account(self, pubkey: bytes) -> dict[str, Any]:
         """Balance, next nonce, stakes this key holds as a coldkey, and stake on it as a hotkey."""
@@ -681,10 +696,12 @@ class State:
             return Receipt(dg, False, "duplicate", "transaction already executed in this commit", tx.signer, tx.nonce)
         seen.add(dg)
         try:
-            self._check_envelope(stx, check_sig=dg not in verified, allow_future_nonce=False)
+            fee = self._check_envelope(stx, len(raw), check_sig=dg not in verified, allow_future_nonce=False)
         except TxRejected as exc:
             return Receipt(dg, False, exc.rule, str(exc), tx.signer, tx.nonce)
         self.nonces[tx.signer] = tx.nonce + 1
+        self._debit(tx.signer, fee)  # burned whether or not the call succeeds (spec/state.md §3)
+        self.burned += fee
         try:
             self._dispatch(tx.signer, tx.call, dry=False)
         except TxRejected as exc:
@@ -695,12 +712,20 @@ class State:
         """Mempool admission: raise TxRejected if `stx` would be refused now; never changes state.
 
         With allow_future_nonce, a nonce above the next one passes the envelope checks and the call
-        checks are skipped (they depend on the transactions before it)."""
-        self._check_envelope(stx, check_sig=True, allow_future_nonce=allow_future_nonce)
+        checks are skipped (they depend on the transactions before it). The call is judged against the
+        balance left after the fee, as at apply time."""
+        fee = self._check_envelope(stx, None, check_sig=True, allow_future_nonce=allow_future_nonce)
         if stx.body.nonce == self.next_nonce(stx.body.signer):
-            self._dispatch(stx.body.signer, stx.body.call, dry=True)
+            self._fee_hold = (stx.body.signer, fee)
+            try:
+                self._dispatch(stx.body.signer, stx.body.call, dry=True)
+            finally:
+                self._fee_hold = None
 
-    def _check_envelope(self, stx: SignedTransaction, *, check_sig: bool, allow_future_nonce: bool) -> None:
+    def _check_envelope(
+        self, stx: SignedTransaction, size: int | None, *, check_sig: bool, allow_future_nonce: bool
+    ) -> int:
+        """Chain id, signature, nonce, then the fee the signer must be able to pay; returns the fee."""
         tx = stx.body
         if tx.chain_id != self.chain_id:
             raise TxRejected("chain id", f"transaction is for chain {tx.chain_id!r}, this chain is {self.chain_id!r}")
@@ -717,6 +742,11 @@ class State:
                 "nonce",
                 f"nonce {tx.nonce} is ahead of the next nonce {nxt}; it can apply after nonces {nxt}..{tx.nonce - 1}",
             )
+        fee = self.fee_of(stx, size)
+        have = self.balances.get(tx.signer, 0)
+        if have < fee:
+            raise TxRejected("fee", f"{fee_text(fee, have)} (short by {fee - have} units)")
+        return fee
 
     def _dispatch(self, signer: bytes, call: Any, *, dry: bool) -> None:
         handler = _HANDLERS.get(type(call))
@@ -732,6 +762,8 @@ class State:
 
     def _need_balance(self, who: bytes, amount: int, what: str) -> None:
         have = self.balances.get(who, 0)
+        if self._fee_hold is not None and self._fee_hold[0] == who:
+            have -= self._fee_hold[1]
         if have < amount:
             raise TxRejected(
                 "balance", f"{what} needs {amount} but {crypto.address(who)} has {have} (short by {amount - have})"
@@ -1238,6 +1270,16 @@ class State:
         self._add_stake(owner, hotkey, cut)
         for (c, _), s in zip(stakers, shares, strict=True):
             self._add_stake(c, hotkey, s)
+
+
+def fee_text(fee: int, balance: int) -> str:
+    """'fee 0.0003 token (300000 units), balance 0.0001 token (100000 units)': one line for people."""
+
+    def tok(units: int) -> str:
+        whole, frac = divmod(units, UNIT)
+        return f"{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+    return f"fee {tok(fee)} token ({fee} units), balance {tok(balance)} token ({balance} units)"
 
 
 def _burn_start(hp: Hyperparams) -> int:

@@ -151,7 +151,7 @@ def signed_vector(name: str, msg: messages.Signed, seed: bytes, note: str, **kw:
 def set_weights_tx(seed_no: int = 1, chain: str = CHAIN, n: int = 8) -> tuple[SignedTransaction, bytes]:
     seed, kp = key(seed_no)
     call = SetWeights(netuid=1, uids=tuple(range(n)), values=tuple((i * 7919) % 65536 for i in range(n)), version_key=3)
-    return SignedTransaction.create(Transaction(chain, kp.public, 42, call), kp), seed
+    return SignedTransaction.create(Transaction(chain, kp.public, 42, call, 1000), kp), seed
 
 
 def governance_txs() -> list[tuple[str, SignedTransaction, bytes, str]]:
@@ -160,9 +160,9 @@ def governance_txs() -> list[tuple[str, SignedTransaction, bytes, str]]:
     propose = messages.Propose("max_subnets", 48, "room for more subnets")
     vote = messages.Vote(3, 2)
     return [
-        ("tx-propose", SignedTransaction.create(Transaction(CHAIN, kp.public, 5, propose), kp), seed,
+        ("tx-propose", SignedTransaction.create(Transaction(CHAIN, kp.public, 5, propose, 0), kp), seed,
          "a signed propose transaction: max_subnets = 48"),
-        ("tx-vote", SignedTransaction.create(Transaction(CHAIN, kp.public, 6, vote), kp), seed,
+        ("tx-vote", SignedTransaction.create(Transaction(CHAIN, kp.public, 6, vote, 0), kp), seed,
          "a signed vote: abstain (2) on proposal 3"),
     ]
 
@@ -171,7 +171,7 @@ def signed_block() -> tuple[SignedBlock, bytes]:
     seed, kp = key(2)
     tx, _ = set_weights_tx()
     t_seed, t_kp = key(3)
-    transfer = SignedTransaction.create(Transaction(CHAIN, t_kp.public, 0, Transfer(key(4)[1].public, 10**12)), t_kp)
+    transfer = SignedTransaction.create(Transaction(CHAIN, t_kp.public, 0, Transfer(key(4)[1].public, 10**12), 0), t_kp)
     parents = tuple(BlockRef(6, i, crypto.digest(b"parent %d" % i)) for i in range(4))
     block = Block(
         CHAIN,

@@ -62,7 +62,7 @@ def fill_gaps(target: Chain, source: Chain) -> None:
 def test_commits_execute_transactions_identically(tmp_path: Path) -> None:
     chains, keys, alice, genesis, clock = make_network(tmp_path)
     bob = Keypair(b"\xbb" * 32)
-    tx = SignedTransaction.create(Transaction("test-chain", alice.public, 0, Transfer(bob.public, 7 * UNIT)), alice)
+    tx = SignedTransaction.create(Transaction("test-chain", alice.public, 0, Transfer(bob.public, 7 * UNIT), 0), alice)
     chains[0].submit_tx(tx.to_bytes())
     step(chains, clock, 12)
     heights = {c.height for c in chains}

@@ -219,7 +219,7 @@ def test_list_item_errors_name_the_index(cls, name, kind):
 def test_nested_error_paths():
     kp = Keypair(bytes(range(32)))
     call = messages.SetWeights(netuid=1, uids=(1, 2, 3), values=(4, 5, 6), version_key=0)
-    stx = messages.SignedTransaction.create(messages.Transaction(CHAIN, kp.public, 1, call), kp)
+    stx = messages.SignedTransaction.create(messages.Transaction(CHAIN, kp.public, 1, call, 0), kp)
     obj = stx.to_obj()
     obj["body"]["call"][1]["values"][1] = 1 << 16
     with pytest.raises(FieldTypeError) as info:
@@ -266,7 +266,7 @@ def test_non_canonical_message_bytes_rejected(cls):
 
 
 def test_oneof_dump_refuses_foreign_variant():
-    tx = messages.Transaction(CHAIN, bytes(32), 0, messages.BlockRef(1, 2, bytes(32)))
+    tx = messages.Transaction(CHAIN, bytes(32), 0, messages.BlockRef(1, 2, bytes(32)), 0)
     with pytest.raises(SchemaError):
         tx.to_bytes()
     with pytest.raises(SchemaError):

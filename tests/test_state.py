@@ -40,11 +40,11 @@ class Chain:
         self.chain_id = chain_id
         self.nonces: dict[bytes, int] = {}
 
-    def tx(self, key: Keypair, call, nonce: int | None = None) -> bytes:
+    def tx(self, key: Keypair, call, nonce: int | None = None, tip: int = 0) -> bytes:
         if nonce is None:
             nonce = self.nonces.get(key.public, 0)
             self.nonces[key.public] = nonce + 1
-        return SignedTransaction.create(Transaction(self.chain_id, key.public, nonce, call), key).to_bytes()
+        return SignedTransaction.create(Transaction(self.chain_id, key.public, nonce, call, tip), key).to_bytes()
 
     def commit(self, *txs: bytes) -> list[Receipt]:
         receipts = self.state.apply_commit(self.state.height + 1, list(txs))
@@ -67,13 +67,15 @@ class Chain:
 
 
 def make_chain(hp: dict | None = None, **params) -> Chain:
+    """A one-subnet chain. Fees are off unless `params` sets them, so the call tests read exact balances;
+    tests/test_fees.py and the property tests run with fees on."""
     hp = {"tempo": 10, "max_allowed_uids": 8, "weights_rate_limit": 5, "min_non_immune_uids": 0} | (hp or {})
     g = build_genesis(
         CHAIN,
         validators=[(VAL.public, 10 * UNIT, EP)],
         balances={k.public: 1000 * UNIT for k in KEYS},
         subnets=[(OWNER.public, "sn1", hp)],
-        **({"committee_min_stake": UNIT, "subnet_min_burn": 100 * UNIT} | params),
+        **({"committee_min_stake": UNIT, "subnet_min_burn": 100 * UNIT, "tx_base_fee": 0, "tx_byte_fee": 0} | params),
     )
     return Chain(State.from_genesis(g))
 
@@ -111,7 +113,7 @@ def test_wrong_chain_and_bad_signature_and_garbage():
     other = Chain(c.state, "other-chain")
     (r,) = c.commit(other.tx(KEYS[2], Transfer(KEYS[3].public, 1)))
     assert r.rule == "chain id" and "'other-chain'" in r.message
-    stx = SignedTransaction(Transaction(CHAIN, KEYS[2].public, 0, Transfer(KEYS[3].public, 1)), b"\x00" * 64)
+    stx = SignedTransaction(Transaction(CHAIN, KEYS[2].public, 0, Transfer(KEYS[3].public, 1), 0), b"\x00" * 64)
     (r,) = c.commit(stx.to_bytes())
     assert r.rule == "signature"
     # a verified digest skips the signature check (the node verified it already)

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.emission import UNIT
+from protocol.fees import DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE
 from protocol.messages import (
     AddStake,
     CommitWeights,
@@ -111,11 +112,17 @@ def run(chain: Chain, schedule) -> list:
     return receipts
 
 
+# transaction fees off, the defaults, and heavy (up to a whole token per transaction): all burned, conserved
+fees = st.sampled_from([{"tx_base_fee": 0, "tx_byte_fee": 0}, {}, {"tx_base_fee": UNIT, "tx_byte_fee": 10**6}])
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(schedules(), limits)
-def test_two_instances_agree_and_invariants_hold(schedule, caps):
-    a = make_chain({"tempo": 3, "max_allowed_uids": 4, "weights_rate_limit": 1} | caps)
-    b = make_chain({"tempo": 3, "max_allowed_uids": 4, "weights_rate_limit": 1} | caps)
+@given(schedules(), limits, fees)
+def test_two_instances_agree_and_invariants_hold(schedule, caps, fee_params):
+    hp = {"tempo": 3, "max_allowed_uids": 4, "weights_rate_limit": 1} | caps
+    defaults = {"tx_base_fee": DEFAULT_BASE_FEE, "tx_byte_fee": DEFAULT_BYTE_FEE}
+    a = make_chain(hp, **(defaults | fee_params))
+    b = make_chain(hp, **(defaults | fee_params))
     ra = run(a, schedule)  # Chain.commit checks the invariants after every commit
     rb = run(b, schedule)
     assert ra == rb and a.state.root() == b.state.root()

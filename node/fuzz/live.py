@@ -164,7 +164,7 @@ def live_tx_seeds(chain_id: str) -> list[bytes]:
     out = []
     for raw in state_fixture().txs.values():
         call = SignedTransaction.from_bytes(raw).body.call
-        out.append(SignedTransaction.create(Transaction(chain_id, TEST_KEY.public, 0, call), TEST_KEY).to_bytes())
+        out.append(SignedTransaction.create(Transaction(chain_id, TEST_KEY.public, 0, call, 0), TEST_KEY).to_bytes())
     return out
 
 

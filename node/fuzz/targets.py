@@ -17,7 +17,7 @@ import copy
 import functools
 import hashlib
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -114,7 +114,7 @@ class Target:
 
 
 def _sign_tx(key: Keypair, nonce: int, call: Message) -> bytes:
-    return SignedTransaction.create(Transaction(CHAIN_ID, key.public, nonce, call), key).to_bytes()
+    return SignedTransaction.create(Transaction(CHAIN_ID, key.public, nonce, call, 0), key).to_bytes()
 
 
 @dataclass
@@ -535,7 +535,14 @@ def _seeds_blocks() -> list[bytes]:
 
 
 def _seeds_tx(kind: str) -> Callable[[], list[bytes]]:
-    return lambda: [state_fixture().txs[kind]]
+    def seeds() -> list[bytes]:
+        # the accepted seed, then the same call with tips (the mutator takes `tip` to its edges, u64 max)
+        raw = state_fixture().txs[kind]
+        body = SignedTransaction.from_bytes(raw).body
+        tips = (1, 123_456_789)
+        return [raw, *(SignedTransaction.create(replace(body, tip=t), TEST_KEY).to_bytes() for t in tips)]
+
+    return seeds
 
 
 def _seeds_state() -> list[bytes]:
@@ -548,7 +555,7 @@ def _seeds_state() -> list[bytes]:
         txs = []
         for j, kind in enumerate(group):
             stx = SignedTransaction.from_bytes(fx.txs[kind])
-            body = Transaction(CHAIN_ID, TEST_KEY.public, fx.nonce + j, stx.body.call)
+            body = Transaction(CHAIN_ID, TEST_KEY.public, fx.nonce + j, stx.body.call, 0)
             txs.append(SignedTransaction.create(body, TEST_KEY).to_bytes())
         out.append(codec.encode(txs))
     return out

@@ -223,7 +223,7 @@ async def test_bodies_are_capped_while_they_stream(node: Node, path: str, cap: i
 
 def bad_signature_txs(n: int, chain_id: str) -> list[bytes]:
     kp = Keypair(os.urandom(32))
-    return [SignedTransaction(Transaction(chain_id, kp.public, i, Transfer(os.urandom(32), 1)), bytes(64)).to_bytes()
+    return [SignedTransaction(Transaction(chain_id, kp.public, i, Transfer(os.urandom(32), 1), 0), bytes(64)).to_bytes()
             for i in range(n)]
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of node/ pieces: config files, the mempool's limits and fairness, amounts, the store."""
+"""Unit tests of node/ pieces: config files, amounts, the store (the mempool: tests/node/test_mempool.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from node.client import format_amount, parse_amount
 from node.config import ConfigError, NodeConfig, load_config, write_config
 from node.errors import NodeError
-from node.mempool import DuplicateTx, Mempool, MempoolFull, SenderQuotaExceeded
 from node.storage import CommitRecord, Store, StoreError
 
 
@@ -44,33 +43,6 @@ def test_bad_config_gets_a_clear_error(tmp_path: Path, body: str, match: str) ->
 def test_missing_config_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="tensornet node init"):
         load_config(tmp_path)
-
-
-def test_mempool_limits_and_fair_order() -> None:
-    m = Mempool(max_txs=100, max_per_sender=3)
-    a, b = b"a" * 32, b"b" * 32
-    for i in range(3):
-        m.add(bytes([1, i]) * 16, f"a{i}".encode(), a, i)
-    with pytest.raises(SenderQuotaExceeded):
-        m.add(b"\x01\x09" * 16, b"a9", a, 9)
-    with pytest.raises(DuplicateTx):
-        m.add(bytes([1, 0]) * 16, b"a0", a, 0)
-    m.add(b"\x02\x00" * 16, b"b0", b, 0)
-    taken = m.take(round_=1, max_count=3)
-    assert taken[:2] in ([b"a0", b"b0"], [b"b0", b"a0"]), "senders are served round-robin"
-    assert taken[2] == b"a1", "a sender's transactions come in nonce order"
-    assert m.take(round_=2) == [b"a2"], "in-flight transactions are not offered again at once"
-    assert set(m.take(round_=1 + m.requeue_after)) == {b"a0", b"b0", b"a1"}, "uncommitted ones come back"
-    assert m.take(round_=2 + m.requeue_after) == [b"a2"]
-    m.remove([bytes([1, 0]) * 16, b"\x02\x00" * 16])
-    assert len(m) == 2 and m.next_nonce(a) == 3 and m.next_nonce(b) == 0
-
-
-def test_mempool_full() -> None:
-    m = Mempool(max_txs=1)
-    m.add(b"\x00" * 32, b"x", b"s" * 32, 0)
-    with pytest.raises(MempoolFull, match="retry later"):
-        m.add(b"\x01" * 32, b"y", b"t" * 32, 0)
 
 
 def test_amounts_are_exact() -> None:
