@@ -540,6 +540,19 @@ class Node:
         self.commit_sync_blocks += got
         return got
 
+    async def _committee_links(self) -> None:
+        """Keep connected to the current and the predicted next committee (p2pnet redials them, drops
+        zombie links, and bans them only briefly without proof of fault); re-checked every 2 s."""
+        protected: dict[str, list[str]] = {}
+        while True:
+            state = self.chain.state
+            members = (*state.epoch_committee, *state.committee())
+            now = {m.peer_id: list(m.multiaddrs) for m in members if m.peer_id}
+            if now != protected:
+                protected = now
+                self.stack.set_protected(now)
+            await trio.sleep(2.0)
+
     async def _status_refresher(self) -> None:
         """Re-run the handshake now and then so peers' heights (sync distance) stay current."""
         while True:
@@ -599,6 +612,7 @@ class Node:
                 nursery.start_soon(self._fetcher)
                 nursery.start_soon(self._synchronizer)
                 nursery.start_soon(self._status_refresher)
+                nursery.start_soon(self._committee_links)
                 if self.chain.keypair is not None:
                     nursery.start_soon(self._proposer)
                 self.chain.on_evidence = lambda data: nursery.start_soon(self._gossip_tx, data)
