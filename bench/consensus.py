@@ -24,6 +24,7 @@ import httpx
 
 from node.testnet_gen import account, generate
 from protocol import codec
+from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
 from tests.netutil import NodeProc, state_roots_at, stop_all, wait_for
 
@@ -51,7 +52,7 @@ def inprocess_baseline(validators: int) -> float:
 class Load(threading.Thread):
     """Pre-signs transfers from many funded senders and posts them in batches, round-robin over APIs."""
 
-    def __init__(self, chain_id: str, apis: list[str], rate: int, seconds: float) -> None:
+    def __init__(self, chain_id: str, testnet: Path, apis: list[str], rate: int, seconds: float) -> None:
         super().__init__(daemon=True)
         self.apis = apis
         self.rate = rate
@@ -59,8 +60,8 @@ class Load(threading.Thread):
         self.sent = 0
         self.refused: dict[str, int] = {}
         self._lock = threading.Lock()
-        senders = [account(chain_id, f"load{i}") for i in range(SENDERS)]
-        dest = account(chain_id, "sink").public
+        senders = [account(testnet, f"load{i}") for i in range(SENDERS)]  # funded by generate()
+        dest = Keypair.generate().public
         total = int(rate * seconds) + 1
         self.txs = []
         for i in range(total):
@@ -112,7 +113,7 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path) -> dict:
     plans, _ = generate(workdir, hosts=["127.0.0.1"] * validators, chain_id=chain_id, p2p_base=32400,
                         api_base=28400, funded=funded)
     nodes = [NodeProc(p.home, p.api).start() for p in plans]
-    load = Load(chain_id, [p.api for p in plans], tx_rate, seconds) if tx_rate else None
+    load = Load(chain_id, workdir, [p.api for p in plans], tx_rate, seconds) if tx_rate else None
     try:
         wait_for(lambda: min(n.height() for n in nodes) >= 3, 120, "first commits", nodes=nodes)
         time.sleep(2)  # warm-up

@@ -50,6 +50,7 @@ def init(
     """Create a node home: config.toml (commented), genesis.json, node key, optional validator key."""
     from node.config import CONFIG_FILE, GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, write_config
     from node.errors import NodeError
+    from node.home import ensure_private_dir
     from node.wallet import read_hotkey
     from p2pnet.nodekey import load_or_create_node_key, peer_id_of
     from protocol.genesis import load_genesis
@@ -58,7 +59,7 @@ def init(
     g = load_genesis(str(genesis))  # refuse a bad genesis before writing anything
     if (home / CONFIG_FILE).exists() and not force:
         raise NodeError(f"{home / CONFIG_FILE} exists; pass --force to overwrite it")
-    home.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(home)  # 0700: it will hold the node key (and a validator key)
     shutil.copyfile(genesis, home / GENESIS_FILE)
     cfg = NodeConfig().override(listen=_split(listen), api=api, bootnodes=_split(bootnodes))
     validator_address = None

@@ -239,9 +239,16 @@ def gen(
     chain_id: Annotated[str, typer.Option("--chain-id", help="Chain id.")] = "tensornet-testnet",
     p2p_port: Annotated[int, typer.Option("--p2p-port", help="P2P TCP port (base, when hosts repeat).")] = 30400,
     api_port: Annotated[int, typer.Option("--api-port", help="HTTP API port (base, when hosts repeat).")] = 26700,
+    api_bind: Annotated[str, typer.Option(
+        "--api-bind", help="Address the HTTP API listens on. It accepts transactions: keep it private "
+        "(127.0.0.1) unless a firewall guards it; 0.0.0.0 = every interface.")] = "127.0.0.1",
     as_json: JsonOption = False,
 ) -> None:
-    """Write a genesis and one node home per host, ready to copy to the machines (spec/testnet.md)."""
+    """Write a genesis and one node home per host, ready to copy to the machines (spec/testnet.md).
+
+    Every key is drawn at random; the homes (0700) hold each validator's keys: copy each to its host only."""
+    import ipaddress
+
     from node.errors import CliError
     from node.testnet_gen import generate
 
@@ -250,7 +257,12 @@ def gen(
         raise CliError("--hosts needs at least one IP")
     if (out / "genesis.json").exists():
         raise CliError(f"{out} already holds a genesis; choose another --out")
-    plans, genesis = generate(out, hosts=host_list, chain_id=chain_id, p2p_base=p2p_port, api_base=api_port)
+    try:
+        ipaddress.ip_address(api_bind)
+    except ValueError:
+        raise CliError(f"--api-bind {api_bind!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)") from None
+    plans, genesis = generate(out, hosts=host_list, chain_id=chain_id, p2p_base=p2p_port, api_base=api_port,
+                              api_bind=api_bind)
     rows = [{"node": p.name, "home": str(p.home), "host": p.host, "multiaddr": p.multiaddr, "api": p.api,
              "run": f"tensornet node run --home {p.name}"} for p in plans]
     emit({"genesis": str(genesis), "nodes": rows} if as_json else rows, as_json, title=f"testnet {chain_id}")

@@ -164,8 +164,9 @@ def up(directory: Path, hosts: int, delay: str | None = None, loss: str | None =
             save()
             links.create_bridge(state, save)
         created = [links.create_host(state, save, i + 1) for i in range(hosts)]
+        # the API listens on the namespace's own interfaces: reached only over this run's private bridge
         plans, _ = generate(directory, hosts=[c["ip"] for c in created], chain_id=chain_id,
-                            p2p_base=P2P_PORT, api_base=API_PORT)
+                            p2p_base=P2P_PORT, api_base=API_PORT, api_bind="0.0.0.0")
         state["chain_id"] = chain_id
         state["impairment"] = impair(state, created, delay, loss)
         for plan in plans:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ from typing import Any
 
 from node.client import ApiError, NodeClient
 from node.errors import NodeError
+from node.home import ensure_private_dir
 from node.testnet_gen import UNIT, account, generate
 from protocol import crypto
 from protocol.crypto import Keypair
@@ -37,7 +39,6 @@ TASKS = ("compute", "text")  # subnet i (1-based) runs TASKS[(i - 1) % 2]
 MANIFEST = "testnet.json"
 PIDS = "pids.json"
 PASSWORD_FILE = "password"
-TESTNET_PASSWORD = "tensornet-testnet"  # throwaway wallets of a local test network
 OWNER_FUNDS = 1_000 * UNIT
 NEURON_FUNDS = 1_000 * UNIT
 VALIDATOR_SELF_STAKE = 100 * UNIT
@@ -282,8 +283,13 @@ class Plan:
         }
 
 
-def _deterministic_hotkey(chain_id: str, name: str) -> Keypair:
-    return account(chain_id, f"{name}/hotkey")
+def _write_password_file(path: Path) -> str:
+    """A fresh random password for the testnet's wallets, in a file created 0600 (never briefly readable)."""
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password
 
 
 def make_plan(spec: TestnetSpec) -> Plan:
@@ -294,7 +300,7 @@ def make_plan(spec: TestnetSpec) -> Plan:
     d = spec.directory
     if (d / MANIFEST).exists() or (d / "genesis.json").exists():
         raise TestnetError(f"{d} already holds a testnet; run `tensornet testnet clean --dir {d}` first")
-    d.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(d)
     ports = free_port_base(2 * spec.validators + 2 * spec.subnets * (spec.miners + spec.subnet_validators) + 4)
     neuron_names: list[tuple[int, str, str]] = []
     cheaters = {f"s{s}-miner-{j}" for s in range(1, spec.subnets + 1)
@@ -323,13 +329,12 @@ def make_plan(spec: TestnetSpec) -> Plan:
         genesis_params={"subnet_min_burn": 10 * UNIT},
     )
     wallet_home = d / "wallets-home"
-    (d / PASSWORD_FILE).write_text(TESTNET_PASSWORD + "\n")
-    os.chmod(d / PASSWORD_FILE, 0o600)
+    password = _write_password_file(d / PASSWORD_FILE)
     neurons = []
     for netuid, role, name in neuron_names:
-        cold = account(spec.chain_id, name)
-        hot = _deterministic_hotkey(spec.chain_id, name)
-        wallet = Wallet.create(wallet_home, name, TESTNET_PASSWORD, kdf="fast", coldkey=cold)
+        cold = account(d, name)  # generate() drew it at random and funded it
+        hot = Keypair.generate()
+        wallet = Wallet.create(wallet_home, name, password, kdf="fast", coldkey=cold)
         # The miner host signs with hotkey `worker<i>` (one per worker); a validator with `default`.
         hk = wallet.hotkey_path()
         hk.unlink()
@@ -341,8 +346,8 @@ def make_plan(spec: TestnetSpec) -> Plan:
         spec=spec,
         nodes=[{"name": p.name, "home": str(p.home), "api": p.api, "multiaddr": p.multiaddr} for p in node_plans],
         subnets=[
-            {"netuid": s, "task": subnet_plan[s - 1][1], "owner": account(spec.chain_id, f"owner-{s}").address,
-             "owner_hex": account(spec.chain_id, f"owner-{s}").public.hex()}
+            {"netuid": s, "task": subnet_plan[s - 1][1], "owner": account(d, f"owner-{s}").address,
+             "owner_hex": account(d, f"owner-{s}").public.hex()}
             for s in range(1, spec.subnets + 1)
         ],
         neurons=neurons,

@@ -1,20 +1,25 @@
 """Generate a testnet: keys, a genesis, and one node home per validator (or per host).
 
-`generate(out, hosts=[...])` writes `out/genesis.json`, `out/keys/` (the funded accounts' seeds:
-test networks only) and `out/<name>/` homes whose config.toml lists every other node's
-multiaddr as a bootnode, so the homes can be copied to machines as they are.
+`generate(out, hosts=[...])` writes `out/genesis.json`, `out/keys/<name>` (the funded accounts' keys,
+hotkey files) and `out/<name>/` homes whose config.toml lists every other node's multiaddr as a bootnode,
+so the homes can be copied to machines as they are. Every key (node, validator, account) is drawn from
+the OS CSPRNG: knowing the chain id or the command line gives nobody a key. Every directory written is
+0700 and every key file 0600. The API binds 127.0.0.1 unless `api_bind` says otherwise, since it
+accepts transactions from whoever reaches it (spec/testnet.md §2).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.config import GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, write_config
 from node.errors import NodeError
-from node.wallet import write_hotkey
-from p2pnet.nodekey import keypair_from_seed, peer_id_of, write_node_key
+from node.home import NODE_KEY, check_name, ensure_private_dir
+from node.wallet import read_hotkey, write_hotkey
+from p2pnet.nodekey import SEED_SIZE, keypair_from_seed, peer_id_of, write_node_key
 from protocol.crypto import Keypair
 from protocol.genesis import Endpoint, build_genesis
 
@@ -30,6 +35,8 @@ class NodePlan:
     api_port: int
     peer_id: str
     validator: Keypair
+    node_seed: bytes = field(repr=False)  # the libp2p identity's seed: never printed
+    api_bind: str = "127.0.0.1"
 
     @property
     def multiaddr(self) -> str:
@@ -37,19 +44,30 @@ class NodePlan:
 
     @property
     def api(self) -> str:
-        return f"http://{self.host if self.host != '0.0.0.0' else '127.0.0.1'}:{self.api_port}"
+        """Where the API answers: on the node's own machine only, unless bound to an address others reach."""
+        reach = {"127.0.0.1": "127.0.0.1", "0.0.0.0": self.host if self.host != "0.0.0.0" else "127.0.0.1"}
+        return f"http://{reach.get(self.api_bind, self.api_bind)}:{self.api_port}"
 
 
-def _seed(tag: str, chain_id: str) -> bytes:
-    # Deterministic per testnet so `gen` twice gives the same network; never for real value.
-    import hashlib
-
-    return hashlib.blake2b(f"tensornet-testnet/{chain_id}/{tag}".encode(), digest_size=32).digest()
+KEYS = "keys"  # out/keys/<account name>: the funded accounts' keys
 
 
-def account(chain_id: str, name: str) -> Keypair:
-    """A funded test account of the generated genesis (owner, miner-N, validator-N, ...)."""
-    return Keypair(_seed(f"account/{name}", chain_id))
+def account(out: Path, name: str) -> Keypair:
+    """The key of funded account `name` (owner-N, miner-N, ...) of the testnet generated in `out`."""
+    path = Path(out) / KEYS / check_name("account", name)
+    if not path.exists():
+        raise NodeError(f"no key for account {name!r} at {path}: only accounts funded at generation have one")
+    return read_hotkey(path)
+
+
+def _new_accounts(out: Path, names: set[str]) -> dict[str, Keypair]:
+    """A fresh random key per account name, written to `out/keys/<name>` (0600, directory 0700)."""
+    keys_dir = ensure_private_dir(out / KEYS)
+    keys = {}
+    for name in sorted(names):
+        keys[name] = Keypair.generate()
+        write_hotkey(keys_dir / check_name("account", name), keys[name])
+    return keys
 
 
 def generate(
@@ -64,14 +82,20 @@ def generate(
     subnets: list[tuple[str, str, dict[str, int]]] = (),
     genesis_params: dict | None = None,
     listen_host: str | None = None,
+    api_bind: str = "127.0.0.1",
 ) -> tuple[list[NodePlan], Path]:
-    """Write the testnet; `hosts[i]` is the IP node i is reached at (127.0.0.1 for one machine)."""
+    """Write the testnet; `hosts[i]` is the IP node i is reached at (127.0.0.1 for one machine).
+
+    `api_bind` is the address every node's HTTP API listens on (0.0.0.0: every interface)."""
     if not hosts:
         raise NodeError("a testnet needs at least one host")
-    out.mkdir(parents=True, exist_ok=True)
+    for i in range(len(hosts)):  # keys already there would not match the genesis about to be written
+        if (out / f"node{i}" / NODE_KEY).exists() or (out / f"node{i}" / VALIDATOR_KEY_FILE).exists():
+            raise NodeError(f"{out / f'node{i}'} already holds node keys; generate into an empty directory")
+    ensure_private_dir(out)
     plans = []
     for i, host in enumerate(hosts):
-        node_seed = _seed(f"node/{i}", chain_id)
+        node_seed = os.urandom(SEED_SIZE)
         same_host = hosts.count(host) > 1
         plans.append(
             NodePlan(
@@ -81,11 +105,15 @@ def generate(
                 p2p_port=p2p_base + (i if same_host else 0),
                 api_port=api_base + (i if same_host else 0),
                 peer_id=str(peer_id_of(keypair_from_seed(node_seed))),
-                validator=Keypair(_seed(f"validator/{i}", chain_id)),
+                validator=Keypair.generate(),
+                node_seed=node_seed,
+                api_bind=api_bind,
             )
         )
-    balances = {account(chain_id, name).public: amount for name, amount in (funded or {}).items()}
-    subnet_entries = [(account(chain_id, owner).public, name, hp) for owner, name, hp in subnets]
+    funded = funded or {}
+    accounts = _new_accounts(out, set(funded) | {owner for owner, _, _ in subnets})
+    balances = {accounts[name].public: amount for name, amount in funded.items()}
+    subnet_entries = [(accounts[owner].public, name, hp) for owner, name, hp in subnets]
     genesis = build_genesis(
         chain_id,
         validators=[
@@ -98,21 +126,17 @@ def generate(
     )
     genesis_path = out / GENESIS_FILE
     genesis_path.write_text(genesis.to_json())
-    for i, p in enumerate(plans):
-        p.home.mkdir(parents=True, exist_ok=True)
+    for p in plans:
+        ensure_private_dir(p.home)
         (p.home / GENESIS_FILE).write_text(genesis.to_json())
-        key_path = p.home / "node_key"
-        if not key_path.exists():
-            write_node_key(key_path, _seed(f"node/{i}", chain_id))
-        vk = p.home / VALIDATOR_KEY_FILE
-        if not vk.exists():
-            write_hotkey(vk, p.validator)
+        write_node_key(p.home / NODE_KEY, p.node_seed)
+        write_hotkey(p.home / VALIDATOR_KEY_FILE, p.validator)
         listen = listen_host or ("127.0.0.1" if p.host.startswith("127.") else "0.0.0.0")
         cfg = NodeConfig(
             listen=(f"/ip4/{listen}/tcp/{p.p2p_port}",),
             bootnodes=tuple(q.multiaddr for q in plans if q is not p),
             validator=True,
-            api=f"{'127.0.0.1' if listen == '127.0.0.1' else '0.0.0.0'}:{p.api_port}",
+            api=f"{api_bind}:{p.api_port}",
         )
         write_config(p.home, cfg)
     (out / "network.json").write_text(

@@ -25,6 +25,7 @@ import nacl.utils
 
 from node import home as layout
 from node.errors import KeyFileError, KeyPermissionError, NodeError, PasswordError, WalletError, WrongPasswordError
+from node.log import get_logger
 from protocol import crypto
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError
@@ -41,6 +42,8 @@ MAX_KEY_FILE = 64 * 1024  # key files are < 1 KiB; refuse to read anything large
 # Bounds on KDF parameters read from a file, so a tampered file cannot demand 100 GiB or an hour.
 _MAX_OPSLIMIT = 64
 _MAX_MEMLIMIT = 1 << 30
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ def read_password(
         path = Path(password_file)
         try:
             with path.open("rb") as fh:  # bounded: `--password-file /dev/stdin` works, /dev/zero cannot hang us
+                _warn_if_shared(path, os.fstat(fh.fileno()))
                 raw = fh.read(MAX_KEY_FILE)
         except OSError as exc:
             raise PasswordError(f"cannot read password file {path}: {exc.strerror or exc}") from exc
@@ -125,6 +129,16 @@ def read_password(
     if not password:
         raise PasswordError("an empty password is not allowed")
     return password
+
+
+def _warn_if_shared(path: Path, st: os.stat_result) -> None:
+    """A password file others can read gives them the coldkey: say so (a warning, not a refusal, so
+    a pipe or /dev/stdin, and a file on a filesystem without modes, still work)."""
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        log.warning(
+            f"password file {path} is accessible by group/others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"run: chmod 600 {path}"
+        )
 
 
 # --- key files ---------------------------------------------------------------------------------

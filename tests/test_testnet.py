@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from node.cli import build_app
+from node.errors import NodeError
 from node.testnet import (
     MANIFEST,
     Snapshot,
@@ -105,7 +107,9 @@ def test_make_plan_writes_wallets_and_refuses_to_overwrite(tmp_path: Path) -> No
     miner = next(n for n in plan.neurons if n.role == "miner")
     w = Wallet.load(plan.wallet_home, miner.name)
     assert w.hotkey("worker0").public == miner.hotkey.public == w.hotkey().public
-    assert w.coldkey("tensornet-testnet").public == miner.coldkey.public
+    password = (tmp_path / "tn" / "password").read_text().strip()
+    assert len(password) >= 24 and stat.S_IMODE((tmp_path / "tn" / "password").stat().st_mode) == 0o600
+    assert w.coldkey(password).public == miner.coldkey.public
     with pytest.raises(NetError, match="already holds a testnet"):
         make_plan(spec)
 
@@ -132,10 +136,80 @@ def test_gen_writes_one_home_per_host(tmp_path: Path) -> None:
     doc = json.loads(res.output)
     assert [n["multiaddr"].split("/")[2] for n in doc["nodes"]] == ["10.0.0.1", "10.0.0.2"]
     cfg = (out / "node0" / "config.toml").read_text()
-    assert "10.0.0.2" in cfg and "0.0.0.0" in cfg
+    assert "10.0.0.2" in cfg and "0.0.0.0" in cfg  # p2p listens on every interface: peers must reach it
     assert (out / "node1" / "validator_key").exists() and (out / "genesis.json").exists()
     again = CliRunner().invoke(build_app(), ["testnet", "gen", "--out", str(out), "--hosts", "10.0.0.1"])
     assert again.exit_code == 1 and "already holds a genesis" in again.output
+
+
+def _gen(out: Path, *extra: str) -> dict:
+    res = CliRunner().invoke(build_app(), ["testnet", "gen", "--out", str(out), "--hosts", "10.0.0.1,10.0.0.2",
+                                           "--chain-id", "same-chain", "--json", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output)
+
+
+def _keys(out: Path) -> set[str]:
+    """The validator and node key seeds of both homes."""
+    from node.wallet import read_hotkey
+
+    return {k for i in (0, 1) for k in (read_hotkey(out / f"node{i}" / "validator_key").seed.hex(),
+                                        (out / f"node{i}" / "node_key").read_text().strip())}
+
+
+def test_gen_keys_are_random_not_derived_from_the_chain_id(tmp_path: Path) -> None:
+    a, b = _gen(tmp_path / "a"), _gen(tmp_path / "b")
+    assert {n["multiaddr"] for n in a["nodes"]}.isdisjoint(n["multiaddr"] for n in b["nodes"])  # peer ids differ
+    ka, kb = _keys(tmp_path / "a"), _keys(tmp_path / "b")
+    assert len(ka) == 4 and ka.isdisjoint(kb)
+    ga, gb = (json.loads((tmp_path / d / "genesis.json").read_text()) for d in ("a", "b"))
+    assert ga["chain_id"] == gb["chain_id"] == "same-chain" and ga != gb
+
+
+def test_gen_binds_the_api_to_loopback_and_keeps_homes_private(tmp_path: Path) -> None:
+    from node.config import load_config
+
+    doc = _gen(tmp_path / "net")
+    for i in (0, 1):
+        home = tmp_path / "net" / f"node{i}"
+        assert load_config(home).api.startswith("127.0.0.1:")
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        for key in ("validator_key", "node_key"):
+            assert stat.S_IMODE((home / key).stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "net").stat().st_mode) == 0o700
+    assert all(n["api"].startswith("http://127.0.0.1:") for n in doc["nodes"])  # reachable on its own host
+    opened = _gen(tmp_path / "open", "--api-bind", "0.0.0.0")
+    assert load_config(tmp_path / "open" / "node1").api.startswith("0.0.0.0:")
+    assert opened["nodes"][1]["api"].startswith("http://10.0.0.2:")
+    bad = CliRunner().invoke(build_app(), ["testnet", "gen", "--out", str(tmp_path / "bad"), "--hosts", "10.0.0.1",
+                                           "--api-bind", "everywhere"])
+    assert bad.exit_code != 0 and "--api-bind" in bad.output
+
+
+def test_node_init_creates_a_private_home(tmp_path: Path) -> None:
+    _gen(tmp_path / "net")
+    home = tmp_path / "joiner" / "home"
+    res = CliRunner().invoke(build_app(), ["node", "init", "--home", str(home), "--genesis",
+                                           str(tmp_path / "net" / "genesis.json")])
+    assert res.exit_code == 0, res.output
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700 and stat.S_IMODE(home.parent.stat().st_mode) == 0o700
+
+
+def test_generated_accounts_are_random_and_private(tmp_path: Path) -> None:
+    from node.testnet_gen import account, generate
+
+    keys = []
+    for d in ("a", "b"):
+        generate(tmp_path / d, hosts=["127.0.0.1"], chain_id="same-chain", p2p_base=1, api_base=2,
+                 funded={"alice": 5})
+        keys.append(account(tmp_path / d, "alice"))
+        assert stat.S_IMODE((tmp_path / d / "keys").stat().st_mode) == 0o700
+        assert stat.S_IMODE((tmp_path / d / "keys" / "alice").stat().st_mode) == 0o600
+    assert keys[0].public != keys[1].public
+    genesis = json.loads((tmp_path / "a" / "genesis.json").read_text())
+    assert keys[0].address in json.dumps(genesis) or keys[0].public.hex() in json.dumps(genesis)
+    with pytest.raises(NodeError, match="no key for account 'bob'"):
+        account(tmp_path / "a", "bob")
 
 
 def test_stop_pids_terminates_groups_and_kills_stubborn_ones() -> None:

@@ -287,6 +287,22 @@ def test_bad_password_files(tmp_path: Path, content: bytes, message: str) -> Non
         read_password(f, env={})
 
 
+def test_password_file_readable_by_others_warns_with_the_fix(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    f = tmp_path / "pw"
+    f.write_text("s3cret\n")
+    os.chmod(f, 0o644)
+    with capture_logs() as logs:
+        assert read_password(f, env={}) == "s3cret"  # still read: a warning, not a refusal
+    (entry,) = [e for e in logs if e["log_level"] == "warning"]
+    assert str(f) in entry["event"] and f"chmod 600 {f}" in entry["event"] and "644" in entry["event"]
+    os.chmod(f, 0o600)
+    with capture_logs() as logs:
+        assert read_password(f, env={}) == "s3cret"
+    assert logs == []
+
+
 def test_password_file_read_is_bounded() -> None:
     with pytest.raises(PasswordError, match="is empty"):
         read_password("/dev/null", env={})

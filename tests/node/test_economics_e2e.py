@@ -55,7 +55,7 @@ def test_subnet_replaced_at_the_limit_and_a_proposal_executes_everywhere(tmp_pat
         subnets=[("owner-1", "strong", {}), ("owner-2", "weak", {})], genesis_params=GENESIS,
     )  # fmt: skip
     nodes = [NodeProc(p.home, p.api).start() for p in plans]
-    alice, bob = account(CHAIN, "alice"), account(CHAIN, "bob")
+    alice, bob = account(tmp_path / "net", "alice"), account(tmp_path / "net", "bob")
     wallets = tmp_path / "wallets"
     pw = tmp_path / "password"
     pw.write_text(PASSWORD + "\n")
@@ -81,7 +81,7 @@ def test_subnet_replaced_at_the_limit_and_a_proposal_executes_everywhere(tmp_pat
         for n in nodes:
             (d,) = get(n, "/subnets/deregistered")
             assert (d["netuid"], d["name"], d["replaced_by"]) == (2, "weak", bob.address)
-            assert d["owner"] == account(CHAIN, "owner-2").address
+            assert d["owner"] == account(tmp_path / "net", "owner-2").address
             assert [s["name"] for s in get(n, "/subnets")] == ["strong", "newcomer"]
         created = get(nodes[0], "/subnets/2")
         assert created["owner"] == bob.address and created["created_at"] == d["height"]

@@ -49,7 +49,7 @@ def test_a_staked_validator_joins_the_committee_at_the_epoch_boundary(tmp_path: 
         assert st is not None and st["validator"] is False and st["epoch"] == 0
 
         with NodeClient(plans[0].api) as client:
-            client.send(account(CHAIN, "joiner"), AddStake(joiner.validator.public, 50_000 * UNIT))
+            client.send(account(tmp_path / "net", "joiner"), AddStake(joiner.validator.public, 50_000 * UNIT))
             wait_for(lambda: int(client.account(joiner.validator.public)["hotkey_stake"]) > 0, 60, "stake committed",
                      nodes=nodes)
             addr = joiner.multiaddr.split("/p2p/")[0]

@@ -114,7 +114,7 @@ def test_two_subnets_end_to_end(tmp_path: Path) -> None:
     )
     home = tmp_path / "home"
     for name in funded:
-        Wallet.create(home, name, PASSWORD, coldkey=account(CHAIN, name), kdf="fast")
+        Wallet.create(home, name, PASSWORD, coldkey=account(tmp_path / "net", name), kdf="fast")
     pw = tmp_path / "password"
     pw.write_text(PASSWORD + "\n")
     api = plans[0].api
@@ -180,7 +180,7 @@ def test_two_subnets_end_to_end(tmp_path: Path) -> None:
             return (bal, mg) if node.height() < boundary + period else None
 
         for netuid in (TEXT, COMPUTE):
-            owner = crypto.address(account(CHAIN, owners[netuid]).public)
+            owner = crypto.address(account(tmp_path / "net", owners[netuid]).public)
             for _ in range(6):  # a loaded box can make a read miss its epoch window: take the next pair
                 first = next_epoch_height(node.height(), netuid, TEMPO)
                 snaps = [snap(netuid, owner, first), snap(netuid, owner, first + period)]

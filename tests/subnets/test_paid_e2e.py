@@ -43,7 +43,7 @@ def test_paid_query_is_served_and_settled(tmp_path: Path) -> None:
     )
     home = tmp_path / "home"
     for name in funded:
-        Wallet.create(home, name, PASSWORD, coldkey=account(CHAIN, name), kdf="fast")
+        Wallet.create(home, name, PASSWORD, coldkey=account(tmp_path / "net", name), kdf="fast")
     pw = tmp_path / "password"
     pw.write_text(PASSWORD + "\n")
     api = plans[0].api
@@ -51,8 +51,8 @@ def test_paid_query_is_served_and_settled(tmp_path: Path) -> None:
     node = NodeProc(plans[0].home, api)
     http = httpx.Client(base_url=api, timeout=5)
     procs: list[Proc] = []
-    client_addr = crypto.address(account(CHAIN, "client").public)
-    miner_cold = crypto.address(account(CHAIN, "miner").public)
+    client_addr = crypto.address(account(tmp_path / "net", "client").public)
+    miner_cold = crypto.address(account(tmp_path / "net", "miner").public)
 
     def get(path: str) -> Any:
         return http.get(path).json()
