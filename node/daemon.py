@@ -223,6 +223,10 @@ class Node:
         except ProtocolError as exc:
             self.metrics.rejects.labels(type(exc).__name__).inc()
             log.debug("rejected block from %s: %s", forwarder, exc)
+            if isinstance(exc, crypto.BadSignatureError):
+                # honest peers verify before they relay, so a bad signature proves the sender's fault
+                # (spec/p2p.md: the one reason besides equivocation that bans a committee member for long)
+                self.stack.host.limiter.penalize(str(forwarder), INVALID_SIGNATURE)
             return Verdict.REJECT
         except SafetyViolation as exc:
             self._halt(exc)
@@ -385,7 +389,7 @@ class Node:
             log.debug("push to %s failed: %s", peer, exc)
 
     async def _serve_push(self, peer: Any, data: bytes) -> bytes:
-        if self._on_block(peer, data) is Verdict.REJECT:
+        if self._on_block(peer, data) is Verdict.REJECT:  # a bad signature was charged in _on_block
             raise Refused("invalid block", penalty="invalid_block")
         return b""
 

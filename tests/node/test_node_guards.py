@@ -17,10 +17,11 @@ from node.chain import Chain
 from node.config import load_config
 from node.daemon import FAR_BEHIND, HEALTH_GRACE_S, STALL_TIMEOUTS, Node
 from node.testnet_gen import generate
-from p2pnet.limits import PeerLimiter
+from p2pnet.limits import INVALID_SIGNATURE, PeerLimiter
 from p2pnet.reqresp import Refused
+from protocol.crypto import Keypair
 from protocol.genesis import load_genesis
-from protocol.messages import FetchBlocks, FetchCommits, FetchOwnLast, Status
+from protocol.messages import Block, FetchBlocks, FetchCommits, FetchOwnLast, SignedBlock, Status
 from tests.test_chain import FakeClock, step
 
 U64_MAX = (1 << 64) - 1
@@ -105,6 +106,21 @@ def test_good_requests_are_still_served(node: Node) -> None:
 def test_an_invalid_pushed_block_is_refused_with_the_invalid_block_penalty(node: Node) -> None:
     exc = refusal(node._serve_push("peer", b"\xa1\x61x\x00"))
     assert exc.penalty == "invalid_block"
+
+
+def test_a_pushed_block_with_a_forged_signature_is_proof_of_fault(node: Node) -> None:
+    """A committee author's block signed by another key: the sender is charged `invalid_signature`, a
+    proof of fault that bans even a committee member for the full ban (not the short cool-off)."""
+    g = node.chain
+    block = Block(g.chain_id, g.epoch, 1, 1, 1_000_000, (), (), ())
+    data = SignedBlock.create(block, Keypair(b"\x77" * 32)).to_bytes()
+    limiter = node.stack.host.limiter
+    limiter.set_protected(["mallory"])
+    exc = refusal(node._serve_push("mallory", data))
+    assert exc.penalty == "invalid_block"
+    assert limiter.violations[INVALID_SIGNATURE] == 1
+    assert limiter.is_banned("mallory")
+    assert limiter.ban_expiry("mallory") - limiter.clock() > limiter.limits.protected_ban_seconds
 
 
 # --- claims are not proof (defect 4) -------------------------------------------------------------------
