@@ -48,6 +48,13 @@ class NodeMetrics:
         self.round = Gauge("tensornet_round", "Threshold-clock round of the DAG", registry=r)
         self.peers = Gauge("tensornet_peers", "Chain peers that passed the handshake", registry=r)
         self.mempool = Gauge("tensornet_mempool_txs", "Pending transactions", registry=r)
+        self.mempool_bytes = Gauge("tensornet_mempool_bytes", "Bytes of pending transactions", registry=r)
+        self.mempool_evicted = Gauge(
+            "tensornet_mempool_evicted", "Transactions evicted for a higher fee per byte since start", registry=r
+        )
+        self.mempool_refused = Gauge(
+            "tensornet_mempool_refused", "Transactions the mempool refused since start, by rule", ["rule"], registry=r
+        )
         self.commit_latency = Histogram(
             "tensornet_commit_latency_seconds",
             "Leader block creation to local commit",
@@ -454,6 +461,8 @@ def build_app(node: Node, limits: ApiLimits | None = None, *, run_on_node: RunOn
             "synced_blocks_by_commits": node.commit_sync_blocks,
             "mempool": len(chain.mempool),
             **({"mempool_stats": chain.mempool.stats()} if hasattr(chain.mempool, "stats") else {}),
+            # what a transaction costs now (spec/economics.md §6): clients compute their fee from these
+            "fees": {"tx_base_fee": chain.state.params.tx_base_fee, "tx_byte_fee": chain.state.params.tx_byte_fee},
             "state_root": chain.state.root().hex(),
             "last_commit": None if last is None else {"height": last.index, "digest": last.digest.hex()},
             "commit_latency_ms_p50": statistics.median(lat) if lat else None,

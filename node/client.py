@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 from node.errors import NodeError
 from protocol import crypto
 from protocol.crypto import Keypair
+from protocol.fees import tx_fee
 from protocol.messages import SignedTransaction, Transaction
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
@@ -46,6 +48,24 @@ def parse_amount(text: str) -> int:
 def format_amount(units: int) -> str:
     whole, frac = divmod(units, UNIT)
     return f"{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A transaction about to be signed and the fee it will burn (spec/economics.md §6)."""
+
+    tx: Transaction
+    fee: int
+
+    def check(self, max_fee: int | None) -> None:
+        if max_fee is not None and self.fee > max_fee:
+            raise NodeError(
+                f"the fee would be {format_amount(self.fee)} token ({self.fee} units), above the maximum "
+                f"{format_amount(max_fee)} ({max_fee} units): not signed"
+            )
+
+    def sign(self, keypair: Keypair) -> bytes:
+        return SignedTransaction.create(self.tx, keypair).to_bytes()
 
 
 class NodeClient:
@@ -120,13 +140,25 @@ class NodeClient:
     def escrows_of(self, public: bytes) -> list[dict[str, Any]]:
         return self.get(f"/accounts/{crypto.address(public)}/escrows")
 
-    def send(self, keypair: Keypair, call: Any, nonce: int | None = None) -> bytes:
-        """Sign `call` with `keypair` and submit it; returns the transaction digest."""
-        chain_id = self.status()["chain_id"]
+    def quote(self, keypair: Keypair, call: Any, nonce: int | None = None, tip: int = 0) -> Quote:
+        """The unsigned transaction and the fee it will burn, from the chain's fee parameters (/status)."""
+        status = self.status()
         if nonce is None:
             nonce = self.next_nonce(keypair.public)
-        stx = SignedTransaction.create(Transaction(chain_id, keypair.public, nonce, call, 0), keypair)
-        return self.post_tx(stx.to_bytes())
+        tx = Transaction(status["chain_id"], keypair.public, nonce, call, tip)
+        size = len(SignedTransaction(tx, bytes(64)).to_bytes())  # a signature is always 64 bytes
+        fees = status.get("fees") or {}
+        fee = tx_fee(size, call, tip, int(fees.get("tx_base_fee", 0)), int(fees.get("tx_byte_fee", 0)))
+        return Quote(tx, fee)
+
+    def send(
+        self, keypair: Keypair, call: Any, nonce: int | None = None, tip: int = 0, max_fee: int | None = None
+    ) -> bytes:
+        """Sign `call` with `keypair` and submit it; returns the transaction digest. With `max_fee`, refuse
+        to sign when the fee would be higher."""
+        q = self.quote(keypair, call, nonce, tip)
+        q.check(max_fee)
+        return self.post_tx(q.sign(keypair))
 
     def wait_height(self, height: int, timeout: float = 30.0) -> int:
         """Block until the node's height reaches `height`; returns it (ApiError on timeout)."""

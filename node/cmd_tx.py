@@ -2,7 +2,8 @@
 
 Balance-moving calls are signed by the wallet's coldkey (password needed); serve-axon and the
 weight calls by a hotkey. Amounts are in tokens (e.g. 1.5); the node's refusal comes back as
-one line naming the rule.
+one line naming the rule. Before signing, the fee (spec/economics.md §6) and the balance after it are shown;
+`--tip` adds to the fee (priority), `--fee MAX` refuses to sign above MAX.
 """
 
 from __future__ import annotations
@@ -17,20 +18,35 @@ from node.cli import HomeOption, HotkeyOption, JsonOption, PasswordFileOption, W
 
 tx_app = typer.Typer(help="Build, sign and submit transactions.", no_args_is_help=True)
 NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
+TipOption = Annotated[str, typer.Option("--tip", help="Tokens added to the fee (burned too): buys mempool priority.")]
+MaxFeeOption = Annotated[
+    str | None, typer.Option("--fee", help="The most this transaction may burn in fees (tokens); refuse to sign above.")
+]
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(tx_app, name="tx")
 
 
-def _submit(node: str | None, keypair: Any, call: Any, as_json: bool) -> None:
-    from node.client import NodeClient
+def _submit(
+    node: str | None, keypair: Any, call: Any, as_json: bool, tip: str = "0", max_fee: str | None = None,
+    **extra: Any,
+) -> None:
+    """Quote the fee, show it (and the balance after it) before signing, refuse above --fee, then submit."""
+    from node.client import NodeClient, format_amount
     from protocol import crypto
 
     with NodeClient(node) as c:
-        digest = c.send(keypair, call)
-    emit({"kind": call.KIND, "signer": crypto.address(keypair.public), "digest": digest.hex()}, as_json,
-         title="submitted")
+        q = c.quote(keypair, call, tip=_amount(tip))
+        balance = int(c.account(keypair.public).get("balance", 0))
+        after = balance - q.fee
+        if not as_json:
+            typer.echo(f"fee {format_amount(q.fee)} token ({q.fee} units); balance {format_amount(balance)} -> "
+                       f"{format_amount(max(after, 0))} after the fee", err=True)
+        q.check(None if max_fee is None else _amount(max_fee))
+        digest = c.post_tx(q.sign(keypair))
+    emit({"kind": call.KIND, "signer": crypto.address(keypair.public), "digest": digest.hex(), "fee": q.fee,
+          "tip": q.tx.tip, "balance_after_fee": after, **extra}, as_json, title="submitted")
 
 
 def _cold(home: Path | None, wallet: str, password_file: Path | None) -> Any:
@@ -77,12 +93,14 @@ def transfer(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Send tokens from the wallet's coldkey."""
     from protocol.messages import Transfer
 
-    _submit(node, _cold(home, wallet, password_file), Transfer(_key(to), _amount(amount)), as_json)
+    _submit(node, _cold(home, wallet, password_file), Transfer(_key(to), _amount(amount)), as_json, tip, max_fee)
 
 
 @tx_app.command("add-stake")
@@ -93,12 +111,15 @@ def add_stake(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Stake from the coldkey to a hotkey."""
     from protocol.messages import AddStake
 
-    _submit(node, _cold(home, wallet, password_file), AddStake(_key(hotkey_address), _amount(amount)), as_json)
+    call = AddStake(_key(hotkey_address), _amount(amount))
+    _submit(node, _cold(home, wallet, password_file), call, as_json, tip, max_fee)
 
 
 @tx_app.command("remove-stake")
@@ -109,12 +130,15 @@ def remove_stake(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Move stake back to the coldkey's balance."""
     from protocol.messages import RemoveStake
 
-    _submit(node, _cold(home, wallet, password_file), RemoveStake(_key(hotkey_address), _amount(amount)), as_json)
+    call = RemoveStake(_key(hotkey_address), _amount(amount))
+    _submit(node, _cold(home, wallet, password_file), call, as_json, tip, max_fee)
 
 
 @tx_app.command("create-subnet")
@@ -125,12 +149,14 @@ def create_subnet(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Burn the current subnet price and become the owner of a new subnet."""
     from protocol.messages import CreateSubnet
 
-    _submit(node, _cold(home, wallet, password_file), CreateSubnet(name, _amount(max_burn)), as_json)
+    _submit(node, _cold(home, wallet, password_file), CreateSubnet(name, _amount(max_burn)), as_json, tip, max_fee)
 
 
 @tx_app.command("register")
@@ -142,13 +168,16 @@ def register_neuron(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Register the wallet's hotkey on a subnet, paying the burn from the coldkey."""
     from protocol.messages import Register
 
     hot = _hot(home, wallet, hotkey)
-    _submit(node, _cold(home, wallet, password_file), Register(netuid, hot.public, _amount(max_burn)), as_json)
+    call = Register(netuid, hot.public, _amount(max_burn))
+    _submit(node, _cold(home, wallet, password_file), call, as_json, tip, max_fee)
 
 
 @tx_app.command("serve-axon")
@@ -160,12 +189,14 @@ def serve_axon(
     hotkey: HotkeyOption = "default",
     home: HomeOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Announce where this hotkey serves (netuid 0: the validator's consensus endpoint)."""
     from protocol.messages import ServeAxon
 
-    _submit(node, _hot(home, wallet, hotkey), ServeAxon(netuid, peer_id, tuple(multiaddr)), as_json)
+    _submit(node, _hot(home, wallet, hotkey), ServeAxon(netuid, peer_id, tuple(multiaddr)), as_json, tip, max_fee)
 
 
 @tx_app.command("set-weights")
@@ -178,13 +209,15 @@ def set_weights(
     hotkey: HotkeyOption = "default",
     home: HomeOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Set weights directly (subnets without commit-reveal)."""
     from protocol.messages import SetWeights
 
     call = SetWeights(netuid, _u16_list(uids, "uids"), _u16_list(values, "values"), version_key)
-    _submit(node, _hot(home, wallet, hotkey), call, as_json)
+    _submit(node, _hot(home, wallet, hotkey), call, as_json, tip, max_fee)
 
 
 @tx_app.command("commit-weights")
@@ -198,10 +231,11 @@ def commit_weights(
     hotkey: HotkeyOption = "default",
     home: HomeOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Commit a hash of weights; reveal them later with the printed salt."""
-    from node.client import NodeClient
     from protocol.messages import CommitWeights
     from protocol.weights import weights_commit_hash
 
@@ -209,9 +243,7 @@ def commit_weights(
     salt_b = bytes.fromhex(salt) if salt else secrets.token_bytes(16)
     u, v = _u16_list(uids, "uids"), _u16_list(values, "values")
     h = weights_commit_hash(hot.public, netuid, u, v, salt_b, version_key)
-    with NodeClient(node) as c:
-        digest = c.send(hot, CommitWeights(netuid, h))
-    emit({"digest": digest.hex(), "commit_hash": h.hex(), "salt": salt_b.hex()}, as_json, title="committed")
+    _submit(node, hot, CommitWeights(netuid, h), as_json, tip, max_fee, commit_hash=h.hex(), salt=salt_b.hex())
 
 
 @tx_app.command("reveal-weights")
@@ -225,13 +257,15 @@ def reveal_weights(
     hotkey: HotkeyOption = "default",
     home: HomeOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Reveal committed weights in the reveal epoch."""
     from protocol.messages import RevealWeights
 
     call = RevealWeights(netuid, _u16_list(uids, "uids"), _u16_list(values, "values"), bytes.fromhex(salt), version_key)
-    _submit(node, _hot(home, wallet, hotkey), call, as_json)
+    _submit(node, _hot(home, wallet, hotkey), call, as_json, tip, max_fee)
 
 
 @tx_app.command("set-hyperparameter")
@@ -243,9 +277,11 @@ def set_hyperparameter(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Change one of your subnet's hyperparameters (owner only, within bounds)."""
     from protocol.messages import SetHyperparameter
 
-    _submit(node, _cold(home, wallet, password_file), SetHyperparameter(netuid, name, value), as_json)
+    _submit(node, _cold(home, wallet, password_file), SetHyperparameter(netuid, name, value), as_json, tip, max_fee)

@@ -185,6 +185,11 @@ class Node:
         m.round.set(self.chain.core.quorum_round)
         m.peers.set(self.chain_peers())
         m.mempool.set(len(self.chain.mempool))
+        pool = self.chain.mempool.stats()
+        m.mempool_bytes.set(pool["bytes"])
+        m.mempool_evicted.set(pool["evicted"])
+        for rule, n in pool["refused"].items():
+            m.mempool_refused.labels(rule).set(n)
 
     def subnet_obj(self, netuid: int) -> dict[str, Any]:
         sn = self.chain.state.subnet(netuid)

@@ -15,7 +15,7 @@ from node.testnet import free_port_base
 from node.testnet_gen import account, generate
 from node.wallet import Wallet
 from protocol.emission import UNIT
-from protocol.messages import AddStake, CreateSubnet, Register
+from protocol.messages import AddStake, CreateSubnet, Register, Transfer
 from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
 
 pytestmark = pytest.mark.slow
@@ -70,6 +70,8 @@ def test_subnet_replaced_at_the_limit_and_a_proposal_executes_everywhere(tmp_pat
         with NodeClient(api) as c:
             c.send(alice, Register(1, alice.public, 10 * UNIT))
             c.send(alice, AddStake(alice.public, 100 * UNIT))
+            for p in plans[:2]:  # the voting validators hold only stake: votes pay fees (spec/economics.md §6)
+                c.send(alice, Transfer(p.validator.public, UNIT))
         wait_for(lambda: get(nodes[0], "/subnets/1")["score"] > 0, 120, "subnet 1's score to rise", nodes=nodes)
         listed = cli("subnet", "list", "--node", api)
         assert [(r["netuid"], r["name"], r["immune"]) for r in listed] == [(1, "strong", False), (2, "weak", False)]
@@ -111,6 +113,21 @@ def test_subnet_replaced_at_the_limit_and_a_proposal_executes_everywhere(tmp_pat
         # one state (params included) on every node at the execution height and just before it
         for h in (at - 1, at):
             assert len(state_roots_at(nodes, h)) == 1, f"state roots differ at height {h}"
+
+        # --- fees: the CLI shows the fee before signing, refuses above --fee, reports it in --json
+        wallet_args = ["--wallet", "bob", "--home", str(wallets), "--password-file", str(pw), "--node", api]
+        refused = subprocess.run([*tensornet_cmd(), "tx", "transfer", "--to", alice.address, "--amount", "1",
+                                  "--fee", "0.0001", *wallet_args], cwd=REPO, capture_output=True, text=True,
+                                 timeout=120)
+        assert refused.returncode == 1 and "not signed" in refused.stderr + refused.stdout, refused.stderr
+        assert "fee 0.000" in refused.stderr and "after the fee" in refused.stderr
+        params = get(nodes[0], "/status")["fees"]
+        sent = cli("tx", "transfer", "--to", alice.address, "--amount", "1", "--tip", "0.001", "--fee", "0.01",
+                   *wallet_args)
+        assert sent["tip"] == UNIT // 1000 and sent["fee"] > params["tx_base_fee"] + UNIT // 1000
+        nonce = get(nodes[0], f"/accounts/{bob.address}/nonce")["next_nonce"]
+        wait_for(lambda: get(nodes[3], f"/accounts/{bob.address}")["nonce"] >= nonce, 120, "bob's tipped transfer",
+                 nodes=nodes)
 
         # --- concentration is served alongside
         conc = get(nodes[2], "/concentration")
