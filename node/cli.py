@@ -4,7 +4,8 @@ Each group lives in `node/cmd_<name>.py` and exports `register(app: typer.Typer)
 whose module does not exist yet gets a placeholder that says which issue will build it, so
 `tensornet --help` always shows the whole product. Typed errors (`NodeError`, `ProtocolError`,
 `P2PError`) print one red line on stderr and exit 1; anything else is a bug: one line and exit 70,
-with the traceback only under `--debug`.
+with the traceback only under `--debug`. Usage errors (a bad option value, a missing option, an unknown
+command) are one line too, exit 2: `error: --value: '4x8' is not an integer`; `--debug` shows typer's box.
 
 Command modules import their helpers from here (`emit`, the shared options, `unlock_coldkey`);
 importing this module does not import the command modules, so there is no import cycle.
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 EXIT_ERROR = 1  # a typed, expected error: bad input, wrong password, refused operation
+EXIT_USAGE = 2  # the command line itself is wrong (click's convention)
 EXIT_NOT_BUILT = 2  # a placeholder group
 EXIT_BUG = 70  # an unexpected exception (EX_SOFTWARE)
 
@@ -227,13 +229,78 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+# typer's click (vendored in recent typer, the click package in older ones), found through a name typer exports.
+_click_errors = importlib.import_module(typer.BadParameter.__module__)
+
+
+def _param_name(param: Any) -> str:
+    opts = [o for o in getattr(param, "opts", ()) if o.startswith("-")]
+    return max(opts, key=len) if opts else str(param.name).upper()  # an argument: its metavar
+
+
+_NOT_A = {"int_parsing": "an integer", "int_from_float": "an integer", "float_parsing": "a number",
+          "decimal_parsing": "a number", "bool_parsing": "true or false"}
+
+
+def _lower_first(message: str) -> str:
+    return message[:1].lower() + message[1:] if message[1:2].islower() else message
+
+
+def _bad_value(exc: Exception) -> str:
+    """What was wrong with a value. Recent typer converts with pydantic, whose messages omit the value."""
+    cause = exc.__cause__
+    errors = cause.errors() if callable(getattr(cause, "errors", None)) else []  # a pydantic ValidationError
+    if not errors:
+        return str(getattr(exc, "message", exc)).rstrip(".")
+    first = errors[0]
+    given = repr(first.get("input"))
+    if first.get("type") in _NOT_A:
+        return f"{given} is not {_NOT_A[first['type']]}"
+    message = _lower_first(str(first.get("msg", "")).removeprefix("Value error, "))
+    message = message.rstrip(".")
+    return message if given in message else f"{given}: {message}"
+
+
+def usage_line(exc: Exception) -> str:
+    """A click usage error as one line: `--value: '4x8' is not an integer`, `--subnet is required`."""
+    param = getattr(exc, "param", None)
+    if isinstance(exc, _click_errors.MissingParameter) and param is not None:
+        return f"{_param_name(param)} is required"
+    if isinstance(exc, _click_errors.BadParameter) and param is not None:
+        return f"{_param_name(param)}: {_bad_value(exc)}"
+    message = _lower_first(exc.format_message() if hasattr(exc, "format_message") else str(exc))
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+    return message.rstrip(".") + hint
+
+
+def _usage_exit(exc: Exception, debug: bool) -> None:
+    """Print a usage error as one line and exit 2; under --debug let typer show its full box instead."""
+    if debug or isinstance(exc, _click_errors.NoArgsIsHelpError):  # that one is the help text, on purpose
+        raise exc
+    print_error(usage_line(exc))
+    raise typer.Exit(EXIT_USAGE) from exc
+
+
 class _RootGroup(TyperGroup):
-    """Turns typed errors into one line and exit 1, and unexpected ones into one line and exit 70."""
+    """Turns typed errors into one line and exit 1, usage errors into one line and exit 2, and unexpected
+    ones into one line and exit 70."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """The root's own options (`--log-level bad`); --debug is not parsed yet, so look for it."""
+        try:
+            return super().parse_args(ctx, args)
+        except _click_errors.UsageError as exc:
+            _usage_exit(exc, "--debug" in args)
+            raise  # unreachable: _usage_exit always raises
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):  # exits, and usage errors typer formats itself
+        except _click_errors.UsageError as exc:  # a subcommand's options, or an unknown command
+            _usage_exit(exc, bool(ctx.params.get("debug")))
+            raise
+        except (typer.Exit, typer.Abort, typer.TyperException):  # exits, and other errors typer formats itself
             raise
         except Exception as exc:
             if isinstance(ctx.obj, CliState) and ctx.obj.debug:

@@ -16,6 +16,9 @@ import structlog
 
 LogFormat = Literal["text", "json"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
+# Libraries that log every HTTP request at INFO (httpx: each API call a CLI command makes; hypercorn: the
+# node's server): they speak from WARNING up unless the level is debug.
+CHATTY = ("httpx", "httpcore", "hypercorn")
 
 
 class _StderrLogger:
@@ -95,6 +98,8 @@ def configure(fmt: LogFormat = "text", level: str = "info") -> None:
     handler._tensornet = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(numeric)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(numeric if level == "debug" else max(numeric, logging.WARNING))
 
 
 def get_logger(name: str | None = None, **context: Any) -> structlog.typing.FilteringBoundLogger:

@@ -15,6 +15,13 @@ VALIDATOR_TAKE_U16 = 11_796  # 18% of 65535, subtensor's default delegate take
 U16_MAX = 65535
 
 
+def format_tokens(units: int) -> str:
+    """'0.1 token (100000000 units)', exactly (no float); zero is '0 token'. How messages show an amount."""
+    whole, frac = divmod(abs(units), UNIT)
+    text = ("-" if units < 0 else "") + (f"{whole}.{frac:09d}".rstrip("0") if frac else str(whole))
+    return f"{text} token" if units == 0 else f"{text} token ({units} units)"
+
+
 def halvings(issued: int) -> int:
     """k = floor(log2(S / (S - issued))): 0 below S/2 (10.5M tokens), 1 below 3S/4 (15.75M), and so on.
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from protocol import crypto
+from protocol.emission import format_tokens
 from protocol.errors import ProtocolError, TxRejected
 from protocol.messages import ClaimPayment, CloseEscrow, OpenEscrow
 
@@ -189,8 +190,8 @@ def tx_claim_payment(st: State, signer: bytes, c: ClaimPayment, dry: bool) -> No
     if v.price > e.remaining:
         raise TxRejected(
             "escrow balance",
-            f"voucher asks {v.price} but escrow {e.escrow_id} holds {e.remaining} (short by {v.price - e.remaining}); "
-            "the client signed more than it deposited",
+            f"voucher asks {format_tokens(v.price)} but escrow {e.escrow_id} holds {format_tokens(e.remaining)} "
+            f"(short by {format_tokens(v.price - e.remaining)}); the client signed more than it deposited",
         )
     if len(e.spent) >= MAX_CLAIMS_PER_ESCROW:
         raise TxRejected(

@@ -391,8 +391,12 @@ def check_genesis(g: Genesis) -> None:
 
 
 def load_genesis(path: str) -> Genesis:
-    with open(path, "rb") as f:
-        return parse_genesis(f.read())
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:  # a typed error: the CLI prints it as one line, not as a crash
+        raise GenesisError(f"cannot read genesis {path}: {exc.strerror or exc}") from None
+    return parse_genesis(data)
 
 
 def build_genesis(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol import codec, crypto, escrow, governance, lifecycle, slashing, yuma
-from protocol.emission import UNIT, apportion, block_emission, subnet_split, take
+from protocol.emission import UNIT, apportion, block_emission, format_tokens, subnet_split, take
 from protocol.errors import DecodeError, ProtocolError, StateError, TxRejected, WrongChainError
 from protocol.escrow import Escrows
 from protocol.fees import tx_fee
@@ -766,7 +766,9 @@ class State:
             have -= self._fee_hold[1]
         if have < amount:
             raise TxRejected(
-                "balance", f"{what} needs {amount} but {crypto.address(who)} has {have} (short by {amount - have})"
+                "balance",
+                f"{what} needs {format_tokens(amount)} but {crypto.address(who)} has {format_tokens(have)} "
+                f"(short by {format_tokens(amount - have)})",
             )
 
     def _tx_transfer(self, signer: bytes, c: Transfer, dry: bool) -> None:
@@ -792,8 +794,8 @@ class State:
         if have < c.amount:
             raise TxRejected(
                 "stake",
-                f"remove_stake of {c.amount} but {crypto.address(signer)} has {have} staked on "
-                f"{crypto.address(c.hotkey)} (short by {c.amount - have})",
+                f"remove_stake of {format_tokens(c.amount)} but {crypto.address(signer)} has {format_tokens(have)} "
+                f"staked on {crypto.address(c.hotkey)} (short by {format_tokens(c.amount - have)})",
             )
         if dry:
             return

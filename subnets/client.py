@@ -31,6 +31,7 @@ from node.errors import NodeError
 from node.log import get_logger
 from protocol import codec, crypto
 from protocol.crypto import Keypair
+from protocol.emission import format_tokens
 from protocol.errors import ProtocolError
 from protocol.messages import CloseEscrow, OpenEscrow, SignedQuery, SignedVoucher, Voucher
 
@@ -42,6 +43,12 @@ CLAIM_MARGIN = 20  # do not draw on an escrow this close to expiry (miners refus
 
 class ClientError(NodeError):
     """No miner answered within the price and budget, or the escrow could not be opened or closed."""
+
+
+def tried_text(tried: list[dict[str, Any]]) -> str:
+    """The miners a query tried, for a one-line error: 'uid 3: sells no queries; uid 1: error: ...'."""
+    return "; ".join(f"uid {t['uid']}: {t.get('outcome', 'not reached')}"
+                     + (f" ({t['reason']})" if "reason" in t else "") for t in tried)
 
 
 def sign_voucher(
@@ -185,7 +192,9 @@ class SubnetClient:
                 return self.api.escrow(int(info["escrow_id"])) or info
         amount = deposit if deposit is not None else 10 * price
         if amount < price or amount == 0:
-            raise ClientError(f"a deposit of {amount} units cannot pay a query at up to {price} units")
+            raise ClientError(
+                f"a deposit of {format_tokens(amount)} cannot pay a query at up to {format_tokens(price)}"
+            )
         return self.open_escrow(amount, expires_in)
 
     # --- queries (async) -----------------------------------------------------------------------------
@@ -240,23 +249,24 @@ class SubnetClient:
                     note["outcome"] = "sells no queries"
                     continue
                 if price > max_price:
-                    note["outcome"] = f"price {price} above --max-price {max_price}"
+                    note["outcome"] = f"price {format_tokens(price)} above --max-price {format_tokens(max_price)}"
                     continue
                 info = await trio.to_thread.run_sync(
                     self.ensure_escrow, price, self.deposit, self.expires_in, escrow_id
                 )
                 eid = int(info["escrow_id"])
                 if self.available(info) < price:
-                    note["outcome"] = f"escrow {eid} covers {self.available(info)} units, the price is {price}"
+                    note["outcome"] = (f"escrow {eid} covers {format_tokens(self.available(info))}, the price is "
+                                       f"{format_tokens(price)}")
                     continue
-                signed = build_query(self.key, self.chain_id, self.netuid, payload, miner=hotkey)
+                signed = build_query(self.key, self.chain_id, self.netuid, payload)
                 nonce = secrets.randbits(64)
                 voucher = sign_voucher(self.key, self.chain_id, eid, nonce, hotkey, signed, price)
                 self._signed[eid] = self._signed.get(eid, 0) + price
                 note["sent"] = True
                 result = await query_miner(self._stack.reqresp, peer, signed, hotkey, timeout, voucher)
             except (QueryError, NodeError, ProtocolError, OSError) as exc:
-                note["outcome"] = f"error: {str(exc)[:160]}"
+                note["outcome"] = f"error: {str(exc)[:300]}"
                 continue
             note["outcome"] = result.status.name.lower()
             if result.status == QueryStatus.OK:
@@ -266,13 +276,13 @@ class SubnetClient:
                 )
             if result.status == QueryStatus.BAD_PAYMENT:
                 note["reason"] = result.payload.decode(errors="replace")
-        raise ClientError(f"no miner of subnet {self.netuid} answered a paid query: {tried}")
+        raise ClientError(f"no miner of subnet {self.netuid} answered a paid query: {tried_text(tried)}")
 
     async def _price(self, peer: Any, hotkey: bytes, timeout: float) -> int | None:
         """The miner's price, from a free query without a permit (`PAYMENT_REQUIRED`); None if it sells none."""
         from subnets.axon import QueryStatus, build_query, query_miner
 
-        probe = build_query(self.key, self.chain_id, self.netuid, b"", miner=hotkey)
+        probe = build_query(self.key, self.chain_id, self.netuid, b"")
         result = await query_miner(self._stack.reqresp, peer, probe, hotkey, timeout)
         if result.status != QueryStatus.PAYMENT_REQUIRED:
             return None

@@ -136,7 +136,7 @@ def test_claim_refusals():
     forged = SignedServiceProof(proof(v).body, OTHER.sign(SignedServiceProof.DOMAIN, CHAIN, proof(v).body.to_bytes()))
     c.fail(MINER, claim(v, forged), "service proof")
     c.fail(MINER, claim(voucher(1, 1, 0)), "amount")
-    assert "short by 1" in c.fail(MINER, claim(voucher(1, 1, 11)), "escrow balance")
+    assert "short by 0.000000001 token (1 units)" in c.fail(MINER, claim(voucher(1, 1, 11)), "escrow balance")
     unregistered = voucher(1, 1, 1, miner=OTHER)
     c.fail(MINER, claim(unregistered, proof(unregistered, miner=OTHER)), "not registered")
     assert c.state.escrows.get(1).claimed == 0

@@ -147,7 +147,7 @@ def test_propose_rejections():
         D, Propose("default.kappa", 70000, ""), "proposal value"
     )
     c.ok(D, Transfer(VAL.public, c.state.balances[D.public] - UNIT))
-    assert "needs 10000000000 but" in c.fail(D, Propose("max_subnets", 5, ""), "balance")
+    assert "needs 10 token (10000000000 units) but" in c.fail(D, Propose("max_subnets", 5, ""), "balance")
 
 
 def test_too_many_open_proposals():
