@@ -50,6 +50,9 @@ def public_addrs(addrs: list[Any]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+RESTART_DELAY = 1.0  # seconds before a failed stack is started again
+
+
 async def run_bootstrap(
     home: Path | str,
     listen: str,
@@ -66,12 +69,49 @@ async def run_bootstrap(
     keypair = load_or_create_node_key(home)
     cfg = config or DiscoveryConfig(target_peers=64, dht_server=True)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_stack(keypair, listen=[listen], bootstrap=bootstrap or [], home=home, discovery=cfg) as st:
-            addrs = public_addrs(st.host.addrs)
-            if as_json:
-                write(json.dumps({"peer_id": str(st.host.peer_id), "multiaddr": addrs[0], "multiaddrs": addrs}))
-            else:
-                write(addrs[0])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_serve, keypair, home, listen, bootstrap or [], cfg, as_json, write)
             async for signum in signals:
                 log.info("bootstrap node got %s; shutting down", signal.Signals(signum).name)
                 break
+            nursery.cancel_scope.cancel()
+
+
+async def _serve(
+    keypair: Any, home: Path, listen: str, bootstrap: list[str], cfg: DiscoveryConfig, as_json: bool,
+    write: Callable[[str], None],
+) -> None:
+    """Serve the stack; if it ever fails after a good start, log why and start it again on the same address.
+
+    A bootstrap node holds nothing but its key and address book, so a restart loses nothing, while a dead
+    bootstrap locks every newcomer out of the network. A failure before the first start (a bad or busy
+    listen address) is a configuration error and is raised.
+    """
+    started = False
+    while True:
+        try:
+            async with open_stack(keypair, listen=[listen], bootstrap=bootstrap, home=home, discovery=cfg) as st:
+                if not started:
+                    addrs = public_addrs(st.host.addrs)
+                    if as_json:
+                        write(json.dumps({"peer_id": str(st.host.peer_id), "multiaddr": addrs[0], "multiaddrs": addrs}))
+                    else:
+                        write(addrs[0])
+                    started = True
+                    listen = _pinned(listen, st.host.addrs)  # a restart keeps the port tcp/0 chose
+                await trio.sleep_forever()
+        except Exception as exc:
+            if not started:
+                raise
+            log.error("bootstrap stack failed (%r); restarting it in %g s", exc, RESTART_DELAY, exc_info=exc)
+            await trio.sleep(RESTART_DELAY)
+
+
+def _pinned(listen: str, bound: list[Any]) -> str:
+    """`listen` with a /tcp/0 port replaced by the port the OS chose (other addresses unchanged)."""
+    parts = listen.split("/")
+    if "tcp" not in parts or parts[parts.index("tcp") + 1] != "0" or not bound:
+        return listen
+    ours = str(bound[0]).split("/")
+    parts[parts.index("tcp") + 1] = ours[ours.index("tcp") + 1]
+    return "/".join(parts)

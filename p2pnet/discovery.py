@@ -31,6 +31,7 @@ from typing import Any
 import trio
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
+from libp2p.peer.peerstore import PeerStoreError as Libp2pPeerStoreError
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pnet.errors import P2PError
@@ -374,8 +375,12 @@ class Discovery:
         for peer in found:
             if str(peer) == me:
                 continue
+            try:
+                known = pstore.addrs(peer)
+            except Libp2pPeerStoreError:  # a DHT answer may name peers with no (or only expired) addresses
+                continue
             addrs = []
-            for a in pstore.addrs(peer):
+            for a in known:
                 text = str(a)
                 text = text[: text.index("/p2p/")] if "/p2p/" in text else text
                 try:
@@ -440,8 +445,14 @@ class Discovery:
                     await self._px_round()
             if self.dht is not None and now - last_dht >= cfg.dht_interval and self.host.peers():
                 last_dht = now
-                with trio.move_on_after(cfg.dht_timeout + 1):
-                    await self._dht_round()
+                # py-libp2p's DHT is third-party code fed by remote peers: a round that fails is logged and
+                # counted, never allowed to end discovery (it once took every bootstrap node down).
+                try:
+                    with trio.move_on_after(cfg.dht_timeout + 1):
+                        await self._dht_round()
+                except Exception as exc:  # noqa: BLE001 - see above
+                    self.metrics.request_errors["dht:round_failed"] += 1
+                    log.warning("DHT round failed: %r", exc)
             if now - last_save >= cfg.save_interval:
                 last_save = now
                 try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -114,3 +115,52 @@ def stop_all(nodes: list[NodeProc]) -> None:
         except Exception:
             if n.proc is not None:
                 os.killpg(n.proc.pid, signal.SIGKILL)
+
+
+class BootstrapProc:
+    """One `tensornet bootstrap` process; its stderr (the logs) goes to `<home>/bootstrap.log`, never to DEVNULL,
+    so a bootstrap that dies leaves its reason behind. Quacks like NodeProc for `wait_for(..., nodes=[...])`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.proc: subprocess.Popen | None = None
+        self.multiaddr = ""
+
+    def start(self, listen: str = "/ip4/127.0.0.1/tcp/0") -> BootstrapProc:
+        """Start it and wait for the one JSON line with its full multiaddr (an OS-chosen port by default)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.home / "bootstrap.log", "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [*tensornet_cmd(), "bootstrap", "--home", str(self.home), "--listen", listen, "--json"],
+            stdout=subprocess.PIPE, stderr=log, cwd=REPO, text=True, start_new_session=True,
+        )
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=15)
+            raise AssertionError(f"bootstrap exited with {self.proc.returncode} before printing its address:\n"
+                                 f"{self.log_tail()}")
+        self.multiaddr = json.loads(line)["multiaddr"]
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after a deadline; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join((self.home / "bootstrap.log").read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""

@@ -5,26 +5,29 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from node.testnet import free_port_base
 from node.testnet_gen import generate
-from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
+from tests.netutil import REPO, BootstrapProc, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-def max_own_round(db: Path, author: int) -> int:
+def own_blocks(db: Path, author: int) -> int:
+    """How many blocks `author` has signed (rounds restart at each epoch, so a max round would not grow)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        return con.execute("SELECT COALESCE(MAX(round), 0) FROM blocks WHERE author = ?", (author,)).fetchone()[0]
+        return con.execute("SELECT COUNT(*) FROM blocks WHERE author = ?", (author,)).fetchone()[0]
 
 
-def equivocations(db: Path, author: int) -> list[tuple[int, int]]:
+def equivocations(db: Path, author: int) -> list[tuple[int, int, int]]:
+    """(epoch, round, count) of every slot in which `author` signed more than one block."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         return con.execute(
-            "SELECT round, COUNT(*) FROM blocks WHERE author = ? GROUP BY round HAVING COUNT(*) > 1", (author,)
+            "SELECT epoch, round, COUNT(*) FROM blocks WHERE author = ? GROUP BY epoch, round HAVING COUNT(*) > 1",
+            (author,),
         ).fetchall()
 
 
@@ -41,23 +44,20 @@ def assert_agree(nodes: list[NodeProc]) -> int:
 
 
 def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None:
-    plans, genesis_path = generate(tmp_path / "net", hosts=["127.0.0.1"] * 4, p2p_base=31400, api_base=27400)
-    boot_home = tmp_path / "boot"
-    boot = subprocess.Popen(
-        [*tensornet_cmd(), "bootstrap", "--home", str(boot_home), "--listen", "/ip4/127.0.0.1/tcp/31499", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-        text=True,
-    )
+    # free ports (4 validators + the late full node), never fixed ones: another run may hold those
+    p2p_base = free_port_base(5)
+    api_base = free_port_base(5, start=p2p_base + 5)
+    plans, genesis_path = generate(tmp_path / "net", hosts=["127.0.0.1"] * 4, p2p_base=p2p_base, api_base=api_base)
+    # the bootstrap's logs go to a file that every wait below prints if it dies (it used to go to DEVNULL)
+    boot = BootstrapProc(tmp_path / "boot")
     nodes: list[NodeProc] = []
     full: NodeProc | None = None
     try:
-        boot_addr = json.loads(boot.stdout.readline())["multiaddr"]
+        boot_addr = boot.start().multiaddr
         for p in plans:
             peers = [q.multiaddr for q in plans if q is not p] + [boot_addr]
             nodes.append(NodeProc(p.home, p.api, ["--bootnodes", ",".join(peers)]).start())
-        wait_for(lambda: common_height(nodes) >= 10, 90, "10 commits on every validator", nodes=nodes)
+        wait_for(lambda: common_height(nodes) >= 10, 90, "10 commits on every validator", nodes=[*nodes, boot])
         assert_agree(nodes)
 
         # kill -9 one validator: the other three (>= 2f+1) keep committing
@@ -65,27 +65,27 @@ def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None
         victim.kill()
         h = max(n.height() for n in nodes[:3])
         wait_for(lambda: min(n.height() for n in nodes[:3]) >= h + 10, 60, "commits without the killed node",
-                 nodes=nodes[:3])
+                 nodes=[*nodes[:3], boot])
 
         # restart it from disk: it resumes and catches up with the others
         victim.start()
         wait_for(lambda: victim.height() >= min(n.height() for n in nodes[:3]) - 2, 90, "restarted node catching up",
-                 nodes=nodes)
+                 nodes=[*nodes, boot])
         assert_agree(nodes)
 
         # amnesia: wipe a validator's database and restart it; it must recover its last signed round
         # from its peers and never sign a second block for a round it already signed in
         amnesiac = nodes[2]
         amnesiac.kill()
-        before = max_own_round(plans[0].home / "chain.db", author=2)
+        before = own_blocks(plans[0].home / "chain.db", author=2)
         assert before > 0
         for suffix in ("", "-wal", "-shm"):
             (amnesiac.home / f"chain.db{suffix}").unlink(missing_ok=True)
         amnesiac.start()
         wait_for(lambda: amnesiac.height() >= min(n.height() for n in nodes[:2]) - 2, 120,
-                 "wiped validator catching up", nodes=nodes)
-        wait_for(lambda: max_own_round(plans[0].home / "chain.db", author=2) > before + 3, 60,
-                 "wiped validator proposing again", nodes=nodes)
+                 "wiped validator catching up", nodes=[*nodes, boot])
+        wait_for(lambda: own_blocks(plans[0].home / "chain.db", author=2) > before + 3, 60,
+                 "wiped validator proposing again", nodes=[*nodes, boot])
         for p in plans:
             assert equivocations(p.home / "chain.db", author=2) == [], f"{p.name} saw node2 sign a round twice"
         assert_agree(nodes)
@@ -94,12 +94,13 @@ def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None
         fhome = tmp_path / "full"
         subprocess.run(
             [*tensornet_cmd(), "node", "init", "--home", str(fhome), "--genesis", str(genesis_path),
-             "--bootnodes", boot_addr, "--listen", "/ip4/127.0.0.1/tcp/31450", "--api", "127.0.0.1:27450"],
+             "--bootnodes", boot_addr, "--listen", f"/ip4/127.0.0.1/tcp/{p2p_base + 4}", "--api",
+             f"127.0.0.1:{api_base + 4}"],
             check=True, cwd=REPO, capture_output=True,
         )
-        full = NodeProc(fhome, "http://127.0.0.1:27450").start()
+        full = NodeProc(fhome, f"http://127.0.0.1:{api_base + 4}").start()
         wait_for(lambda: full.height() >= min(n.height() for n in nodes) - 2, 120, "full node syncing to the head",
-                 nodes=[*nodes, full])
+                 nodes=[*nodes, full, boot])
         assert_agree([*nodes, full])
         s = full.status()
         assert s is not None and s["validator"] is False
@@ -109,6 +110,7 @@ def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None
         # clean shutdown on SIGTERM, and the store checks out afterwards
         codes = [n.stop() for n in nodes]
         assert codes == [0, 0, 0, 0], f"exit codes {codes}"
+        assert boot.stop() == 0, f"bootstrap exit code {boot.proc.returncode}:\n{boot.log_tail()}"
         check = subprocess.run(
             [*tensornet_cmd(), "node", "db", "check", "--home", str(plans[0].home), "--json"],
             cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -116,10 +118,5 @@ def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None
         assert check.returncode == 0, check.stdout + check.stderr
         assert json.loads(check.stdout)["ok"] is True
     finally:
-        stop_all([*nodes, *( [full] if full else [])])
-        boot.terminate()
-        try:
-            boot.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            boot.kill()
-        time.sleep(0.1)
+        stop_all([*nodes, *([full] if full else [])])
+        boot.stop()
