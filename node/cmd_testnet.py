@@ -134,6 +134,9 @@ def up(
         int, typer.Option("--cheaters", help="Miners per subnet that corrupt every answer (a test hook).")
     ] = 0,
     tempo: Annotated[int, typer.Option("--tempo", help="Subnet tempo in heights.")] = 12,
+    price: Annotated[
+        str, typer.Option("--price", help="Tokens per paid query every miner sells (0: no paid queries).")
+    ] = "0",
     directory: DirOption = DEFAULT_DIR,
     timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 300.0,
     detach: Annotated[bool, typer.Option("--detach", help="Leave the network running (stop: testnet down).")] = False,
@@ -144,13 +147,14 @@ def up(
     Exits 0 only if every process stayed up, every subnet paid its epochs and every node has the
     same state root; --json prints one JSON object on the last line.
     """
+    from node.client import parse_amount
     from node.errors import CliError, NodeError
     from node.testnet import Testnet, TestnetSpec
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll request otherwise
     spec = TestnetSpec(directory=directory.absolute(), validators=validators, subnets=subnets, miners=miners,
                        subnet_validators=subnet_validators, epochs=epochs, tempo=tempo, timeout_s=timeout,
-                       cheaters=cheaters)
+                       cheaters=cheaters, price=parse_amount(price))
     progress = _Progress()
     net = Testnet(spec, on_status=progress)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.client import ApiError, NodeClient
+from node.client import ApiError, NodeClient, format_amount
 from node.errors import NodeError
 from node.home import ensure_private_dir
 from node.testnet_gen import UNIT, account, generate
@@ -51,6 +51,9 @@ class TestnetError(NodeError):
     """The local testnet could not be started, disagreed, or a process died."""
 
 
+MAX_PRICE = 1000 * UNIT  # a sanity cap on `--price`: a query priced above it is a typo
+
+
 @dataclass(frozen=True)
 class TestnetSpec:
     """What `testnet up` builds; every count is >= 1 except `miners`/`subnet_validators` (>= 0)."""
@@ -66,6 +69,7 @@ class TestnetSpec:
     timeout_s: float = 300.0
     stop_deadline_s: float = 10.0
     cheaters: int = 0  # per subnet, the last CHEATERS miners corrupt every answer (`--fault 0:corrupt-answer`)
+    price: int = 0  # units per paid query every miner sells (`miner run --price`); 0: they serve validators only
 
     def check(self) -> None:
         if not 1 <= self.validators <= 64:
@@ -74,6 +78,8 @@ class TestnetSpec:
             raise TestnetError(f"--subnets {self.subnets}: use 1..16")
         if not 1 <= self.miners <= 64 or not 1 <= self.subnet_validators <= 16:
             raise TestnetError("--miners must be 1..64 and --subnet-validators 1..16 (a subnet needs both to pay)")
+        if not 0 <= self.price <= MAX_PRICE:
+            raise TestnetError(f"--price: use 0..{MAX_PRICE // UNIT} tokens")
         if not 0 <= self.cheaters < self.miners:
             raise TestnetError(f"--cheaters {self.cheaters}: use 0..{self.miners - 1} (some miner must be honest)")
         if not 1 <= self.epochs <= 100:
@@ -378,8 +384,9 @@ def neuron_argv(plan: Plan, n: Neuron, node_url: str, port: int, weights_interva
     ]
     if n.role == "miner":
         fault = ["--fault", f"0:{n.fault}"] if n.fault else []
+        price = ["--price", format_amount(plan.spec.price)] if plan.spec.price else []
         return [*tensornet_argv(), "miner", "run", *common, "--gpus", "none", "--cpu-workers", "1",
-                "--base-port", str(port), "--status-interval-s", "5", *fault]
+                "--base-port", str(port), "--status-interval-s", "5", *fault, *price]
     return [*tensornet_argv(), "validator", "run", *common, "--stake", str(VALIDATOR_SELF_STAKE // UNIT),
             "--interval-s", f"{weights_interval_s:g}", "--step-s", "2"]
 

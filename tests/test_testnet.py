@@ -121,6 +121,25 @@ def test_spec_rejects_bad_counts(tmp_path: Path) -> None:
         NetSpec(directory=tmp_path, miners=0).check()
 
 
+def test_up_price_reaches_every_miner_and_no_validator(tmp_path: Path) -> None:
+    from node.testnet import UNIT, neuron_argv
+
+    def argvs(spec: NetSpec) -> dict[str, list[str]]:
+        plan = make_plan(spec)
+        return {n.role: neuron_argv(plan, n, "http://127.0.0.1:1", 40000, 5.0) for n in plan.neurons}
+
+    priced = argvs(NetSpec(directory=tmp_path / "priced", validators=1, subnets=1, miners=1, price=UNIT // 1000))
+    assert priced["miner"][priced["miner"].index("--price") + 1] == "0.001"
+    assert "--price" not in priced["validator"]
+    free = argvs(NetSpec(directory=tmp_path / "free", validators=1, subnets=1, miners=1))
+    assert "--price" not in free["miner"]
+    with pytest.raises(NetError, match="--price"):
+        NetSpec(directory=tmp_path, price=-1).check()
+    result = CliRunner().invoke(build_app(), ["testnet", "up", "--price", "cheap", "--dir", str(tmp_path / "x")])
+    assert result.exit_code == 1 and result.stderr.startswith("error: amount 'cheap' is not a number"), result.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_clean_refuses_a_directory_that_is_not_a_testnet(tmp_path: Path) -> None:
     (tmp_path / "precious").write_text("keep me")
     with pytest.raises(NetError, match="does not look like a testnet"):
