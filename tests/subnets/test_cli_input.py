@@ -188,6 +188,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("TENSORNET_KDF", "fast")
     monkeypatch.setenv("NO_COLOR", "1")
     (tmp_path / "pw").write_text(PW + "\n")
+    (tmp_path / "pw").chmod(0o600)  # else a warning about its mode is a second stderr line
     app = build_app()
     auth = ["--wallet", "alice", "--password-file", str(tmp_path / "pw")]
     created = CliRunner().invoke(app, ["wallet", "create", "--name", "alice", "--password-file", str(tmp_path / "pw")])
