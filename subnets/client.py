@@ -259,7 +259,7 @@ class SubnetClient:
                     note["outcome"] = (f"escrow {eid} covers {format_tokens(self.available(info))}, the price is "
                                        f"{format_tokens(price)}")
                     continue
-                signed = build_query(self.key, self.chain_id, self.netuid, payload)
+                signed = build_query(self.key, self.chain_id, self.netuid, payload, miner=hotkey)
                 nonce = secrets.randbits(64)
                 voucher = sign_voucher(self.key, self.chain_id, eid, nonce, hotkey, signed, price)
                 self._signed[eid] = self._signed.get(eid, 0) + price
@@ -282,7 +282,7 @@ class SubnetClient:
         """The miner's price, from a free query without a permit (`PAYMENT_REQUIRED`); None if it sells none."""
         from subnets.axon import QueryStatus, build_query, query_miner
 
-        probe = build_query(self.key, self.chain_id, self.netuid, b"")
+        probe = build_query(self.key, self.chain_id, self.netuid, b"", miner=hotkey)
         result = await query_miner(self._stack.reqresp, peer, probe, hotkey, timeout)
         if result.status != QueryStatus.PAYMENT_REQUIRED:
             return None
