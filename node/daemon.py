@@ -33,6 +33,7 @@ from node.economics import lifecycle_view
 from node.mempool import MempoolError
 from p2pnet.discovery import DiscoveryConfig
 from p2pnet.gossip import GossipMessage, Verdict
+from p2pnet.limits import INVALID_SIGNATURE
 from p2pnet.nodekey import load_or_create_node_key
 from p2pnet.reqresp import ProtocolSpec, Refused, RequestError
 from p2pnet.stack import open_stack
