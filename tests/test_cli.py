@@ -33,11 +33,16 @@ def app() -> typer.Typer:
     return build_app()
 
 
+def secret_file(path: Path, text: str) -> Path:
+    """A password file as a careful user writes it: 0600 (group/others-readable ones get a warning line)."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture
 def pwfile(tmp_path: Path) -> Path:
-    path = tmp_path / "pw"
-    path.write_text(PW + "\n")
-    return path
+    return secret_file(tmp_path / "pw", PW + "\n")
 
 
 def run(app: typer.Typer, *args: str, input: str | None = None):
@@ -148,8 +153,7 @@ def test_closed_stdin_gives_a_clear_error(app: typer.Typer) -> None:
 
 def test_wrong_password_is_one_line_and_exit_1(app: typer.Typer, pwfile: Path, tmp_path: Path) -> None:
     create(app, pwfile)
-    bad = tmp_path / "bad"
-    bad.write_text("wrong\n")
+    bad = secret_file(tmp_path / "bad", "wrong\n")
     result = run(app, "wallet", "unlock", "alice", "--password-file", str(bad))
     assert result.exit_code == 1
     assert result.stderr.startswith("error: wrong password for coldkey")
@@ -157,10 +161,23 @@ def test_wrong_password_is_one_line_and_exit_1(app: typer.Typer, pwfile: Path, t
     assert result.stdout == ""
 
 
+def test_a_shared_password_file_adds_the_chmod_warning_before_the_one_error_line(
+    app: typer.Typer, pwfile: Path, tmp_path: Path
+) -> None:
+    """The warning (issue 14) is its own log line; the error stays one line, last."""
+    create(app, pwfile)
+    bad = secret_file(tmp_path / "bad", "wrong\n")
+    bad.chmod(0o644)
+    result = run(app, "wallet", "unlock", "alice", "--password-file", str(bad))
+    assert result.exit_code == 1
+    warning, error = result.stderr.splitlines()
+    assert "warning" in warning and f"run: chmod 600 {bad}" in warning
+    assert error.startswith("error: wrong password for coldkey")
+
+
 def test_debug_shows_the_real_exception(app: typer.Typer, pwfile: Path, tmp_path: Path) -> None:
     create(app, pwfile)
-    bad = tmp_path / "bad"
-    bad.write_text("wrong\n")
+    bad = secret_file(tmp_path / "bad", "wrong\n")
     result = run(app, "--debug", "wallet", "unlock", "alice", "--password-file", str(bad))
     assert result.exit_code == 1
     assert isinstance(result.exception, WrongPasswordError)
@@ -321,7 +338,6 @@ def test_unlock_coldkey_helper_for_other_commands(app: typer.Typer, pwfile: Path
     made = create(app, pwfile)
     keypair = cli.unlock_coldkey(tmp_path / "home", "alice", pwfile)
     assert keypair.address == made["coldkey"]
-    bad = tmp_path / "bad"
-    bad.write_text("nope\n")
+    bad = secret_file(tmp_path / "bad", "nope\n")
     with pytest.raises(WrongPasswordError):
         cli.unlock_coldkey(None, "alice", bad)  # None: the home comes from $TENSORNET_HOME
