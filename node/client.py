@@ -148,7 +148,7 @@ class NodeClient:
         tx = Transaction(status["chain_id"], keypair.public, nonce, call, tip)
         size = len(SignedTransaction(tx, bytes(64)).to_bytes())  # a signature is always 64 bytes
         fees = status.get("fees") or {}
-        fee = tx_fee(size, call, tip, int(fees.get("tx_base_fee", 0)), int(fees.get("tx_byte_fee", 0)))
+        fee = tx_fee(size, call, keypair.public, tip, int(fees.get("tx_base_fee", 0)), int(fees.get("tx_byte_fee", 0)))
         return Quote(tx, fee)
 
     def send(

@@ -155,7 +155,8 @@ def tx_open_escrow(st: State, signer: bytes, c: OpenEscrow, dry: bool) -> None:
 
 
 def tx_claim_payment(st: State, signer: bytes, c: ClaimPayment, dry: bool) -> None:
-    """Pay a voucher whose miner proved service. Any key may submit it (the signer pays only its nonce)."""
+    """Pay a voucher whose miner proved service. Any key may submit it; signed by the voucher's miner, the
+    claim's fee comes out of the miner's share (spec/economics.md §6.1)."""
     v, p = c.voucher.body, c.proof.body
     e = _need_escrow(st, v.escrow_id)
     if st.height > e.expires_at:
@@ -202,13 +203,21 @@ def tx_claim_payment(st: State, signer: bytes, c: ClaimPayment, dry: bool) -> No
         raise TxRejected(
             "not registered", f"miner hotkey {crypto.address(v.miner)} has no coldkey (never registered or staked)"
         )
+    miner_share, owner_share, validator_share = fee_split(v.price)
+    fee = st.claim_fee_of(signer, c)
+    if fee > miner_share:
+        raise TxRejected(
+            "claim fee",
+            f"the claim's fee {format_tokens(fee)} is above the miner's share {format_tokens(miner_share)} of the "
+            f"price {format_tokens(v.price)}; price queries higher, or submit the claim from a funded key",
+        )
     if dry:
         return
-    miner_share, owner_share, validator_share = fee_split(v.price)
     e.remaining -= v.price
     e.claimed += v.price
     e.spent.add(v.nonce)
-    st._credit(owner, miner_share)
+    st._credit(owner, miner_share - fee)
+    st.burned += fee
     sn = st.subnets.get(e.netuid)
     if sn is None or sn.created_at > e.opened_at:  # the subnet is gone (or its netuid reused): shares burned
         st.burned += owner_share + validator_share

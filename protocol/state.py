@@ -25,7 +25,7 @@ from protocol import codec, crypto, escrow, governance, lifecycle, slashing, yum
 from protocol.emission import UNIT, apportion, block_emission, format_tokens, subnet_split, take
 from protocol.errors import DecodeError, ProtocolError, StateError, TxRejected, WrongChainError
 from protocol.escrow import Escrows
-from protocol.fees import tx_fee
+from protocol.fees import claim_fee, tx_fee
 from protocol.genesis import Endpoint, Genesis
 from protocol.hyperparams import U16_MAX, Hyperparams
 from protocol.messages import (
@@ -343,6 +343,8 @@ class State:
         # check_tx only: (signer, fee) set aside while the call is dry-run, so the call sees the balance
         # it will see at apply time (after the fee). Never part of the root.
         self._fee_hold: tuple[bytes, int] | None = None
+        # the signed size of the transaction being applied or checked, for claim_fee_of. Never part of the root.
+        self._tx_size = 0
 
     # --- construction ---------------------------------------------------------------------------------
 
@@ -413,7 +415,12 @@ class State:
     def fee_of(self, stx: SignedTransaction, size: int | None = None) -> int:
         """The units `stx` burns when it applies (spec/economics.md §6); `size` defaults to its encoded length."""
         n = len(stx.to_bytes()) if size is None else size
-        return tx_fee(n, stx.body.call, stx.body.tip, self.params.tx_base_fee, self.params.tx_byte_fee)
+        b = stx.body
+        return tx_fee(n, b.call, b.signer, b.tip, self.params.tx_base_fee, self.params.tx_byte_fee)
+
+    def claim_fee_of(self, signer: bytes, call: Any) -> int:
+        """What the transaction being applied burns out of its claimed payment (protocol/fees.claim_fee)."""
+        return claim_fee(self._tx_size, call, signer, self.params.tx_base_fee, self.params.tx_byte_fee)
 
     def account(self, pubkey: bytes) -> dict[str, Any]:
         """Balance, next nonce, stakes this key holds as a coldkey, and stake on it as a hotkey."""
@@ -702,6 +709,7 @@ class State:
         self.nonces[tx.signer] = tx.nonce + 1
         self._debit(tx.signer, fee)  # burned whether or not the call succeeds (spec/state.md §3)
         self.burned += fee
+        self._tx_size = len(raw)
         try:
             self._dispatch(tx.signer, tx.call, dry=False)
         except TxRejected as exc:
@@ -714,9 +722,11 @@ class State:
         With allow_future_nonce, a nonce above the next one passes the envelope checks and the call
         checks are skipped (they depend on the transactions before it). The call is judged against the
         balance left after the fee, as at apply time."""
-        fee = self._check_envelope(stx, None, check_sig=True, allow_future_nonce=allow_future_nonce)
+        size = len(stx.to_bytes())
+        fee = self._check_envelope(stx, size, check_sig=True, allow_future_nonce=allow_future_nonce)
         if stx.body.nonce == self.next_nonce(stx.body.signer):
             self._fee_hold = (stx.body.signer, fee)
+            self._tx_size = size
             try:
                 self._dispatch(stx.body.signer, stx.body.call, dry=True)
             finally:

@@ -7,9 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import governance
+from protocol.crypto import Keypair
 from protocol.dag import BlockInvalid
 from protocol.emission import UNIT
 from protocol.errors import TxRejected
+from protocol.escrow import fee_split
 from protocol.fees import (
     BYTE_FEE_BOUNDS,
     DEFAULT_BASE_FEE,
@@ -17,10 +19,22 @@ from protocol.fees import (
     FEE_FREE_CALLS,
     MAX_BLOCK_TX_BYTES,
     check_payload,
+    claim_fee,
+    is_fee_free,
     tx_fee,
 )
 from protocol.genesis import GenesisError, build_genesis, parse_genesis
-from protocol.messages import CommitWeights, ReportEquivocation, SetWeights, SignedTransaction, Transfer
+from protocol.messages import (
+    ClaimPayment,
+    CommitWeights,
+    OpenEscrow,
+    Register,
+    ReportEquivocation,
+    SetWeights,
+    SignedTransaction,
+    Transfer,
+)
+from tests.test_escrow import CLIENT, proof, voucher
 from tests.test_state import CHAIN, KEYS, VAL, make_chain
 
 BASE, BYTE = 100_000, 1_000
@@ -37,12 +51,12 @@ def fee_chain(base: int = BASE, byte: int = BYTE):
 
 def test_fee_is_base_plus_bytes_plus_tip_and_weights_pay_only_the_tip() -> None:
     t = Transfer(KEYS[1].public, 5)
-    assert tx_fee(200, t, 7, BASE, BYTE) == BASE + 200 * BYTE + 7
+    assert tx_fee(200, t, KEYS[0].public, 7, BASE, BYTE) == BASE + 200 * BYTE + 7
     for call in (SetWeights(1, (0,), (1,), 0), CommitWeights(1, bytes(32))):
-        assert tx_fee(200, call, 7, BASE, BYTE) == 7
+        assert tx_fee(200, call, KEYS[0].public, 7, BASE, BYTE) == 7
     assert ReportEquivocation in FEE_FREE_CALLS
     # the defaults: a ~200-byte transfer costs 0.0003 token; a full block of transactions over a token
-    assert tx_fee(200, t, 0, DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE) == 300_000
+    assert tx_fee(200, t, KEYS[0].public, 0, DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE) == 300_000
     assert MAX_BLOCK_TX_BYTES * DEFAULT_BYTE_FEE > UNIT
 
 
@@ -144,3 +158,63 @@ def test_burned_grows_by_exactly_the_fees_of_the_transactions_that_applied(txs, 
     assert c.state.burned - burned == charged
     paid_or_not = sum(1 for r in receipts if r.rule not in ("fee", "nonce"))
     assert sum(c.state.nonces.values()) - sum(nonces.values()) == paid_or_not
+
+
+# --- payment claims: the miner's hotkey holds nothing; the fee comes out of its share (§6.1) ---------------
+
+HOT, COLD = Keypair(b"h" * 32), KEYS[8]
+
+
+def claim_chain():
+    """Fees on; COLD owns the miner hotkey HOT, which holds no balance; CLIENT has escrow 1 open."""
+    c = make_chain({"tempo": 1000}, tx_base_fee=BASE, tx_byte_fee=BYTE)
+    c.ok(COLD, Register(1, HOT.public, 100 * UNIT))
+    c.ok(CLIENT, OpenEscrow(1, 10 * UNIT, c.state.height + 50))
+    assert c.state.balances.get(HOT.public, 0) == 0
+    return c
+
+
+def miner_claim(nonce: int, price: int) -> ClaimPayment:
+    v = voucher(1, nonce, price, miner=HOT)
+    return ClaimPayment(v, proof(v, miner=HOT))
+
+
+def test_a_claim_signed_by_its_miner_hotkey_pays_its_fee_from_the_miners_share() -> None:
+    c = claim_chain()
+    call = miner_claim(1, UNIT)
+    raw = c.tx(HOT, call)
+    fee = BASE + BYTE * len(raw)
+    assert is_fee_free(call, HOT.public) and claim_fee(len(raw), call, HOT.public, BASE, BYTE) == fee
+    assert c.state.fee_of(SignedTransaction.from_bytes(raw)) == 0
+    c.state.check_tx(SignedTransaction.from_bytes(raw))  # the mempool admits it (before: rule "fee")
+    cold, burned = c.state.balances[COLD.public], c.state.burned
+    (r,) = c.commit(raw)  # conservation checked
+    assert r.ok, r.message
+    assert c.state.balances[COLD.public] - cold == fee_split(UNIT)[0] - fee
+    assert c.state.burned - burned == fee and c.state.escrows.get(1).claimed == UNIT
+    assert c.state.balances.get(HOT.public, 0) == 0
+
+
+def test_a_claim_whose_miner_share_is_below_its_fee_is_refused() -> None:
+    """Self-dealt claims of 1-unit vouchers would otherwise put 100,000 free transactions per escrow on chain."""
+    c = claim_chain()
+    raw = c.tx(HOT, miner_claim(1, 1000))
+    with pytest.raises(TxRejected, match="claim fee") as exc:
+        c.state.check_tx(SignedTransaction.from_bytes(raw))
+    assert "price queries higher" in str(exc.value)
+    burned = c.state.burned
+    (r,) = c.commit(raw)
+    assert r.rule == "claim fee" and c.state.burned == burned and c.state.escrows.get(1).claimed == 0
+
+
+def test_a_claim_submitted_by_another_key_pays_the_ordinary_fee_and_the_miner_its_whole_share() -> None:
+    c = claim_chain()
+    call = miner_claim(1, UNIT)
+    raw = c.tx(KEYS[9], call)
+    fee = BASE + BYTE * len(raw)
+    assert not is_fee_free(call, KEYS[9].public) and claim_fee(len(raw), call, KEYS[9].public, BASE, BYTE) == 0
+    payer, cold = c.state.balances[KEYS[9].public], c.state.balances[COLD.public]
+    (r,) = c.commit(raw)
+    assert r.ok, r.message
+    assert payer - c.state.balances[KEYS[9].public] == fee
+    assert c.state.balances[COLD.public] - cold == fee_split(UNIT)[0]
