@@ -1,13 +1,16 @@
 """A small client of a node's HTTP API, for the CLI, miners, validators and the testnet runner.
 
 Also builds and signs transactions: `client.send(keypair, call)` fetches the signer's next nonce,
-signs, submits, and returns the digest; an API refusal raises `ApiError` carrying the node's rule.
+quotes the fee, signs, submits, and returns the digest; an API refusal raises `ApiError` carrying the node's
+rule. The client's `FeePolicy` (tip, maximum fee, who is shown the fee before signing) applies to every
+transaction it sends, so a command sets it once however deep its signing happens.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -68,12 +71,24 @@ class Quote:
         return SignedTransaction.create(self.tx, keypair).to_bytes()
 
 
+@dataclass(frozen=True)
+class FeePolicy:
+    """How a client pays for what it signs: `tip` units added to each fee, `max_fee` units above which it
+    refuses to sign, and `show(quote, balance)` called before each signature (the CLI prints the fee)."""
+
+    tip: int = 0
+    max_fee: int | None = None
+    show: Callable[[Quote, int], None] | None = None
+
+
 class NodeClient:
-    def __init__(self, url: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, url: str | None = None, timeout: float = 10.0, fees: FeePolicy | None = None) -> None:
         self.url = (url or os.environ.get("TENSORNET_NODE") or DEFAULT_NODE).rstrip("/")
         if not self.url.startswith("http"):
             self.url = "http://" + self.url
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.fees = fees or FeePolicy()
+        self.sent: list[Quote] = []  # what send() signed and the node accepted, in order (for reports)
 
     def close(self) -> None:
         self._http.close()
@@ -151,14 +166,15 @@ class NodeClient:
         fee = tx_fee(size, call, keypair.public, tip, int(fees.get("tx_base_fee", 0)), int(fees.get("tx_byte_fee", 0)))
         return Quote(tx, fee)
 
-    def send(
-        self, keypair: Keypair, call: Any, nonce: int | None = None, tip: int = 0, max_fee: int | None = None
-    ) -> bytes:
-        """Sign `call` with `keypair` and submit it; returns the transaction digest. With `max_fee`, refuse
-        to sign when the fee would be higher."""
-        q = self.quote(keypair, call, nonce, tip)
-        q.check(max_fee)
-        return self.post_tx(q.sign(keypair))
+    def send(self, keypair: Keypair, call: Any, nonce: int | None = None) -> bytes:
+        """Sign `call` with `keypair` under the client's FeePolicy and submit it; returns the digest."""
+        q = self.quote(keypair, call, nonce, self.fees.tip)
+        if self.fees.show is not None:
+            self.fees.show(q, int(self.account(keypair.public).get("balance", 0)))
+        q.check(self.fees.max_fee)
+        digest = self.post_tx(q.sign(keypair))
+        self.sent.append(q)
+        return digest
 
     def wait_height(self, height: int, timeout: float = 30.0) -> int:
         """Block until the node's height reaches `height`; returns it (ApiError on timeout)."""

@@ -13,6 +13,7 @@ import typer
 
 from node.cli import HomeOption, JsonOption, PasswordFileOption, WalletOption, emit
 from node.errors import CliError
+from node.feeflags import MaxFeeOption, TipOption
 
 client_app = typer.Typer(help="Pay for queries to a subnet's miners.", no_args_is_help=True)
 NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
@@ -68,6 +69,8 @@ def query(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Pay one miner to answer a query: the highest-incentive miner at or below --max-price answers.
@@ -77,6 +80,7 @@ def query(
     """
     import trio
 
+    from node import feeflags
     from node.client import parse_amount
     from subnets.task import CliInput
 
@@ -88,7 +92,8 @@ def query(
         raise CliError("no query input: give the subnet's input options (see --help) or --input-cbor FILE")
     cbor = _read(input_cbor, "--input-cbor") if input_cbor is not None else None
     client = _client(home, wallet, password_file, node, subnet, timeout_s=timeout_s,
-                     deposit=None if deposit is None else parse_amount(deposit), expires_in=expires_in)
+                     deposit=None if deposit is None else parse_amount(deposit), expires_in=expires_in,
+                     fees=feeflags.policy(tip, max_fee, as_json))
     try:
         payload = client.task.parse_cli_input(given) if cbor is None else _checked_cbor(client.task, cbor)
         answer = trio.run(client.query_once, payload, parse_amount(max_price), escrow)
@@ -96,7 +101,8 @@ def query(
         client.close()
     if out is not None:
         out.write_bytes(answer.payload)
-    result = {**answer.to_json(), "answer": client.task.describe_answer(answer.payload, payload)}
+    result = {**answer.to_json(), **feeflags.report(client.api.sent),  # chain fees of an escrow it opened
+              "answer": client.task.describe_answer(answer.payload, payload)}
     emit(result, as_json, render=lambda r: _render_answer(r, client.task.format_answer(answer.payload, payload)))
 
 
@@ -137,17 +143,20 @@ def open_escrow(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Lock tokens for paid queries to a subnet; waits until the escrow is on chain."""
+    from node import feeflags
     from node.client import parse_amount
 
-    client = _client(home, wallet, password_file, node, subnet)
+    client = _client(home, wallet, password_file, node, subnet, fees=feeflags.policy(tip, max_fee, as_json))
     try:
         info = client.open_escrow(parse_amount(amount), expires_in)
     finally:
         client.close()
-    emit(_escrow_json(info), as_json, title="escrow opened")
+    emit({**_escrow_json(info), **feeflags.report(client.api.sent)}, as_json, title="escrow opened")
 
 
 @client_app.command("close-escrow")
@@ -157,18 +166,21 @@ def close_escrow(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Take back what an expired escrow still holds."""
+    from node import feeflags
     from node.client import format_amount
 
-    client = _client(home, wallet, password_file, node, 0, setup=False)
+    client = _client(home, wallet, password_file, node, 0, setup=False, fees=feeflags.policy(tip, max_fee, as_json))
     try:
         refunded = client.close_escrow(escrow)
     finally:
         client.close()
-    emit({"escrow_id": escrow, "refunded": refunded, "refunded_tokens": format_amount(refunded)}, as_json,
-         title="escrow closed")
+    emit({"escrow_id": escrow, "refunded": refunded, "refunded_tokens": format_amount(refunded),
+          **feeflags.report(client.api.sent)}, as_json, title="escrow closed")
 
 
 @client_app.command("escrows")

@@ -2,7 +2,8 @@
 
 A proposal sets one network parameter (or a default hyperparameter of new subnets, `default.<name>`) and
 locks the deposit; votes are yes / no / abstain, weighted by the voter's stake when the proposal was made.
-spec/economics.md §2 is normative. Both transactions are signed by the wallet's coldkey.
+spec/economics.md §2 is normative. Both transactions are signed by the wallet's coldkey, with the fee shown
+first and the --tip/--fee flags of every signing command (node/feeflags.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated
 import typer
 
 from node.cli import HomeOption, JsonOption, PasswordFileOption, WalletOption, emit
+from node.feeflags import MaxFeeOption, TipOption
 
 gov_app = typer.Typer(help="Propose and vote on network parameter changes.", no_args_is_help=True)
 NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
@@ -24,10 +26,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _send(node: str | None, home: Path | None, wallet: str, password_file: Path | None, call: object,
-          as_json: bool) -> None:
+          as_json: bool, tip: str, max_fee: str | None) -> None:
     from node.cmd_tx import _cold, _submit
 
-    _submit(node, _cold(home, wallet, password_file), call, as_json)
+    _submit(node, _cold(home, wallet, password_file), call, as_json, tip, max_fee)
 
 
 @gov_app.command("propose")
@@ -39,12 +41,14 @@ def propose(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Propose a parameter change; the deposit is locked until the tally."""
     from protocol.messages import Propose
 
-    _send(node, home, wallet, password_file, Propose(param, value, memo), as_json)
+    _send(node, home, wallet, password_file, Propose(param, value, memo), as_json, tip, max_fee)
 
 
 @gov_app.command("vote")
@@ -55,6 +59,8 @@ def vote(
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
     node: NodeOption = None,
+    tip: TipOption = "0",
+    max_fee: MaxFeeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Vote once on an open proposal, weighted by your coldkey's stake at its creation."""
@@ -63,7 +69,7 @@ def vote(
 
     if choice not in CHOICE_CODES:
         raise NodeError(f"--choice must be yes, no or abstain, got {choice!r}")
-    _send(node, home, wallet, password_file, Vote(proposal, CHOICE_CODES[choice]), as_json)
+    _send(node, home, wallet, password_file, Vote(proposal, CHOICE_CODES[choice]), as_json, tip, max_fee)
 
 
 @gov_app.command("list")

@@ -3,7 +3,8 @@
 Balance-moving calls are signed by the wallet's coldkey (password needed); serve-axon and the
 weight calls by a hotkey. Amounts are in tokens (e.g. 1.5); the node's refusal comes back as
 one line naming the rule. Before signing, the fee (spec/economics.md §6) and the balance after it are shown;
-`--tip` adds to the fee (priority), `--fee MAX` refuses to sign above MAX.
+`--tip` adds to the fee (priority), `--fee MAX` refuses to sign above MAX (node/feeflags.py, shared by every
+command that signs).
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from node.cli import HomeOption, HotkeyOption, JsonOption, PasswordFileOption, WalletOption, emit
+from node.feeflags import MaxFeeOption, TipOption
 
 tx_app = typer.Typer(help="Build, sign and submit transactions.", no_args_is_help=True)
 NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
-TipOption = Annotated[str, typer.Option("--tip", help="Tokens added to the fee (burned too): buys mempool priority.")]
-MaxFeeOption = Annotated[
-    str | None, typer.Option("--fee", help="The most this transaction may burn in fees (tokens); refuse to sign above.")
-]
 
 
 def register(app: typer.Typer) -> None:
@@ -33,20 +31,15 @@ def _submit(
     **extra: Any,
 ) -> None:
     """Quote the fee, show it (and the balance after it) before signing, refuse above --fee, then submit."""
-    from node.client import NodeClient, format_amount
+    from node import feeflags
+    from node.client import NodeClient
     from protocol import crypto
 
-    with NodeClient(node) as c:
-        q = c.quote(keypair, call, tip=_amount(tip))
-        balance = int(c.account(keypair.public).get("balance", 0))
-        after = balance - q.fee
-        if not as_json:
-            typer.echo(f"fee {format_amount(q.fee)} token ({q.fee} units); balance {format_amount(balance)} -> "
-                       f"{format_amount(max(after, 0))} after the fee", err=True)
-        q.check(None if max_fee is None else _amount(max_fee))
-        digest = c.post_tx(q.sign(keypair))
-    emit({"kind": call.KIND, "signer": crypto.address(keypair.public), "digest": digest.hex(), "fee": q.fee,
-          "tip": q.tx.tip, "balance_after_fee": after, **extra}, as_json, title="submitted")
+    with NodeClient(node, fees=feeflags.policy(tip, max_fee, as_json)) as c:
+        digest = c.send(keypair, call)
+        sent = feeflags.report(c.sent)
+    emit({"kind": call.KIND, "signer": crypto.address(keypair.public), "digest": digest.hex(), **sent, **extra},
+         as_json, title="submitted")
 
 
 def _cold(home: Path | None, wallet: str, password_file: Path | None) -> Any:

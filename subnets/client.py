@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from node.client import ApiError, NodeClient, format_amount
+from node.client import ApiError, FeePolicy, NodeClient, format_amount
 from node.errors import NodeError
 from node.log import get_logger
 from protocol import codec, crypto
@@ -99,10 +99,11 @@ class SubnetClient:
         attempts: int = 3,
         deposit: int | None = None,
         expires_in: int = DEFAULT_EXPIRES_IN,
+        fees: FeePolicy | None = None,
     ) -> None:
         self.key = key
         self.netuid = netuid
-        self.api = NodeClient(node)
+        self.api = NodeClient(node, fees=fees)  # fees: tip, cap and fee display for open/close_escrow
         self.timeout_s = timeout_s
         self.listen_host = listen_host
         self.attempts = attempts

@@ -4,7 +4,8 @@ text queries, and a client that is neither miner nor validator, each a separate 
 `tensornet client query` opens an escrow, learns the miner's price, pays with a voucher and gets the
 answer; the miner's claim lands on chain and moves exactly the price out of the escrow (the miner's
 coldkey gets its share, the subnet's pots the rest); after expiry `tensornet client close-escrow`
-returns the rest, so the client paid exactly one price in all.
+returns the rest, so the client paid exactly one price in all, plus the fees of its open and close
+transactions; the miner's hotkey holds nothing and its claim's fee comes out of its share (§6.1).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 CHAIN = "tensornet-e2e-paid"
 UNIT = 10**9
 PASSWORD = "e2e password"
-PRICE = UNIT // 1000  # 0.001 token
+PRICE = 2 * UNIT // 1000  # 0.002 token: above the claim fee (~0.0008 token) the miner share pays (§6.1)
 DEPOSIT = UNIT // 10
 EXPIRES_IN = 400
 
@@ -46,6 +47,7 @@ def test_paid_query_is_served_and_settled(tmp_path: Path) -> None:
         Wallet.create(home, name, PASSWORD, coldkey=account(tmp_path / "net", name), kdf="fast")
     pw = tmp_path / "password"
     pw.write_text(PASSWORD + "\n")
+    pw.chmod(0o600)
     api = plans[0].api
     common = ["--home", str(home), "--node", api, "--password-file", str(pw)]
     node = NodeProc(plans[0].home, api)
@@ -70,7 +72,7 @@ def test_paid_query_is_served_and_settled(tmp_path: Path) -> None:
         node.start()
         wait(lambda: node.height() >= 2, "the chain to commit", 60)
         procs.append(Proc("miner", ["miner", "run", "--subnet", "1", "--wallet", "miner", "--gpus", "none",
-                                    "--cpu-workers", "1", "--miner-config", "steps=5", "--price", "0.001",
+                                    "--cpu-workers", "1", "--miner-config", "steps=5", "--price", "0.002",
                                     "--status-interval-s", "1", *common], tmp_path))
         wait(lambda: any(r["axon"] for r in get("/subnets/1/metagraph")), "the miner to announce its axon", 120)
         miner_hotkey = Wallet.load(home, "miner").hotkey("worker0").public
@@ -79,7 +81,7 @@ def test_paid_query_is_served_and_settled(tmp_path: Path) -> None:
 
         text = tmp_path / "input.txt"
         text.write_text("def main():\n    return sel")
-        answer = cli("client", "query", "--subnet", "1", "--input", str(text), "--max-price", "0.002",
+        answer = cli("client", "query", "--subnet", "1", "--input", str(text), "--max-price", "0.004",
                      "--deposit", "0.1", "--expires-in", str(EXPIRES_IN), "--wallet", "client")
         assert answer["price"] == PRICE and answer["miner"] == crypto.address(miner_hotkey)
         (dist,) = answer["answer"]["next_byte"]
@@ -88,14 +90,19 @@ def test_paid_query_is_served_and_settled(tmp_path: Path) -> None:
 
         # a price cap below the miner's price: nothing is sent, nothing is paid
         refused = subprocess.run([*tensornet_cmd(), "client", "query", "--subnet", "1", "--input", str(text),
-                                  "--max-price", "0.0005", "--escrow", str(eid), "--wallet", "client", *common],
+                                  "--max-price", "0.001", "--escrow", str(eid), "--wallet", "client", *common],
                                  capture_output=True, text=True, timeout=120, cwd=REPO)
         assert refused.returncode == 1 and "above --max-price" in refused.stderr, refused.stderr
 
         wait(lambda: get(f"/escrows/{eid}")["claimed"] == PRICE, "the miner's claim to settle", 60)
         escrow = get(f"/escrows/{eid}")
         assert (escrow["remaining"], escrow["claims"]) == (DEPOSIT - PRICE, 1)
-        assert get(f"/accounts/{miner_cold}")["balance"] - miner_before == fee_split(PRICE)[0]
+        # the miner's hotkey holds nothing: its claim paid no fee up front, the claim fee came out of its share
+        fees = get("/status")["fees"]
+        claim_fee = fee_split(PRICE)[0] - (get(f"/accounts/{miner_cold}")["balance"] - miner_before)
+        claim_bytes, rest = divmod(claim_fee - fees["tx_base_fee"], fees["tx_byte_fee"])
+        assert rest == 0 and 300 < claim_bytes < 2000, (claim_fee, fees)
+        assert get(f"/accounts/{crypto.address(miner_hotkey)}")["balance"] == 0
         status_file = home / "miners/miner/sn1/worker0/status.json"
         wait(lambda: json.loads(status_file.read_text())["payments"]["claims_settled"] == 1,
              "the miner to see its claim committed", 30)
@@ -105,7 +112,10 @@ def test_paid_query_is_served_and_settled(tmp_path: Path) -> None:
         wait(lambda: node.height() > escrow["expires_at"], "the escrow to expire", 300)
         closed = cli("client", "close-escrow", "--escrow", str(eid), "--wallet", "client")
         assert closed["refunded"] == DEPOSIT - PRICE
-        assert client_before - get(f"/accounts/{client_addr}")["balance"] == PRICE  # one price, once
+        # one price, once, plus the chain fees of its two transactions, as the CLI reported them
+        assert answer["fee"] > 0 and closed["fee"] > 0
+        paid = client_before - get(f"/accounts/{client_addr}")["balance"]
+        assert paid == PRICE + answer["fee"] + closed["fee"]
         assert get(f"/accounts/{client_addr}/escrows") == []
     finally:
         codes = {p.name: p.stop() for p in procs}
