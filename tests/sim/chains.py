@@ -29,6 +29,9 @@ class ChainNode:
     tick_at: int | None = None
     rejected: int = 0
     last_sync_round: tuple[int, int] = (-1, -1)
+    # epoch -> its committee's hotkeys, as this node switched to it: a check of "the committee after epoch E"
+    # must not depend on how many epochs the node has gone through by the time the test looks
+    committees: dict[int, frozenset[bytes]] = field(default_factory=dict)
 
     @property
     def core(self):  # the current epoch's core: it changes at each epoch boundary
@@ -62,7 +65,16 @@ class ChainSimulation(Simulation):
             for i in range(len(stakes))
         ]
         for n in self.nodes:
-            n.chain.on_commit = n.commits.append
+            n.chain.on_commit = lambda info, n=n: self._on_commit(n, info)
+            self._note_committee(n)
+
+    def _on_commit(self, n: ChainNode, info: CommitInfo) -> None:
+        n.commits.append(info)
+        self._note_committee(n)
+
+    def _note_committee(self, n: ChainNode) -> None:
+        st = n.chain.state
+        n.committees.setdefault(st.epoch, frozenset(m.hotkey for m in st.epoch_committee))
 
     def _clock_of(self, i: int):
         return lambda: self._local(i) / 1000
