@@ -110,7 +110,7 @@ class ApiLimits:
     tx_body_cap: int = 2 * 64 * KiB + 64  # POST /tx: one signed transaction, hex-encoded in JSON at most
     txs_body_cap: int = 1 * MiB  # POST /txs
     txs_max_count: int = 256  # transactions in one POST /txs
-    txs_max_bad_signatures: int = 16  # then the rest of that request is refused unchecked
+    txs_max_refused: int = 16  # refusals of any kind; then the rest of that request is refused unchecked
     post_rate: float = 20.0  # POSTs per second per client IP, sustained
     post_burst: int = 40  # POSTs per client IP in a burst
     max_clients: int = 4096  # client IPs tracked by the token buckets (least recently seen dropped)
@@ -670,7 +670,8 @@ def build_app(node: Node, limits: ApiLimits | None = None, *, run_on_node: RunOn
         """A CBOR array of signed transactions (bulk load: one request, many transactions).
 
         Bounded per request: `txs_max_count` transactions in at most `txs_body_cap` bytes (the Guard), and
-        after `txs_max_bad_signatures` bad signatures the rest are refused unchecked (`unchecked`)."""
+        after `txs_max_refused` refusals of any kind (bad signatures, unpayable fees, stale nonces) the rest
+        are refused unchecked (`unchecked`): a request of junk costs at most that many admission checks."""
         from protocol import codec
 
         body = await request.body()
@@ -682,9 +683,9 @@ def build_app(node: Node, limits: ApiLimits | None = None, *, run_on_node: RunOn
             return error(400, "expected a CBOR array of byte strings (signed transactions)")
         if len(txs) > limits.txs_max_count:
             return error(413, f"at most {limits.txs_max_count} transactions per request")
-        accepted, bad_signatures, refused = 0, 0, {}
+        accepted, failed, refused = 0, 0, {}
         for i, t in enumerate(txs):
-            if bad_signatures >= limits.txs_max_bad_signatures:
+            if failed >= limits.txs_max_refused:
                 refused["unchecked"] = len(txs) - i
                 break
             try:
@@ -693,8 +694,7 @@ def build_app(node: Node, limits: ApiLimits | None = None, *, run_on_node: RunOn
             except ProtocolError as exc:
                 key = getattr(exc, "rule", type(exc).__name__)
                 refused[key] = refused.get(key, 0) + 1
-                if key in ("signature", "BadSignatureError"):  # the mempool's rule name, or the raw error
-                    bad_signatures += 1
+                failed += 1
         return JSONResponse({"accepted": accepted, "refused": refused})
 
     async def metrics(request: Request) -> Response:

@@ -437,8 +437,12 @@ class Chain:
 
     def submit_tx(self, data: bytes) -> bytes:
         """Admit a signed transaction to the mempool (typed rejection otherwise); returns its digest."""
-        stx = SignedTransaction.from_bytes(data)
-        self.state.check_tx(stx, allow_future_nonce=True)  # envelope, fee payable, call (at the next nonce)
+        try:
+            stx = SignedTransaction.from_bytes(data)
+            self.state.check_tx(stx, allow_future_nonce=True)  # envelope, fee payable, call (at the next nonce)
+        except ProtocolError as exc:  # counted with the mempool's own refusals, so a flood shows in /metrics
+            self.mempool.count_refusal(getattr(exc, "rule", "decode"))
+            raise
         digest = crypto.digest(data)
         body, st = stx.body, self.state
         displaced = self.mempool.add(

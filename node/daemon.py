@@ -260,8 +260,10 @@ class Node:
             return Verdict.REJECT
         except ProtocolError as exc:
             self.metrics.rejects.labels(getattr(exc, "rule", type(exc).__name__)).inc()
-            # a bad signature is an attack; a stale nonce or short balance may be an honest race
-            return Verdict.REJECT if isinstance(exc, crypto.BadSignatureError) else Verdict.IGNORE
+            # a bad signature is an attack (the state names it rule "signature"); a stale nonce or short
+            # balance may be an honest race
+            bad_sig = getattr(exc, "rule", None) == "signature" or isinstance(exc, crypto.BadSignatureError)
+            return Verdict.REJECT if bad_sig else Verdict.IGNORE
         return Verdict.ACCEPT
 
     async def submit_tx(self, data: bytes, gossip: bool = True) -> bytes:

@@ -129,8 +129,12 @@ class Mempool:
         }
 
     def _refuse(self, exc: MempoolError) -> MempoolError:
-        self.rejected[exc.rule] = self.rejected.get(exc.rule, 0) + 1
+        self.count_refusal(exc.rule)
         return exc
+
+    def count_refusal(self, rule: str) -> None:
+        """Count a refusal by rule: the mempool's own, and the state's admission checks (fee, nonce, signature)."""
+        self.rejected[rule] = self.rejected.get(rule, 0) + 1
 
     # --- admission ------------------------------------------------------------------------------
 

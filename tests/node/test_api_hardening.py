@@ -23,7 +23,7 @@ from hypercorn.config import Config as HyperConfig
 from node.api import ApiLimits, TokenBuckets, build_app, serve_api
 from node.config import load_config
 from node.daemon import Node
-from node.testnet_gen import generate
+from node.testnet_gen import account, generate
 from protocol import codec, crypto
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
@@ -40,9 +40,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
-    plans, _ = generate(tmp_path_factory.mktemp("api"), hosts=["127.0.0.1"], p2p_base=free_port(),
-                        api_base=free_port())
+    out = tmp_path_factory.mktemp("api")
+    plans, _ = generate(out, hosts=["127.0.0.1"], p2p_base=free_port(), api_base=free_port(),
+                        funded={"rich": 1000 * 10**9})
     n = Node(plans[0].home, load_config(plans[0].home))
+    n.test_rich = account(out, "rich")  # a funded key: its forged transactions reach the signature check
     yield n
     n.close()
 
@@ -221,8 +223,8 @@ async def test_bodies_are_capped_while_they_stream(node: Node, path: str, cap: i
     assert node.metrics.api_refused.labels("too_large")._value.get() >= 9
 
 
-def bad_signature_txs(n: int, chain_id: str) -> list[bytes]:
-    kp = Keypair(os.urandom(32))
+def bad_signature_txs(n: int, chain_id: str, kp: Keypair | None = None) -> list[bytes]:
+    kp = kp or Keypair(os.urandom(32))
     return [SignedTransaction(Transaction(chain_id, kp.public, i, Transfer(os.urandom(32), 1), 0), bytes(64)).to_bytes()
             for i in range(n)]
 
@@ -242,13 +244,22 @@ async def test_txs_batches_and_signature_checks_are_bounded(node: Node, monkeypa
         r = await http.post("/txs", content=too_many)
         assert r.status_code == 413 and "at most 256" in one_line_error(r)
         assert verified[0] == 0
-        r = await http.post("/txs", content=codec.encode(bad_signature_txs(limits.txs_max_count, node.chain.chain_id)))
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["accepted"] == 0
-    assert body["refused"]["unchecked"] == limits.txs_max_count - limits.txs_max_bad_signatures
-    assert sum(body["refused"].values()) == limits.txs_max_count
-    assert verified[0] == limits.txs_max_bad_signatures
+        forged = bad_signature_txs(limits.txs_max_count, node.chain.chain_id, node.test_rich)
+        r = await http.post("/txs", content=codec.encode(forged))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["accepted"] == 0
+        assert body["refused"] == {"signature": limits.txs_max_refused,
+                                   "unchecked": limits.txs_max_count - limits.txs_max_refused}
+        assert verified[0] == limits.txs_max_refused
+        # from a key that holds nothing: refused on the fee, before any signature check, and counted
+        before = node.chain.mempool.stats()["refused"].get("fee", 0)
+        unpaid = bad_signature_txs(limits.txs_max_count, node.chain.chain_id)
+        r = await http.post("/txs", content=codec.encode(unpaid))
+    assert r.json()["refused"] == {"fee": limits.txs_max_refused,
+                                   "unchecked": limits.txs_max_count - limits.txs_max_refused}
+    assert verified[0] == limits.txs_max_refused
+    assert node.chain.mempool.stats()["refused"]["fee"] == before + limits.txs_max_refused
 
 
 def test_token_bucket_refills_at_its_rate() -> None:

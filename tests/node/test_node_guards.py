@@ -16,12 +16,23 @@ from node.api import build_app
 from node.chain import Chain
 from node.config import load_config
 from node.daemon import FAR_BEHIND, HEALTH_GRACE_S, STALL_TIMEOUTS, Node
-from node.testnet_gen import generate
+from node.testnet_gen import account, generate
+from p2pnet.gossip import Verdict
 from p2pnet.limits import INVALID_SIGNATURE, PeerLimiter
 from p2pnet.reqresp import Refused
 from protocol.crypto import Keypair
 from protocol.genesis import load_genesis
-from protocol.messages import Block, FetchBlocks, FetchCommits, FetchOwnLast, SignedBlock, Status
+from protocol.messages import (
+    Block,
+    FetchBlocks,
+    FetchCommits,
+    FetchOwnLast,
+    SignedBlock,
+    SignedTransaction,
+    Status,
+    Transaction,
+    Transfer,
+)
 from tests.test_chain import FakeClock, step
 
 U64_MAX = (1 << 64) - 1
@@ -186,3 +197,22 @@ def test_health_fails_when_the_committee_goes_on_without_us(net: tuple[list[Any]
     assert any(r.startswith("no commit") for r in node.health_reasons())
     for c in others:
         c.close()
+
+
+def test_gossiped_transaction_with_a_forged_signature_is_rejected(tmp_path: Path) -> None:
+    """REJECT (the forwarder is charged by gossip) for a forged signature; IGNORE for an unpayable fee,
+    which may be an honest race with a spend the forwarder had not seen."""
+    plans, _ = generate(tmp_path / "net", hosts=["127.0.0.1"], chain_id=CHAIN, funded={"rich": 10**12})
+    n = Node(plans[0].home, load_config(plans[0].home))
+    try:
+        n.peer_id = "me"
+        rich, poor = account(tmp_path / "net", "rich"), Keypair(b"\x55" * 32)
+
+        def tx(kp: Keypair) -> bytes:
+            body = Transaction(CHAIN, kp.public, 0, Transfer(bytes(32), 1), 0)
+            return SignedTransaction(body, bytes(64)).to_bytes()
+
+        assert n._on_tx("peer", tx(rich)) is Verdict.REJECT
+        assert n._on_tx("peer", tx(poor)) is Verdict.IGNORE
+    finally:
+        n.close()
