@@ -174,12 +174,17 @@ def up(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     res["detached"] = detach
+    where = {n["name"]: {"api": n["api"], "multiaddr": n["multiaddr"]} for n in net.plan.nodes}
+    res["nodes"] = [{**row, **where.get(row.get("name"), {})} for row in res.get("nodes", [])]
     if as_json:
         typer.echo(json.dumps(res, separators=(",", ":")))
     else:
         _render_result(res)
         if detach:
-            stdout_console().print(f"left running; stop it with: tensornet testnet down --dir {directory}")
+            console = stdout_console()
+            for name, n in where.items():  # where a user points curl, the CLI's --node, or a second machine
+                console.print(f"  {name}: api {n['api']}  p2p {n['multiaddr']}")
+            console.print(f"left running; stop it with: tensornet testnet down --dir {directory}")
     if not res["state_roots_agree"]:
         raise CliError(res.get("error", "state roots disagree"))
 

@@ -311,7 +311,9 @@ def test_detach_then_down_and_clean_leave_no_processes(tmp_path: Path) -> None:
         res = _run(["testnet", "up", "--validators", "4", "--subnets", "1", "--miners", "2", "--epochs", "1",
                     "--dir", str(d), "--timeout", "200", "--detach", "--json"], timeout=260)
         assert res.returncode == 0, res.stderr[-3000:]
-        assert json.loads(res.stdout.strip().splitlines()[-1])["detached"] is True
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        assert out["detached"] is True
+        assert all(n["api"].startswith("http://127.0.0.1:") for n in out["nodes"]), out["nodes"]
         st = _run(["testnet", "status", "--dir", str(d), "--json"], timeout=30)
         rows = json.loads(st.stdout)
         assert len(rows) == 7 and all(r["running"] for r in rows), rows
