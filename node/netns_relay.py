@@ -5,9 +5,12 @@ the namespace's address in its place, so every p2p connection between hosts cros
 (the listener's) and each direction waits `delay` there: one hop costs `delay`, a round trip twice that.
 TCP never loses bytes, so a loss is what TCP makes of it: the chunk arrives one retransmission timeout
 late (RTO_S, Linux's minimum RTO, plus a round trip), and everything behind it waits too.
+A rate cap (`--rate-kib`) makes each direction of each connection a link of that many KiB/s: a chunk
+takes size/rate to cross, and the relay reads no faster than that, so the sender's writes block as on
+a slow link instead of piling up in the relay.
 
 Run inside a namespace: `python -m node.netns_relay --listen IP:PORT --to 127.0.0.1:PORT --delay-ms 20
---loss 0.01`. It serves until killed.
+--loss 0.01`. It serves until killed. Relaying works on plain loopback too (tests/node/test_slow_link.py).
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ import argparse
 import contextlib
 import math
 import random
+import socket
 
 import trio
 
 RTO_S = 0.2
 CHUNK = 64 * 1024
+RCVBUF = 64 * 1024  # under a rate cap, what the kernel may hold for the relay per socket
+MSS = 1460  # under a rate cap, TCP segments as on Ethernet
+RATE_CHUNK = 16 * 1024  # reads under a rate cap: small, so a write is paced smoothly rather than in bursts
 
 
 def hostport(text: str) -> tuple[str, int]:
@@ -29,20 +36,27 @@ def hostport(text: str) -> tuple[str, int]:
 
 
 class Impairment:
-    """When a chunk read now may be written: after `delay_s`, plus a retransmission with probability `loss`."""
+    """When a chunk read now may be written: after `delay_s`, plus a retransmission with probability `loss`,
+    plus its transmission time `size / rate` behind the chunk ahead of it (`rate` bytes/s; 0: no cap)."""
 
-    def __init__(self, delay_s: float, loss: float, rng: random.Random) -> None:
-        if delay_s < 0 or not 0 <= loss < 1:
-            raise ValueError("delay must be >= 0 and loss in [0, 1)")
+    def __init__(self, delay_s: float, loss: float, rng: random.Random, rate: float = 0.0) -> None:
+        if delay_s < 0 or not 0 <= loss < 1 or rate < 0:
+            raise ValueError("delay and rate must be >= 0 and loss in [0, 1)")
         self.delay_s = delay_s
         self.loss = loss
         self.rng = rng
+        self.rate = rate
 
-    def due(self, now: float, previous: float) -> float:
+    def due(self, now: float, previous: float, size: int = 0) -> float:
         at = now + self.delay_s
         if self.loss and self.rng.random() < self.loss:
             at += RTO_S + 2 * self.delay_s
-        return max(at, previous)  # in order, like one TCP stream
+        at = max(at, previous)  # in order, like one TCP stream
+        return at + size / self.rate if self.rate else at
+
+    def sent(self, due: float) -> float:
+        """When the sender may put the next chunk on the link: once this one (due at `due`) left it."""
+        return due - self.delay_s if self.rate else 0.0
 
 
 async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, imp: Impairment) -> None:
@@ -52,9 +66,10 @@ async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, imp: Impairment)
     async def reader() -> None:
         last = 0.0
         async with send:
-            while data := await src.receive_some(CHUNK):
-                last = imp.due(trio.current_time(), last)
+            while data := await src.receive_some(RATE_CHUNK if imp.rate else CHUNK):
+                last = imp.due(trio.current_time(), last, len(data))
                 await send.send((last, data))
+                await trio.sleep_until(imp.sent(last))  # under a cap, TCP backpressure reaches the sender
 
     async def writer() -> None:
         async with recv:
@@ -68,11 +83,32 @@ async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, imp: Impairment)
         nursery.start_soon(writer)
 
 
-async def _connection(inbound: trio.SocketStream, to: tuple[str, int], imp: Impairment) -> None:
+def _like_a_wan(sock: trio.socket.SocketType) -> None:
+    """Under a rate cap, set before the handshake: a small receive buffer and an Ethernet-sized segment.
+    Loopback's 64 KiB segments let the sender's kernel grow a multi-MiB send buffer that would swallow
+    whole blocks and hide the slow link from the writer."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, MSS)
+
+
+async def _open(to: tuple[str, int], imp: Impairment) -> trio.SocketStream:
+    if not imp.rate:
+        return await trio.open_tcp_stream(*to)
+    sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in to[0] else trio.socket.AF_INET)
+    try:
+        _like_a_wan(sock)
+        await sock.connect(to)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+async def relay_connection(inbound: trio.SocketStream, to: tuple[str, int], imp: Impairment) -> None:
     """Relay one connection; a reset or refusal on either side ends it, never the relay."""
     try:
         async with inbound:
-            outbound = await trio.open_tcp_stream(*to)
+            outbound = await _open(to, imp)
             async with outbound, trio.open_nursery() as nursery:
                 nursery.start_soon(_pipe, inbound, outbound, imp)
                 nursery.start_soon(_pipe, outbound, inbound, imp)
@@ -84,8 +120,11 @@ async def serve(listen: tuple[str, int], to: tuple[str, int], imp: Impairment,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Accept on `listen` and relay each connection to `to` until cancelled."""
     listeners = await trio.open_tcp_listeners(listen[1], host=listen[0])
+    if imp.rate:  # accepted sockets inherit these, before their handshake
+        for listener in listeners:
+            _like_a_wan(listener.socket)
     task_status.started()
-    await trio.serve_listeners(lambda s: _connection(s, to, imp), listeners)
+    await trio.serve_listeners(lambda s: relay_connection(s, to, imp), listeners)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,8 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay per direction")
     p.add_argument("--loss", type=float, default=0.0, help="fraction of chunks that take a retransmission")
     p.add_argument("--seed", type=int, default=None, help="loss draws are repeatable with a seed")
+    p.add_argument("--rate-kib", type=float, default=0.0, help="bandwidth cap per direction per connection (KiB/s)")
     a = p.parse_args(argv)
-    imp = Impairment(a.delay_ms / 1000, a.loss, random.Random(a.seed))
+    imp = Impairment(a.delay_ms / 1000, a.loss, random.Random(a.seed), a.rate_kib * 1024)
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve, a.listen, a.to, imp)
 

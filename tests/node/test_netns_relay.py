@@ -18,6 +18,7 @@ from node.testnet import free_port_base
 from tests.netutil import REPO
 
 DELAY_MS = 50
+RATE_KIB = 256
 
 
 def test_due_times_keep_order_and_add_a_retransmission_for_a_loss() -> None:
@@ -30,6 +31,17 @@ def test_due_times_keep_order_and_add_a_retransmission_for_a_loss() -> None:
     assert late and len(late) < 200 and all(e == pytest.approx(RTO_S + 0.1) for e in late)
     with pytest.raises(ValueError):
         Impairment(0.0, 1.0, random.Random())
+
+
+def test_a_rate_cap_spaces_chunks_by_their_transmission_time() -> None:
+    imp = Impairment(0.05, 0.0, random.Random(1), rate=1024.0)
+    first = imp.due(10.0, 0.0, 512)
+    assert first == pytest.approx(10.55)  # delay + 512 B at 1 KiB/s
+    assert imp.due(10.0, first, 1024) == pytest.approx(11.55)  # queued behind the first: its whole size later
+    assert imp.sent(first) == pytest.approx(10.5)  # the next read may start once the chunk left the sender
+    assert Impairment(0.05, 0.0, random.Random(1)).due(10.0, 0.0, 10**9) == pytest.approx(10.05)  # no cap
+    with pytest.raises(ValueError):
+        Impairment(0.0, 0.0, random.Random(), rate=-1.0)
 
 
 def _echo_server(sock: socket.socket) -> None:
@@ -51,12 +63,22 @@ def _echo_server(sock: socket.socket) -> None:
 @pytest.fixture
 def relay() -> Iterator[int]:
     """A relay process (delay 50 ms, loss 30%) in front of an echo server; yields the relay's port."""
+    yield from _relay_to_echo("--delay-ms", str(DELAY_MS), "--loss", "0.3", "--seed", "7")
+
+
+@pytest.fixture
+def slow_relay() -> Iterator[int]:
+    """A relay process capped at RATE_KIB KiB/s in front of an echo server; yields the relay's port."""
+    yield from _relay_to_echo("--rate-kib", str(RATE_KIB))
+
+
+def _relay_to_echo(*impairment: str) -> Iterator[int]:
     base = free_port_base(2, start=42000)
     echo = socket.create_server(("127.0.0.1", base + 1))
     threading.Thread(target=_echo_server, args=(echo,), daemon=True).start()
     proc = subprocess.Popen(
         [sys.executable, "-m", "node.netns_relay", "--listen", f"127.0.0.1:{base}", "--to", f"127.0.0.1:{base + 1}",
-         "--delay-ms", str(DELAY_MS), "--loss", "0.3", "--seed", "7"],
+         *impairment],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
@@ -106,3 +128,21 @@ def test_a_reset_connection_ends_only_itself(relay: int) -> None:
         while len(got) < 10:
             got += t.recv(64)
         assert got == b"still here"
+
+
+def test_a_rate_capped_relay_carries_bytes_no_faster_than_its_cap(slow_relay: int) -> None:
+    """A lower bound only (a slower machine is slower still): 1 MiB at 256 KiB/s cannot arrive within 4 s."""
+    payload = os.urandom(1 << 20)
+    with socket.create_connection(("127.0.0.1", slow_relay), timeout=60) as s:
+        t0 = time.monotonic()
+        sender = threading.Thread(target=s.sendall, args=(payload,))
+        sender.start()
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = s.recv(65536)
+            assert chunk, "the relay closed early"
+            got += chunk
+        elapsed = time.monotonic() - t0
+        sender.join()
+    assert bytes(got) == payload
+    assert elapsed >= 0.95 * len(payload) / (RATE_KIB * 1024), f"1 MiB came back in {elapsed:.2f} s"
