@@ -30,8 +30,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from protocol import crypto
+from protocol.emission import decimal_tokens
 from protocol.errors import ProtocolError, TxRejected
 from protocol.messages import Commit
+from protocol.supply import supply_of
 
 if TYPE_CHECKING:
     from node.daemon import Node
@@ -62,7 +64,10 @@ class NodeMetrics:
             registry=r,
         )
         self.rejects = Counter("tensornet_rejects_total", "Rejected inputs by reason", ["reason"], registry=r)
-        self.txs = Counter("tensornet_txs_total", "Executed transactions by outcome", ["outcome"], registry=r)
+        self.txs = Counter(
+            "tensornet_txs_total", "Committed transactions by outcome: ok, failed, or duplicate (a copy of one "
+            "already executed, as when several validators carry it)", ["outcome"], registry=r,
+        )
         self.api_refused = Counter(
             "tensornet_api_refused_total", "API requests refused before a handler ran, by reason", ["reason"],
             registry=r,
@@ -471,6 +476,7 @@ def build_app(node: Node, limits: ApiLimits | None = None, *, run_on_node: RunOn
                 "commits": chain.stats.commits,
                 "txs_ok": chain.stats.txs_ok,
                 "txs_failed": chain.stats.txs_failed,
+                "txs_duplicate": chain.stats.txs_duplicate,
                 "blocks_accepted": chain.stats.blocks_accepted,
                 "rejected": dict(chain.core.rejected),
             },
@@ -555,6 +561,11 @@ def build_app(node: Node, limits: ApiLimits | None = None, *, run_on_node: RunOn
         owner = view["hotkey_owner"]
         view["stakes"] = {crypto.address(h): amount for h, amount in view["stakes"].items()}  # keys: addresses
         view["hotkey_owner"] = None if owner is None else crypto.address(owner)
+        view["tokens"] = {  # the amounts again as exact decimal token strings
+            "balance": decimal_tokens(view["balance"]),
+            "hotkey_stake": decimal_tokens(view["hotkey_stake"]),
+            "stakes": {h: decimal_tokens(a) for h, a in view["stakes"].items()},
+        }
         return JSONResponse(_jsonable({"address": crypto.address(key), **view}))
 
     async def escrow(request: Request) -> Response:
@@ -632,6 +643,9 @@ def build_app(node: Node, limits: ApiLimits | None = None, *, run_on_node: RunOn
 
     async def emission(request: Request) -> Response:
         return JSONResponse({"height": chain.height, "issued": chain.state.issued, "epochs": list(emission_history)})
+
+    async def supply(request: Request) -> Response:
+        return JSONResponse(supply_of(chain.state).to_json())
 
     async def submit(request: Request) -> Response:
         body = await request.body()  # capped by the Guard (limits.tx_body_cap)
@@ -723,6 +737,7 @@ def build_app(node: Node, limits: ApiLimits | None = None, *, run_on_node: RunOn
         Route("/subnets/{netuid}/metagraph", metagraph),
         Route("/subnets/{netuid}/weights", weights),
         Route("/emission", emission),
+        Route("/supply", supply),
         Route("/concentration", concentration),
         Route("/governance", governance),
         Route("/proposals", proposals),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from protocol.genesis import Genesis
 from protocol.governance import NETWORK_PARAMS
 from protocol.messages import BlockRef as WireRef
 from protocol.messages import Commit, ReportEquivocation, SignedTransaction, Transaction
-from protocol.state import State
+from protocol.state import Receipt, State
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ MiB = 1024 * 1024
 EARLY_BYTES = 16 * MiB  # blocks of the next epoch held until we get there, all senders together
 EARLY_SENDER_BYTES = 4 * MiB + 64 * 1024  # one sender's unvouched share: one block of the largest size
 EARLY_COUNT = 4096  # and at most this many (small blocks cost per-entry overhead too)
+EXECUTED_MEMORY = 1 << 15  # executed tx digests kept to tell duplicates from failures (~4 MB)
 
 
 @dataclass
@@ -123,6 +124,7 @@ class CommitInfo:
     committed_ms: int
     state_root: bytes
     latency_ms: int | None  # our view: leader block creation to this commit
+    dup_txs: int = 0  # copies of an executed transaction (receipt rule `duplicate`): neither ok nor failed
 
 
 @dataclass
@@ -130,6 +132,7 @@ class ChainStats:
     commits: int = 0
     txs_ok: int = 0
     txs_failed: int = 0
+    txs_duplicate: int = 0
     blocks_accepted: int = 0
     latencies_ms: list[int] = field(default_factory=list)  # leader creation -> local commit, recent
 
@@ -167,6 +170,9 @@ class Chain:
         self.stats = ChainStats()
         self.recent: deque[CommitInfo] = deque(maxlen=10_000)  # for status, timing and latency figures
         self._verified: set[bytes] = set()  # tx digests whose signatures the mempool checked
+        # digests of recently executed transactions: a later copy (another validator's block carried it too)
+        # is a duplicate, not a failure. Labels only, so in memory and bounded; a restart forgets it.
+        self._executed: OrderedDict[bytes, None] = OrderedDict()
         self.on_commit: Callable[[CommitInfo], None] | None = None
         self.on_evidence: Callable[[bytes], None] | None = None  # a signed evidence transaction to gossip
         self.early = EarlyBlocks()  # blocks of the next epoch, replayed when we get there
@@ -412,15 +418,17 @@ class Chain:
         self._verified.difference_update(done)
         now = self.now_ms()
         ok = sum(1 for r in receipts if r.ok)
+        dup = self._count_duplicates(receipts)
         leader = next((v for v in c.vertices if v.ref == c.sub.leader), None)
         latency = None if leader is None else max(0, now - leader.timestamp_ms)
         info = CommitInfo(
             c.sub.index, c.sub.digest, c.sub.leader, len(c.vertices), len(txs), ok, c.sub.timestamp_ms, now, root,
-            latency,
+            latency, dup,
         )
         self.stats.commits += 1
         self.stats.txs_ok += ok
-        self.stats.txs_failed += len(txs) - ok
+        self.stats.txs_failed += len(txs) - ok - dup
+        self.stats.txs_duplicate += dup
         if latency is not None:
             self.stats.latencies_ms.append(latency)
             del self.stats.latencies_ms[:-1000]
@@ -428,6 +436,19 @@ class Chain:
         if self.on_commit is not None:
             self.on_commit(info)
         return info
+
+    def _count_duplicates(self, receipts: list[Receipt]) -> int:
+        """Copies of executed transactions: in this commit (rule `duplicate`) or in an earlier one (a stale
+        `nonce` whose digest we executed). Remembers this commit's executed digests."""
+        dup = 0
+        for r in receipts:
+            if r.executed:
+                self._executed[r.digest] = None
+            elif r.rule == "duplicate" or (r.rule == "nonce" and r.digest in self._executed):
+                dup += 1
+        while len(self._executed) > EXECUTED_MEMORY:
+            self._executed.popitem(last=False)
+        return dup
 
     @property
     def height(self) -> int:

@@ -67,6 +67,7 @@ GROUPS: dict[str, tuple[str, int]] = {
     "bootstrap": ("Run a bootstrap node that new peers dial first.", 3),
     "tx": ("Build, sign and submit transactions.", 5),
     "subnet": ("Create, register on and inspect subnets.", 5),
+    "chain": ("Audit the chain: supply and conservation.", 17),
     "gov": ("Propose and vote on network parameter changes.", 9),
     "miner": ("Serve a subnet's task from local GPUs.", 6),
     "validator": ("Score a subnet's miners and set weights.", 6),

@@ -210,8 +210,10 @@ class Node:
 
     def _observe(self, c: CommitInfo) -> None:
         self._last_commit_at = time.monotonic()
+        # a copy of an executed transaction (each validator may carry it in its own block) is no failure
         self.metrics.txs.labels("ok").inc(c.ok_txs)
-        self.metrics.txs.labels("failed").inc(c.txs - c.ok_txs)
+        self.metrics.txs.labels("duplicate").inc(c.dup_txs)
+        self.metrics.txs.labels("failed").inc(c.txs - c.ok_txs - c.dup_txs)
         if c.latency_ms is not None:
             self.metrics.commit_latency.observe(c.latency_ms / 1000)
 

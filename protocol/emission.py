@@ -15,10 +15,15 @@ VALIDATOR_TAKE_U16 = 11_796  # 18% of 65535, subtensor's default delegate take
 U16_MAX = 65535
 
 
+def decimal_tokens(units: int) -> str:
+    """'0.1' for 100000000 units, exactly (no float): how JSON shows an amount in tokens beside its units."""
+    whole, frac = divmod(abs(units), UNIT)
+    return ("-" if units < 0 else "") + (f"{whole}.{frac:09d}".rstrip("0") if frac else str(whole))
+
+
 def format_tokens(units: int) -> str:
     """'0.1 token (100000000 units)', exactly (no float); zero is '0 token'. How messages show an amount."""
-    whole, frac = divmod(abs(units), UNIT)
-    text = ("-" if units < 0 else "") + (f"{whole}.{frac:09d}".rstrip("0") if frac else str(whole))
+    text = decimal_tokens(units)
     return f"{text} token" if units == 0 else f"{text} token ({units} units)"
 
 

@@ -218,6 +218,7 @@ def tx_claim_payment(st: State, signer: bytes, c: ClaimPayment, dry: bool) -> No
     e.spent.add(v.nonce)
     st._credit(owner, miner_share - fee)
     st.burned += fee
+    st.fees_burned += fee
     sn = st.subnets.get(e.netuid)
     if sn is None or sn.created_at > e.opened_at:  # the subnet is gone (or its netuid reused): shares burned
         st.burned += owner_share + validator_share

@@ -48,6 +48,7 @@ from protocol.messages import (
     Vote,
 )
 from protocol.pricing import bumped_burn, decayed_burn, subnet_price
+from protocol.supply import supply_of
 from protocol.weights import (
     MAX_UNREVEALED_COMMITS,
     first_duplicate,
@@ -59,8 +60,8 @@ from protocol.weights import (
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
-SNAPSHOT_VERSION = 7  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
-# 7: transaction fee parameters
+SNAPSHOT_VERSION = 8  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
+# 7: transaction fee parameters; 8: fees_burned
 _SNAPSHOT_MAX = 1 << 34
 _PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")  # base58btc
 
@@ -76,6 +77,14 @@ class Receipt:
     message: str = ""
     signer: bytes | None = None
     nonce: int | None = None
+
+    @property
+    def executed(self) -> bool:
+        """It passed the envelope: its nonce is consumed and its fee paid, whatever its call did."""
+        return self.ok or self.rule not in ENVELOPE_RULES
+
+
+ENVELOPE_RULES = frozenset({"decode", "duplicate", "chain id", "nonce", "fee", "signature"})  # spec/state.md §3
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +328,7 @@ class State:
         self.height = 0
         self.issued = 0
         self.burned = 0
+        self.fees_burned = 0  # the part of `burned` that is transaction fees (spec/economics.md §6.2)
         self.balances: dict[bytes, int] = {}
         self.nonces: dict[bytes, int] = {}
         self.stakes: dict[tuple[bytes, bytes], int] = {}  # (coldkey, hotkey) -> units
@@ -509,9 +519,9 @@ class State:
 
     def check_invariants(self) -> None:
         """Exact conservation and structural invariants; raises AssertionError naming the broken one."""
-        held = sum(self.balances.values()) + self.total_stake() + self.burned + self.total_pending()
-        held += self.escrows.total() + self.governance.escrowed()
-        assert held == self.issued, f"conservation: held {held} != issued {self.issued}"
+        sup = supply_of(self)  # the same identity GET /supply reports (protocol/supply.py)
+        assert sup.balanced, f"conservation: held {sup.held} != issued {self.issued}"
+        assert 0 <= self.fees_burned <= self.burned, "fees_burned outside [0, burned]"
         assert all(v > 0 for v in self.balances.values()), "a zero or negative balance is stored"
         assert all(v > 0 for v in self.stakes.values()), "a zero or negative stake is stored"
         totals: dict[bytes, int] = {}
@@ -564,6 +574,7 @@ class State:
                 [[h, e] for h, e in sorted(self.jailed.items())],
                 [[e, h] for e, h in sorted(self.offences)],
             ],
+            self.fees_burned,
         ]
 
     def root(self) -> bytes:
@@ -578,7 +589,7 @@ class State:
         """Inverse of snapshot(); the loaded state has the identical root."""
         try:
             o = codec.decode(data, max_size=_SNAPSHOT_MAX, max_items=1 << 24)
-            if type(o) is not list or len(o) != 17 or o[0] != SNAPSHOT_VERSION:
+            if type(o) is not list or len(o) != 18 or o[0] != SNAPSHOT_VERSION:
                 raise StateError("not a state snapshot of a known version")
             st = cls(Params.from_obj(o[1]))
             st.height, st.issued, st.burned = o[2], o[3], o[4]
@@ -599,6 +610,7 @@ class State:
             st.epoch_committee, st.prev_committee = _members(e[1]), _members(e[2])
             st.jailed = {h: ep for h, ep in e[6]}
             st.offences = {(ep, h) for ep, h in e[7]}
+            st.fees_burned = o[17]
         except (ValueError, TypeError, IndexError, KeyError, DecodeError) as exc:
             raise StateError(f"corrupt state snapshot: {exc}") from None
         if st.snapshot() != bytes(data):
@@ -709,6 +721,7 @@ class State:
         self.nonces[tx.signer] = tx.nonce + 1
         self._debit(tx.signer, fee)  # burned whether or not the call succeeds (spec/state.md §3)
         self.burned += fee
+        self.fees_burned += fee
         self._tx_size = len(raw)
         try:
             self._dispatch(tx.signer, tx.call, dry=False)
