@@ -153,8 +153,10 @@ class Chain:
         params: CoreParams | None = None,
         snapshot_every: int = 50,
         clock=time.time,
+        max_block_txs: int = 1000,
     ) -> None:
         self.home = Path(home)
+        self.max_block_txs = max_block_txs  # config.toml's max_block_txs: the count cap of our own blocks
         self.genesis = genesis
         self.genesis_hash = genesis.hash()
         self.chain_id = genesis.chain_id
@@ -380,7 +382,7 @@ class Chain:
         due = self.core.next_proposal_at(now)
         if due is None or now < due:
             return None
-        payload = self.mempool.take(self.core.quorum_round + 1)
+        payload = self.mempool.take(self.core.quorum_round + 1, self.max_block_txs)
         v = self.core.build_block(now, tuple(payload))
         if v is None:
             return None

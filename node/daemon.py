@@ -81,7 +81,8 @@ class Node:
 
             keypair = read_hotkey(home / VALIDATOR_KEY_FILE)
         params = CoreParams(leader_timeout_ms=config.leader_timeout_ms, min_round_delay_ms=config.min_round_delay_ms)
-        self.chain = Chain(home, genesis, keypair=keypair, params=params, snapshot_every=config.snapshot_every)
+        self.chain = Chain(home, genesis, keypair=keypair, params=params, snapshot_every=config.snapshot_every,
+                           max_block_txs=config.max_block_txs)  # was read from config.toml but never applied
         if config.validator and not self.chain.is_validator:
             log.warning(
                 "validator key %s is not in epoch %d's committee: following as a full node until a committee "

@@ -123,3 +123,20 @@ def test_wiped_store_never_signs_a_second_block_for_a_round(tmp_path: Path) -> N
     node.store.record_own_block(0, signed_round, node.store.own_block(0, signed_round), b"x", 1)  # idempotent
     with pytest.raises(StoreError, match="second block"):
         node.store.record_own_block(0, signed_round, b"\x00" * 32, b"y", 1)
+
+
+@pytest.mark.parametrize("cap", [5, 1000])
+def test_own_blocks_hold_at_most_max_block_txs(tmp_path: Path, cap: int) -> None:
+    """config.toml's max_block_txs bounds our blocks (it was read but never applied: the mempool's default
+    of 1000 held whatever the config said, so a block of transfers never passed ~215 KB)."""
+    others, keys, alice, genesis, clock = make_network(tmp_path, n=1)
+    others[0].close()
+    chain = Chain(tmp_path / "capped", genesis, keypair=keys[0], clock=clock, max_block_txs=cap)
+    bob = Keypair(b"\xbb" * 32)
+    for nonce in range(12):
+        tx = Transaction("test-chain", alice.public, nonce, Transfer(bob.public, UNIT), 0)
+        chain.submit_tx(SignedTransaction.create(tx, alice).to_bytes())
+    clock.t += 0.3
+    v = chain.propose()
+    assert v is not None and len(v.signed.body.payload) == min(cap, 12)
+    chain.close()
