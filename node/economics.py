@@ -79,8 +79,8 @@ def proposal_view(state: State, p: Proposal, *, votes: bool = False) -> dict[str
     }
     if votes:
         out["votes"] = [
-            {"voter": crypto.address(k), "choice": CHOICES[c], "weight": w, "height": h}
-            for k, (c, w, h) in sorted(p.votes.items())
+            {"voter": crypto.address(k), "choice": CHOICES[c], "weight": p.carried(k), "height": h}
+            for k, (c, h) in sorted(p.votes.items())
         ]
     return out
 

@@ -1,8 +1,10 @@
 """On-chain governance: stake-weighted proposals that change a bounded set of network parameters.
 
-spec/economics.md §2 is normative. `propose(name, value, memo)` locks a deposit and snapshots every
-coldkey's stake; `vote(proposal, choice)` weighs yes / no / abstain by the signer's snapshot stake. When the
-voting window closes the proposal is tallied (quorum and threshold fixed at its creation); a passed proposal
+spec/economics.md §2 is normative. `propose(name, value, memo)` locks a deposit and snapshots every stake
+position (coldkey, hotkey, amount); `vote(proposal, choice)` is cast by a coldkey for its own positions and by a
+hotkey (a validator) for the positions delegated to it, and a delegator's own vote overrides its hotkey's (as
+Cosmos delegators override their validator). When the voting window closes the proposal is tallied (quorum and
+threshold fixed at its creation); a passed proposal
 executes `execution_delay` heights later, in apply_commit after the transactions and before the lifecycle
 scores, emission and epochs. Pure and deterministic: integers, heights, sorted encodings. The handlers take
 the State and follow its convention: check everything, then (unless `dry`) change it.
@@ -92,14 +94,16 @@ class Proposal:
     quorum_bps: int
     threshold_bps: int
     snapshot_total: int  # total stake at creation
-    snapshot: dict[bytes, int] = field(default_factory=dict)  # coldkey -> stake at creation (while voting)
-    votes: dict[bytes, tuple[int, int, int]] = field(default_factory=dict)  # voter -> (choice, weight, height)
+    snapshot: dict[tuple[bytes, bytes], int] = field(default_factory=dict)  # (coldkey, hotkey) -> stake (voting)
+    votes: dict[bytes, tuple[int, int]] = field(default_factory=dict)  # voter -> (choice, height)
     yes: int = 0
     no: int = 0
     abstain: int = 0
     voters: int = 0
     status: str = VOTING
     outcome: str = ""
+    # key -> the snapshot positions it votes for (as coldkey or hotkey): derived, rebuilt on demand, never encoded
+    _index: dict[bytes, list[tuple[bytes, bytes, int]]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def turnout(self) -> int:
@@ -111,6 +115,43 @@ class Proposal:
     def threshold_reached(self) -> bool:
         return self.yes * BPS > self.threshold_bps * (self.yes + self.no)
 
+    def positions_of(self, key: bytes) -> list[tuple[bytes, bytes, int]]:
+        """The snapshot positions `key` holds as coldkey or that are delegated to it as hotkey, in key order."""
+        if self._index is None:
+            index: dict[bytes, list[tuple[bytes, bytes, int]]] = {}
+            for (cold, hot), amount in sorted(self.snapshot.items()):
+                index.setdefault(cold, []).append((cold, hot, amount))
+                if hot != cold:
+                    index.setdefault(hot, []).append((cold, hot, amount))
+            self._index = index
+        return self._index.get(key, [])
+
+    def choice_of(self, cold: bytes, hot: bytes) -> int | None:
+        """How a position votes: its coldkey's vote, else its hotkey's, else not at all (spec/economics.md §2.4)."""
+        vote = self.votes.get(cold) or self.votes.get(hot)
+        return None if vote is None else vote[0]
+
+    def carried(self, voter: bytes) -> int:
+        """The stake `voter`'s vote counts for now: its own positions and delegated ones not overridden."""
+        return sum(a for c, h, a in self.positions_of(voter) if c == voter or c not in self.votes)
+
+    def recount(self) -> tuple[int, int, int]:
+        """(yes, no, abstain) from the snapshot and the votes, from scratch (the invariant check)."""
+        totals = [0, 0, 0]
+        for (cold, hot), amount in self.snapshot.items():
+            choice = self.choice_of(cold, hot)
+            if choice is not None:
+                totals[choice] += amount
+        return totals[YES], totals[NO], totals[ABSTAIN]
+
+    def _add(self, choice: int | None, amount: int) -> None:
+        if choice == YES:
+            self.yes += amount
+        elif choice == NO:
+            self.no += amount
+        elif choice == ABSTAIN:
+            self.abstain += amount
+
     def to_obj(self) -> list:
         return [
             self.pid,
@@ -120,7 +161,7 @@ class Proposal:
             self.memo,
             [self.created_at, self.voting_ends, self.executes_at],
             [self.deposit, self.quorum_bps, self.threshold_bps, self.snapshot_total],
-            [[k, v] for k, v in sorted(self.snapshot.items())],
+            [[c, h, v] for (c, h), v in sorted(self.snapshot.items())],
             [[k, *v] for k, v in sorted(self.votes.items())],
             [self.yes, self.no, self.abstain, self.voters],
             self.status,
@@ -133,8 +174,8 @@ class Proposal:
             raise ValueError("a proposal has 12 fields")
         return cls(
             o[0], o[1], o[2], o[3], o[4], *o[5], *o[6],
-            {k: v for k, v in o[7]},
-            {k: (c, w, h) for k, c, w, h in o[8]},
+            {(c, h): v for c, h, v in o[7]},
+            {k: (c, h) for k, c, h in o[8]},
             *o[9], o[10], o[11],
         )  # fmt: skip
 
@@ -159,10 +200,8 @@ class Governance:
             assert pid == p.pid < self.next_id, f"proposal {pid}: id out of sync"
             assert p.created_at <= p.voting_ends <= p.executes_at, f"proposal {pid}: heights out of order"
             if p.status == VOTING:
-                assert (p.yes, p.no, p.abstain) == tuple(
-                    sum(w for c, w, _ in p.votes.values() if c == k) for k in (YES, NO, ABSTAIN)
-                ), f"proposal {pid}: tally out of sync with votes"
-                assert all(w == p.snapshot.get(v) for v, (_, w, _) in p.votes.items()), f"proposal {pid}: weights"
+                assert (p.yes, p.no, p.abstain) == p.recount(), f"proposal {pid}: tally out of sync with votes"
+                assert sum(p.snapshot.values()) == p.snapshot_total, f"proposal {pid}: snapshot total"
             else:
                 assert not p.snapshot and not p.votes, f"proposal {pid}: snapshot kept after the tally"
         self.default_hp.check_all()
@@ -176,13 +215,6 @@ class Governance:
             raise ValueError("governance state is [next_id, proposals, default hyperparameters]")
         props = [Proposal.from_obj(p) for p in o[1]]
         return cls({p.pid: p for p in props}, o[0], Hyperparams.from_obj(o[2]))
-
-
-def _stake_by_coldkey(st: State) -> dict[bytes, int]:
-    out: dict[bytes, int] = {}
-    for (cold, _), amount in st.stakes.items():
-        out[cold] = out.get(cold, 0) + amount
-    return out
 
 
 def tx_propose(st: State, signer: bytes, c: Propose, dry: bool) -> None:
@@ -201,7 +233,7 @@ def tx_propose(st: State, signer: bytes, c: Propose, dry: bool) -> None:
     if dry:
         return
     st._debit(signer, p.gov_deposit)
-    snapshot = _stake_by_coldkey(st)
+    snapshot = {pos: amount for pos, amount in st.stakes.items() if amount > 0}
     g = st.governance
     ends = st.height + p.gov_voting_period
     g.proposals[g.next_id] = Proposal(
@@ -212,7 +244,8 @@ def tx_propose(st: State, signer: bytes, c: Propose, dry: bool) -> None:
 
 
 def tx_vote(st: State, signer: bytes, c: Vote, dry: bool) -> None:
-    """Record one yes / no / abstain vote weighted by the signer's stake at the proposal's creation."""
+    """Record one yes / no / abstain vote: for the signer's own snapshot positions (as coldkey), and for the
+    positions delegated to it (as hotkey) whose coldkeys have not voted themselves."""
     prop = st.governance.proposals.get(c.proposal)
     if prop is None:
         ids = ", ".join(str(x.pid) for x in st.governance.open()) or "none"
@@ -226,28 +259,28 @@ def tx_vote(st: State, signer: bytes, c: Vote, dry: bool) -> None:
     if c.choice not in CHOICES:
         raise TxRejected("vote choice", f"choice {c.choice} is not 0 (no), 1 (yes) or 2 (abstain)")
     if signer in prop.votes:
-        was, _, at = prop.votes[signer]
+        was, at = prop.votes[signer]
         raise TxRejected(
             "already voted",
             f"{crypto.address(signer)} voted {CHOICES[was]} on proposal {prop.pid} at height {at}; "
             "a vote cannot be changed",
         )
-    weight = prop.snapshot.get(signer, 0)
-    if weight == 0:
+    positions = prop.positions_of(signer)
+    if not positions:
         raise TxRejected(
             "no voting stake",
-            f"{crypto.address(signer)} held no stake as a coldkey when proposal {prop.pid} was created "
-            f"(height {prop.created_at}); stake added later does not count",
+            f"{crypto.address(signer)} held no stake as a coldkey and had none delegated to it as a hotkey when "
+            f"proposal {prop.pid} was created (height {prop.created_at}); stake added later does not count",
         )
     if dry:
         return
-    prop.votes[signer] = (c.choice, weight, st.height)
-    if c.choice == YES:
-        prop.yes += weight
-    elif c.choice == NO:
-        prop.no += weight
-    else:
-        prop.abstain += weight
+    for cold, hot, amount in positions:  # move each position the vote now decides from its old bucket
+        if cold == signer or cold not in prop.votes:
+            prop._add(prop.choice_of(cold, hot), -amount)
+    prop.votes[signer] = (c.choice, st.height)
+    for cold, _hot, amount in positions:
+        if cold == signer or cold not in prop.votes:
+            prop._add(c.choice, amount)
 
 
 def _tally(st: State, prop: Proposal) -> None:
@@ -259,7 +292,7 @@ def _tally(st: State, prop: Proposal) -> None:
         st.burned += prop.deposit
         refund = "deposit burned"
     prop.voters = len(prop.votes)
-    prop.snapshot, prop.votes = {}, {}
+    prop.snapshot, prop.votes, prop._index = {}, {}, None
     turnout = f"turnout {prop.turnout} of {prop.snapshot_total} (quorum {prop.quorum_bps} bps)"
     if not quorum:
         prop.status, prop.outcome = REJECTED, f"no quorum: {turnout}; {refund}"

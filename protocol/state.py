@@ -60,8 +60,8 @@ from protocol.weights import (
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
-SNAPSHOT_VERSION = 8  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
-# 7: transaction fee parameters; 8: fees_burned
+SNAPSHOT_VERSION = 9  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
+# 7: transaction fee parameters; 8: fees_burned; 9: proposals snapshot stake positions (delegated votes)
 _SNAPSHOT_MAX = 1 << 34
 _PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")  # base58btc
 

@@ -13,6 +13,7 @@ from tests.test_state import KEYS, VAL, Chain, make_chain
 
 DEPOSIT = 10 * UNIT
 A, B, C, D = KEYS[2], KEYS[3], KEYS[4], KEYS[5]  # A: 60, B: 30, C: 10 staked (plus VAL's 10 genesis stake)
+H6, H7, H8 = KEYS[6], KEYS[7], KEYS[8]  # the hotkeys A, B and C delegate to
 
 
 def gov_chain(quorum_bps: int = 5000, threshold_bps: int = 5000, period: int = 3, delay: int = 2) -> Chain:
@@ -26,9 +27,9 @@ def gov_chain(quorum_bps: int = 5000, threshold_bps: int = 5000, period: int = 3
         subnet_burn_interval=1,
     )
     c.commit(
-        c.tx(A, AddStake(KEYS[6].public, 60 * UNIT)),
-        c.tx(B, AddStake(KEYS[7].public, 30 * UNIT)),
-        c.tx(C, AddStake(KEYS[8].public, 10 * UNIT)),
+        c.tx(A, AddStake(H6.public, 60 * UNIT)),
+        c.tx(B, AddStake(H7.public, 30 * UNIT)),
+        c.tx(C, AddStake(H8.public, 10 * UNIT)),
     )
     return c
 
@@ -41,7 +42,8 @@ def test_propose_locks_the_deposit_and_snapshots_stake():
     assert (p.pid, p.proposer, p.name, p.value, p.memo) == (1, D.public, "base_emission", 2 * UNIT, "double it")
     assert (p.created_at, p.voting_ends, p.executes_at, p.deposit) == (2, 5, 7, DEPOSIT)
     assert c.state.balances[D.public] == bal - DEPOSIT and c.state.governance.escrowed() == DEPOSIT
-    assert p.snapshot == {A.public: 60 * UNIT, B.public: 30 * UNIT, C.public: 10 * UNIT, VAL.public: 10 * UNIT}
+    assert p.snapshot == {(A.public, H6.public): 60 * UNIT, (B.public, H7.public): 30 * UNIT,
+                          (C.public, H8.public): 10 * UNIT, (VAL.public, VAL.public): 10 * UNIT}
     assert p.snapshot_total == 110 * UNIT
 
 
@@ -174,6 +176,48 @@ def test_vote_rejections():
     msg = c.fail(B, Vote(1, YES), "voting closed")
     assert "ran from height 3 to 9, now 10 (status passed)" in msg and "takes no more votes" in msg
 
+
+def test_a_hotkey_votes_the_stake_delegated_to_it():
+    c = gov_chain(quorum_bps=5000, period=10)
+    c.ok(B, AddStake(H6.public, 20 * UNIT))  # H6 now holds A's 60 and B's 20
+    c.ok(A, Transfer(H6.public, UNIT))  # the hotkey pays its vote's fee
+    c.ok(D, Propose("max_subnets", 5, ""))
+    c.ok(H6, Vote(1, YES))  # a validator votes with its hotkey: A's and B's positions follow it
+    p = c.state.governance.proposals[1]
+    assert (p.yes, p.no, p.abstain) == (80 * UNIT, 0, 0) and p.carried(H6.public) == 80 * UNIT
+    c.ok(B, Vote(1, NO))  # B overrides for all its positions: its 20 on H6 and its 30 on H7
+    assert (p.yes, p.no) == (60 * UNIT, 50 * UNIT) and p.carried(H6.public) == 60 * UNIT
+    c.idle(10)
+    assert p.status == EXECUTED and p.voters == 2 and (p.yes, p.no) == (60 * UNIT, 50 * UNIT)
+
+
+def test_a_delegator_that_voted_first_is_not_moved_by_its_hotkey():
+    c = gov_chain(quorum_bps=1, period=10)
+    c.ok(A, Transfer(H6.public, UNIT))
+    c.ok(D, Propose("max_subnets", 5, ""))
+    c.ok(A, Vote(1, NO))
+    c.ok(H6, Vote(1, YES))  # only A's position is on H6 and A decided it: the hotkey's vote carries nothing
+    p = c.state.governance.proposals[1]
+    assert (p.yes, p.no, p.abstain) == (0, 60 * UNIT, 0) and p.carried(H6.public) == 0
+    assert (p.yes, p.no, p.abstain) == p.recount()
+
+
+def test_vote_order_does_not_change_the_tally():
+    """The same votes in any order give the same totals: the rule is a function of the final vote set."""
+    orders = [[A, H6, B, H7], [H6, H7, A, B], [B, H7, H6, A]]
+    results = set()
+    for order in orders:
+        c = gov_chain(quorum_bps=1, period=10)
+        c.ok(B, AddStake(H6.public, 20 * UNIT))
+        c.commit(c.tx(A, Transfer(H6.public, UNIT)), c.tx(A, Transfer(H7.public, UNIT)))
+        c.ok(D, Propose("max_subnets", 5, ""))
+        choice = {A.public: ABSTAIN, H6.public: YES, B.public: NO, H7.public: YES}
+        for k in order:
+            c.ok(k, Vote(1, choice[k.public]))
+        p = c.state.governance.proposals[1]
+        assert (p.yes, p.no, p.abstain) == p.recount()
+        results.add((p.yes, p.no, p.abstain))
+    assert results == {(0, 50 * UNIT, 60 * UNIT)}  # A abstains on H6; B votes no on H6 and H7
 
 
 def test_votes_weigh_the_snapshot_not_later_stake():
