@@ -22,17 +22,37 @@ gov_app = typer.Typer(help="Propose and vote on network parameter changes.", no_
 NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
 CHOICE_CODES = {"no": 0, "yes": 1, "abstain": 2}
 POLL_S = 0.3  # between inclusion checks of `propose --wait`
+ValidatorOption = Annotated[bool, typer.Option(
+    "--validator", help="Sign with the node's validator hotkey (<home>/validator_key, funded on testnets); a vote "
+    "then carries the stake delegated to it.")]
+HotkeyFileOption = Annotated[Path | None, typer.Option(
+    "--hotkey-file", help="Sign with this hotkey file, not the wallet's coldkey.", show_default=False)]
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(gov_app, name="gov")
 
 
-def _send(node: str | None, home: Path | None, wallet: str, password_file: Path | None, call: object,
-          as_json: bool, tip: str, max_fee: str | None) -> None:
-    from node.cmd_tx import _cold, _submit
+def _signer(home: Path | None, wallet: str, password_file: Path | None, validator: bool,
+           hotkey_file: Path | None) -> Any:
+    """The key that signs: a hotkey file, the node home's validator key, or the wallet's coldkey."""
+    from node.config import VALIDATOR_KEY_FILE
+    from node.errors import CliError
+    from node.home import resolve_home
+    from node.wallet import read_hotkey
 
-    _submit(node, _cold(home, wallet, password_file), call, as_json, tip, max_fee)
+    if validator and hotkey_file is not None:
+        raise CliError("--validator and --hotkey-file both name the signing key: give one")
+    if validator:
+        path = resolve_home(home) / VALIDATOR_KEY_FILE
+        if not path.exists():
+            raise CliError(f"--validator: no {VALIDATOR_KEY_FILE} in {path.parent} (give a node home with --home)")
+        return read_hotkey(path)
+    if hotkey_file is not None:
+        return read_hotkey(hotkey_file)
+    from node.cmd_tx import _cold
+
+    return _cold(home, wallet, password_file)
 
 
 def _included(c: Any, signer: bytes, nonce: int, call: Any, known: int, digest: str, timeout: float) -> dict:
@@ -69,23 +89,23 @@ def propose(
     node: NodeOption = None,
     tip: TipOption = "0",
     max_fee: MaxFeeOption = None,
+    validator: ValidatorOption = False,
+    hotkey_file: HotkeyFileOption = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is on chain; print its id.")] = True,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for inclusion.")] = 60.0,
     as_json: JsonOption = False,
 ) -> None:
     """Propose a parameter change; the deposit is locked until the tally. Prints the proposal id."""
-    if not wait:
-        from protocol.messages import Propose
-
-        _send(node, home, wallet, password_file, Propose(param, value, memo), as_json, tip, max_fee)
-        return
     from node import feeflags
     from node.client import NodeClient
-    from node.cmd_tx import _cold
+    from node.cmd_tx import _submit
     from protocol import crypto
     from protocol.messages import Propose
 
-    call, key = Propose(param, value, memo), _cold(home, wallet, password_file)
+    call, key = Propose(param, value, memo), _signer(home, wallet, password_file, validator, hotkey_file)
+    if not wait:
+        _submit(node, key, call, as_json, tip, max_fee)
+        return
     with NodeClient(node, fees=feeflags.policy(tip, max_fee, as_json)) as c:
         newest = c.get("/proposals")
         known = newest[0]["id"] if newest else 0
@@ -97,28 +117,6 @@ def propose(
          as_json, title="proposed")
 
 
-def _voter(home: Path | None, wallet: str, password_file: Path | None, validator: bool,
-           hotkey_file: Path | None) -> Any:
-    """The key that signs a vote: a hotkey file, the node home's validator key, or the wallet's coldkey."""
-    from node.config import VALIDATOR_KEY_FILE
-    from node.errors import CliError
-    from node.home import resolve_home
-    from node.wallet import read_hotkey
-
-    if validator and hotkey_file is not None:
-        raise CliError("--validator and --hotkey-file both name the signing key: give one")
-    if validator:
-        path = resolve_home(home) / VALIDATOR_KEY_FILE
-        if not path.exists():
-            raise CliError(f"--validator: no {VALIDATOR_KEY_FILE} in {path.parent} (give a node home with --home)")
-        return read_hotkey(path)
-    if hotkey_file is not None:
-        return read_hotkey(hotkey_file)
-    from node.cmd_tx import _cold
-
-    return _cold(home, wallet, password_file)
-
-
 @gov_app.command("vote")
 def vote(
     proposal: Annotated[int, typer.Option("--proposal", help="Proposal id.")],
@@ -126,11 +124,8 @@ def vote(
     wallet: WalletOption = "default",
     home: HomeOption = None,
     password_file: PasswordFileOption = None,
-    validator: Annotated[bool, typer.Option(
-        "--validator", help="Sign with the node's validator hotkey (<home>/validator_key): votes the stake "
-        "delegated to it.")] = False,
-    hotkey_file: Annotated[Path | None, typer.Option(
-        "--hotkey-file", help="Sign with this hotkey file, not the wallet's coldkey.", show_default=False)] = None,
+    validator: ValidatorOption = False,
+    hotkey_file: HotkeyFileOption = None,
     node: NodeOption = None,
     tip: TipOption = "0",
     max_fee: MaxFeeOption = None,
@@ -144,7 +139,7 @@ def vote(
 
     if choice not in CHOICE_CODES:
         raise NodeError(f"--choice must be yes, no or abstain, got {choice!r}")
-    key = _voter(home, wallet, password_file, validator, hotkey_file)
+    key = _signer(home, wallet, password_file, validator, hotkey_file)
     _submit(node, key, Vote(proposal, CHOICE_CODES[choice]), as_json, tip, max_fee)
 
 
@@ -191,14 +186,20 @@ def show(proposal: int, node: NodeOption = None, as_json: JsonOption = False) ->
     if as_json:
         emit(p, True)
         return
-    votes = p.pop("votes", [])
+    from protocol.emission import decimal_tokens
+
+    votes = [{**v, "weight": f"{decimal_tokens(v['weight'])} token"} for v in p.pop("votes", [])]
     mark = {True: "reached", False: "not reached"}
     emit({"proposal": f"{p['id']}: {p['parameter']} = {p['value']} ({p['status']})",
-          "turnout": f"{p['turnout_pct']}% of {p['snapshot_stake']} units staked; quorum {p['quorum_pct']}% "
-                     f"{mark[p['quorum_reached']]}",
-          "yes": f"{p['yes_pct']}% of yes + no; threshold > {p['threshold_pct']}% {mark[p['threshold_reached']]}",
+          "turnout": f"{p['turnout_pct']}% of {decimal_tokens(p['snapshot_stake'])} token staked; quorum "
+                     f"{p['quorum_pct']}% {mark[p['quorum_reached']]}",
+          "yes share": f"{p['yes_pct']}% of yes + no; threshold > {p['threshold_pct']}% "
+                       f"{mark[p['threshold_reached']]}",
+          "tally": " / ".join(f"{k} {decimal_tokens(p[k])}" for k in ("yes", "no", "abstain")) + " token",
           "voting": f"heights {p['created_at']}..{p['voting_ends']} (now {p['height']})",
-          "executes_at": p["executes_at"], **{k: p[k] for k in ("yes", "no", "abstain", "voters", "outcome")}},
+          "executes at": f"height {p['executes_at']}" + {"voting": " if it passes", "passed": "", "executed": ""}.get(
+              p["status"], f" (not executed: {p['status']})"),
+          "voters": p["voters"], "outcome": p["outcome"]},
          False, title=f"proposal {proposal}")
     if votes:
         emit(votes, False, title="votes")

@@ -22,6 +22,11 @@ testnet_app = typer.Typer(help="Start or join a multi-machine testnet.", no_args
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Testnet directory (keys, homes, logs, PIDs).")]
 DEFAULT_DIR = Path("./testnet")
+# Governance windows in heights; short defaults so a proposal passes in about a minute (spec/testnet.md §1).
+VotingPeriodOption = Annotated[int, typer.Option(
+    "--gov-voting-period", help="Heights a proposal takes votes (genesis default 7200).")]
+ExecutionDelayOption = Annotated[int, typer.Option(
+    "--gov-execution-delay", help="Heights between the tally and a passed proposal's execution (default 100).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -140,6 +145,8 @@ def up(
     directory: DirOption = DEFAULT_DIR,
     timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 300.0,
     detach: Annotated[bool, typer.Option("--detach", help="Leave the network running (stop: testnet down).")] = False,
+    gov_voting_period: VotingPeriodOption = 1800,
+    gov_execution_delay: ExecutionDelayOption = 30,
     as_json: JsonOption = False,
 ) -> None:
     """Start a whole network here, run EPOCHS paid epochs per subnet, report, check roots, stop.
@@ -154,7 +161,8 @@ def up(
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll request otherwise
     spec = TestnetSpec(directory=directory.absolute(), validators=validators, subnets=subnets, miners=miners,
                        subnet_validators=subnet_validators, epochs=epochs, tempo=tempo, timeout_s=timeout,
-                       cheaters=cheaters, price=parse_amount(price))
+                       cheaters=cheaters, price=parse_amount(price), gov_voting_period=gov_voting_period,
+                       gov_execution_delay=gov_execution_delay)
     progress = _Progress()
     net = Testnet(spec, on_status=progress)
 
@@ -251,6 +259,8 @@ def gen(
     api_bind: Annotated[str, typer.Option(
         "--api-bind", help="Address the HTTP API listens on. It accepts transactions: keep it private "
         "(127.0.0.1) unless a firewall guards it; 0.0.0.0 = every interface.")] = "127.0.0.1",
+    gov_voting_period: VotingPeriodOption = 1800,
+    gov_execution_delay: ExecutionDelayOption = 30,
     as_json: JsonOption = False,
 ) -> None:
     """Write a genesis and one node home per host, ready to copy to the machines (spec/testnet.md).
@@ -259,7 +269,7 @@ def gen(
     import ipaddress
 
     from node.errors import CliError
-    from node.testnet_gen import generate
+    from node.testnet_gen import VALIDATOR_BALANCE, check_gov_windows, generate
 
     host_list = [h.strip() for h in hosts.split(",") if h.strip()]
     if not host_list:
@@ -270,8 +280,11 @@ def gen(
         ipaddress.ip_address(api_bind)
     except ValueError:
         raise CliError(f"--api-bind {api_bind!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)") from None
+    check_gov_windows(gov_voting_period, gov_execution_delay)
     plans, genesis = generate(out, hosts=host_list, chain_id=chain_id, p2p_base=p2p_port, api_base=api_port,
-                              api_bind=api_bind)
+                              api_bind=api_bind, validator_balance=VALIDATOR_BALANCE,
+                              genesis_params={"gov_voting_period": gov_voting_period,
+                                              "gov_execution_delay": gov_execution_delay})
     rows = [{"node": p.name, "home": str(p.home), "host": p.host, "multiaddr": p.multiaddr, "api": p.api,
              "run": f"tensornet node run --home {p.name}"} for p in plans]
     emit({"genesis": str(genesis), "nodes": rows} if as_json else rows, as_json, title=f"testnet {chain_id}")

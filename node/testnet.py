@@ -29,7 +29,15 @@ from typing import Any
 from node.client import ApiError, NodeClient, format_amount
 from node.errors import NodeError
 from node.home import ensure_private_dir
-from node.testnet_gen import UNIT, account, generate
+from node.testnet_gen import (
+    TESTNET_EXECUTION_DELAY,
+    TESTNET_VOTING_PERIOD,
+    UNIT,
+    VALIDATOR_BALANCE,
+    account,
+    check_gov_windows,
+    generate,
+)
 from protocol import crypto
 from protocol.crypto import Keypair
 from protocol.messages import AddStake, Register, SetWeights
@@ -70,6 +78,8 @@ class TestnetSpec:
     stop_deadline_s: float = 10.0
     cheaters: int = 0  # per subnet, the last CHEATERS miners corrupt every answer (`--fault 0:corrupt-answer`)
     price: int = 0  # units per paid query every miner sells (`miner run --price`); 0: they serve validators only
+    gov_voting_period: int = TESTNET_VOTING_PERIOD  # governance windows in heights (spec/testnet.md §1)
+    gov_execution_delay: int = TESTNET_EXECUTION_DELAY
 
     def check(self) -> None:
         if not 1 <= self.validators <= 64:
@@ -86,6 +96,7 @@ class TestnetSpec:
             raise TestnetError(f"--epochs {self.epochs}: use 1..100")
         if not 2 <= self.tempo <= 1000:
             raise TestnetError(f"--tempo {self.tempo}: use 2..1000")
+        check_gov_windows(self.gov_voting_period, self.gov_execution_delay)
 
 
 # --- ports and processes ------------------------------------------------------------------------
@@ -332,7 +343,9 @@ def make_plan(spec: TestnetSpec) -> Plan:
         api_base=ports + spec.validators,
         funded=funded,
         subnets=subnet_plan,
-        genesis_params={"subnet_min_burn": 10 * UNIT},
+        genesis_params={"subnet_min_burn": 10 * UNIT, "gov_voting_period": spec.gov_voting_period,
+                        "gov_execution_delay": spec.gov_execution_delay},
+        validator_balance=VALIDATOR_BALANCE,
     )
     wallet_home = d / "wallets-home"
     password = _write_password_file(d / PASSWORD_FILE)

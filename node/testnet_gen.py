@@ -24,6 +24,12 @@ from protocol.crypto import Keypair
 from protocol.genesis import Endpoint, build_genesis
 
 UNIT = 10**9
+# Each validator hotkey's balance on a testnet (beside its stake): its votes' fees and a proposal's deposit.
+VALIDATOR_BALANCE = 1_000 * UNIT
+# Governance windows short enough to watch a proposal pass on a testnet (genesis defaults: 7,200 and 100 heights,
+# minutes at the ~33 commits/s of 4 loopback validators): about a minute to vote, a second more to execute.
+TESTNET_VOTING_PERIOD = 1800
+TESTNET_EXECUTION_DELAY = 30
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,14 @@ class NodePlan:
 
 
 KEYS = "keys"  # out/keys/<account name>: the funded accounts' keys
+
+
+def check_gov_windows(voting_period: int, execution_delay: int) -> None:
+    """Refuse governance windows the genesis would refuse, naming the flag (spec/economics.md §2.1)."""
+    if not 1 <= voting_period <= 10_000_000:
+        raise NodeError(f"--gov-voting-period {voting_period}: use 1..10000000 heights")
+    if not 0 <= execution_delay <= 10_000_000:
+        raise NodeError(f"--gov-execution-delay {execution_delay}: use 0..10000000 heights")
 
 
 def account(out: Path, name: str) -> Keypair:
@@ -83,10 +97,12 @@ def generate(
     genesis_params: dict | None = None,
     listen_host: str | None = None,
     api_bind: str = "127.0.0.1",
+    validator_balance: int = 0,
 ) -> tuple[list[NodePlan], Path]:
     """Write the testnet; `hosts[i]` is the IP node i is reached at (127.0.0.1 for one machine).
 
-    `api_bind` is the address every node's HTTP API listens on (0.0.0.0: every interface)."""
+    `api_bind` is the address every node's HTTP API listens on (0.0.0.0: every interface).
+    `validator_balance` funds each validator hotkey (beside its stake) so it can pay for its votes."""
     if not hosts:
         raise NodeError("a testnet needs at least one host")
     for i in range(len(hosts)):  # keys already there would not match the genesis about to be written
@@ -113,6 +129,8 @@ def generate(
     funded = funded or {}
     accounts = _new_accounts(out, set(funded) | {owner for owner, _, _ in subnets})
     balances = {accounts[name].public: amount for name, amount in funded.items()}
+    if validator_balance:
+        balances.update({p.validator.public: validator_balance for p in plans})
     subnet_entries = [(accounts[owner].public, name, hp) for owner, name, hp in subnets]
     genesis = build_genesis(
         chain_id,
