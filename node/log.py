@@ -18,7 +18,8 @@ LogFormat = Literal["text", "json"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
 # Libraries that log every HTTP request at INFO (httpx: each API call a CLI command makes; hypercorn: the
 # node's server): they speak from WARNING up unless the level is debug.
-CHATTY = ("httpx", "httpcore", "hypercorn")
+# hypercorn sets its own child loggers to INFO when it serves with a default config, so they are named too
+CHATTY = ("httpx", "httpcore", "hypercorn", "hypercorn.error", "hypercorn.access")
 
 
 class _StderrLogger:

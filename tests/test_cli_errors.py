@@ -196,6 +196,7 @@ def test_missing_files_are_one_line(app: typer.Typer, env: Path, args: list[str]
 
 
 def test_http_libraries_are_quiet_unless_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    logging.getLogger("hypercorn.error").setLevel(logging.INFO)  # as hypercorn leaves it after serving
     try:
         log.configure("text", "info")
         for name in ("httpx", "hypercorn.error"):

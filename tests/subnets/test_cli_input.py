@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -163,6 +164,7 @@ class NetlessClient:
     def __init__(self, key: Any, netuid: int, node: str | None = None, **_kwargs: Any) -> None:
         self.netuid = netuid
         self.task: Any = None
+        self.api = SimpleNamespace(sent=[])  # the node client's record of chain transactions signed: none here
 
     def setup(self) -> None:
         self.task = registry.create(self.tasks[self.netuid])
