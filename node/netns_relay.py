@@ -59,7 +59,7 @@ class Impairment:
         return due - self.delay_s if self.rate else 0.0
 
 
-async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, imp: Impairment) -> None:
+async def _pipe(src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, imp: Impairment) -> None:
     """Copy src to dst, each chunk released at its due time; EOF is passed on after the last chunk."""
     send, recv = trio.open_memory_channel[tuple[float, bytes]](math.inf)
 
@@ -83,7 +83,7 @@ async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, imp: Impairment)
         nursery.start_soon(writer)
 
 
-def _like_a_wan(sock: trio.socket.SocketType) -> None:
+def like_a_wan(sock: trio.socket.SocketType) -> None:
     """Under a rate cap, set before the handshake: a small receive buffer and an Ethernet-sized segment.
     Loopback's 64 KiB segments let the sender's kernel grow a multi-MiB send buffer that would swallow
     whole blocks and hide the slow link from the writer."""
@@ -96,7 +96,7 @@ async def _open(to: tuple[str, int], imp: Impairment) -> trio.SocketStream:
         return await trio.open_tcp_stream(*to)
     sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in to[0] else trio.socket.AF_INET)
     try:
-        _like_a_wan(sock)
+        like_a_wan(sock)
         await sock.connect(to)
     except BaseException:
         sock.close()
@@ -104,7 +104,7 @@ async def _open(to: tuple[str, int], imp: Impairment) -> trio.SocketStream:
     return trio.SocketStream(sock)
 
 
-async def relay_connection(inbound: trio.SocketStream, to: tuple[str, int], imp: Impairment) -> None:
+async def relay_connection(inbound: trio.abc.HalfCloseableStream, to: tuple[str, int], imp: Impairment) -> None:
     """Relay one connection; a reset or refusal on either side ends it, never the relay."""
     try:
         async with inbound:
@@ -122,7 +122,7 @@ async def serve(listen: tuple[str, int], to: tuple[str, int], imp: Impairment,
     listeners = await trio.open_tcp_listeners(listen[1], host=listen[0])
     if imp.rate:  # accepted sockets inherit these, before their handshake
         for listener in listeners:
-            _like_a_wan(listener.socket)
+            like_a_wan(listener.socket)
     task_status.started()
     await trio.serve_listeners(lambda s: relay_connection(s, to, imp), listeners)
 
