@@ -29,8 +29,8 @@ from protocol.dag import BadAuthor, BlockRef, CommittedSubDag
 from protocol.errors import ProtocolError, WrongChainError
 from protocol.genesis import Genesis
 from protocol.governance import NETWORK_PARAMS
+from protocol.messages import MAX_BLOCK_TXS, Commit, ReportEquivocation, SignedTransaction, Transaction
 from protocol.messages import BlockRef as WireRef
-from protocol.messages import Commit, ReportEquivocation, SignedTransaction, Transaction
 from protocol.state import Receipt, State
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ class Chain:
         max_block_txs: int = 1000,
     ) -> None:
         self.home = Path(home)
-        self.max_block_txs = max_block_txs  # config.toml's max_block_txs: the count cap of our own blocks
+        # config.toml's max_block_txs, within the wire's cap: a block over MAX_BLOCK_TXS is one every peer rejects
+        self.max_block_txs = max(1, min(max_block_txs, MAX_BLOCK_TXS))
         self.genesis = genesis
         self.genesis_hash = genesis.hash()
         self.chain_id = genesis.chain_id

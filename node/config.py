@@ -73,7 +73,7 @@ target_peers = {target_peers}
 leader_timeout_ms = {leader_timeout_ms}
 min_round_delay_ms = {min_round_delay_ms}
 
-# At most this many transactions in one of our blocks.
+# At most this many transactions in one of our blocks (held to 4096, the most a block may carry on the wire).
 max_block_txs = {max_block_txs}
 
 # Save a state snapshot every N commits (restart replays at most N-1 commits).

@@ -10,7 +10,7 @@ from node.chain import Chain
 from node.storage import StoreError
 from protocol.crypto import Keypair
 from protocol.genesis import build_genesis
-from protocol.messages import SignedTransaction, Transaction, Transfer
+from protocol.messages import MAX_BLOCK_TXS, SignedBlock, SignedTransaction, Transaction, Transfer
 
 UNIT = 10**9
 
@@ -139,4 +139,25 @@ def test_own_blocks_hold_at_most_max_block_txs(tmp_path: Path, cap: int) -> None
     clock.t += 0.3
     v = chain.propose()
     assert v is not None and len(v.signed.body.payload) == min(cap, 12)
+    chain.close()
+
+
+def test_a_max_block_txs_over_the_wire_cap_still_makes_valid_blocks(tmp_path: Path) -> None:
+    """max_block_txs = 6000 made 4,600-transaction blocks that every peer refused (the wire caps a block at
+    MAX_BLOCK_TXS = 4096): the proposer was cut out of the DAG. The config value is now held to the cap."""
+    keys = [Keypair(bytes([i + 1]) * 32) for i in range(4)]
+    senders = [Keypair(i.to_bytes(2, "big") * 16) for i in range(MAX_BLOCK_TXS // 16 + 2)]  # 16 each: the nonce gap
+    genesis = build_genesis("test-chain", validators=[(k.public, 1000 * UNIT) for k in keys],
+                            balances={s.public: 50 * UNIT for s in senders})
+    clock = FakeClock()
+    chain = Chain(tmp_path / "big", genesis, keypair=keys[0], clock=clock, max_block_txs=6000)
+    bob = Keypair(b"\xbb" * 32)
+    for s in senders:
+        for nonce in range(16):
+            chain.submit_tx(SignedTransaction.create(Transaction("test-chain", s.public, nonce, Transfer(bob.public, 1),
+                                                                 0), s).to_bytes())
+    clock.t += 0.3
+    v = chain.propose()
+    assert v is not None and len(v.signed.body.payload) == MAX_BLOCK_TXS
+    SignedBlock.from_bytes(v.data)  # what a peer decodes first: it raised "list of 4600 items exceeds the cap"
     chain.close()
