@@ -463,7 +463,8 @@ class Chain:
         """Admit a signed transaction to the mempool (typed rejection otherwise); returns its digest."""
         try:
             stx = SignedTransaction.from_bytes(data)
-            self.state.check_tx(stx, allow_future_nonce=True)  # envelope, fee payable, call (at the next nonce)
+            # envelope, fee payable, call (at the next nonce)
+            self.state.check_tx(stx, allow_future_nonce=True, size=len(data))
         except ProtocolError as exc:  # counted with the mempool's own refusals, so a flood shows in /metrics
             self.mempool.count_refusal(getattr(exc, "rule", "decode"))
             raise

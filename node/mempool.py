@@ -21,11 +21,12 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
-from fractions import Fraction
 
 from protocol.errors import ProtocolError
 from protocol.fees import MAX_BLOCK_TX_BYTES
 from protocol.state import fee_text
+
+RATE_SHIFT = 20  # fee-per-byte keys are fee * 2^20 // size: exact enough to order, cheap to compare
 
 
 class MempoolError(ProtocolError):
@@ -70,7 +71,7 @@ class _Entry:
     fee: int
     tip: int
     seq: int  # arrival order
-    rate: Fraction  # fee per byte
+    rate: int  # fee per byte in 1/2^20 units: an int key compares ~10x faster than a Fraction
     inflight_round: int | None = None
 
 
@@ -96,7 +97,7 @@ class Mempool:
         self._by_sender: dict[bytes, dict[int, _Entry]] = {}  # sender -> nonce -> entry
         self._sender_bytes: dict[bytes, int] = {}
         self._chain_nonce: dict[bytes, int] = {}  # committed next nonce, as last seen, per pending sender
-        self._lowest: list[tuple[Fraction, int, bytes]] = []  # (rate, -seq, digest): eviction heap, lazy
+        self._lowest: list[tuple[int, int, bytes]] = []  # (rate, -seq, digest): eviction heap, lazy
         self._seq = itertools.count()
         self._bytes = 0
         self.rejected: dict[str, int] = {}  # refusals by rule
@@ -178,7 +179,7 @@ class Mempool:
                 f"{self.max_sender_bytes})"))
         if size > self.max_bytes:
             raise self._refuse(MempoolFull(f"a {size}-byte transaction exceeds the whole mempool"))
-        rate = Fraction(fee, max(size, 1))
+        rate = (fee << RATE_SHIFT) // max(size, 1)
         displaced = [old.digest] if old is not None else []
         if old is not None:
             self._drop(old)
@@ -193,7 +194,7 @@ class Mempool:
         self.admitted += 1
         return displaced
 
-    def _make_room(self, size: int, rate: Fraction, sender: bytes) -> list[bytes]:
+    def _make_room(self, size: int, rate: int, sender: bytes) -> list[bytes]:
         """Evict the lowest fee per byte until `size` more bytes and one more transaction fit."""
         out: list[bytes] = []
         while len(self._entries) >= self.max_txs or self._bytes + size > self.max_bytes:
@@ -202,7 +203,8 @@ class Mempool:
             if low.rate >= rate:
                 raise self._refuse(MempoolFull(
                     f"mempool full ({len(self._entries)} transactions, {self._bytes} bytes) and the lowest pending "
-                    f"fee per byte is {float(low.rate):.1f} units; pay more than that (tip) or retry later"))
+                    f"fee per byte is {low.rate / (1 << RATE_SHIFT):.1f} units; pay more than that (tip) or retry "
+                    "later"))
             for e in sorted(self._by_sender[low.sender].values(), key=lambda e: e.nonce):
                 if e.nonce >= low.nonce:  # its later nonces cannot apply without it
                     self._drop(e)
@@ -239,7 +241,7 @@ class Mempool:
         """Transactions for a new block: best fee per byte first, then arrival; per sender in nonce order
         from its committed next nonce (in-flight ones skipped, never past a gap)."""
         runs: dict[bytes, list[_Entry]] = {}
-        heads: list[tuple[Fraction, int, bytes]] = []
+        heads: list[tuple[int, int, bytes]] = []
         for sender, mine in self._by_sender.items():
             run = []
             n = self._chain_nonce.get(sender, min(mine))

@@ -729,13 +729,14 @@ class State:
             return Receipt(dg, False, exc.rule, str(exc), tx.signer, tx.nonce)
         return Receipt(dg, True, signer=tx.signer, nonce=tx.nonce)
 
-    def check_tx(self, stx: SignedTransaction, *, allow_future_nonce: bool = False) -> None:
+    def check_tx(self, stx: SignedTransaction, *, allow_future_nonce: bool = False, size: int | None = None) -> None:
         """Mempool admission: raise TxRejected if `stx` would be refused now; never changes state.
 
         With allow_future_nonce, a nonce above the next one passes the envelope checks and the call
         checks are skipped (they depend on the transactions before it). The call is judged against the
-        balance left after the fee, as at apply time."""
-        size = len(stx.to_bytes())
+        balance left after the fee, as at apply time. `size` is the signed length when the caller holds the
+        bytes (canonical decoding makes it the encoded length), saving a re-encode per admission."""
+        size = len(stx.to_bytes()) if size is None else size
         fee = self._check_envelope(stx, size, check_sig=True, allow_future_nonce=allow_future_nonce)
         if stx.body.nonce == self.next_nonce(stx.body.signer):
             self._fee_hold = (stx.body.signer, fee)
