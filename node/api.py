@@ -64,6 +64,11 @@ class NodeMetrics:
             registry=r,
         )
         self.rejects = Counter("tensornet_rejects_total", "Rejected inputs by reason", ["reason"], registry=r)
+        self.p2p = Gauge(
+            "tensornet_p2p_events", "p2p counters since start: family (charges, penalties, rejects, request_errors, "
+            "drops, disconnects, bans) and key (protocol:reason or reason); what peers cost us and were charged",
+            ["family", "key"], registry=r,
+        )
         self.txs = Counter(
             "tensornet_txs_total", "Committed transactions by outcome: ok, failed, or duplicate (a copy of one "
             "already executed, as when several validators carry it)", ["outcome"], registry=r,

@@ -192,6 +192,17 @@ class Node:
         m.mempool_evicted.set(pool["evicted"])
         for rule, n in pool["refused"].items():
             m.mempool_refused.labels(rule).set(n)
+        if self.stack is not None:  # every key is a protocol id or reason of ours, so the label set stays small
+            p2p, limiter = self.stack.metrics, self.stack.host.limiter
+            families = {
+                "charges": p2p.charges, "request_errors": p2p.request_errors, "rejects": p2p.rejects,
+                "drops": p2p.drops, "disconnects": p2p.disconnects, "penalties": limiter.violations,
+                "limit_rejects": limiter.rejects,
+                "bans": {"issued": limiter.bans, "now": len(limiter.banned_peers())},
+            }
+            for family, counts in families.items():
+                for key, n in counts.items():
+                    m.p2p.labels(family, key).set(n)
 
     def subnet_obj(self, netuid: int) -> dict[str, Any]:
         sn = self.chain.state.subnet(netuid)

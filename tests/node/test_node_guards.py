@@ -19,6 +19,7 @@ from node.daemon import FAR_BEHIND, HEALTH_GRACE_S, STALL_TIMEOUTS, Node
 from node.testnet_gen import account, generate
 from p2pnet.gossip import Verdict
 from p2pnet.limits import INVALID_SIGNATURE, PeerLimiter
+from p2pnet.metrics import Metrics
 from p2pnet.reqresp import Refused
 from protocol.crypto import Keypair
 from protocol.genesis import load_genesis
@@ -49,7 +50,7 @@ def node(net: tuple[list[Any], Path]) -> Node:
     plans, _ = net
     n = Node(plans[0].home, load_config(plans[0].home))
     n.stack = SimpleNamespace(
-        handshake=SimpleNamespace(statuses={}), host=SimpleNamespace(limiter=PeerLimiter())
+        handshake=SimpleNamespace(statuses={}), host=SimpleNamespace(limiter=PeerLimiter()), metrics=Metrics()
     )
     yield n
     n.close()
@@ -216,3 +217,18 @@ def test_gossiped_transaction_with_a_forged_signature_is_rejected(tmp_path: Path
         assert n._on_tx("peer", tx(poor)) is Verdict.IGNORE
     finally:
         n.close()
+
+
+def test_p2p_charges_and_bans_reach_metrics(node: Node) -> None:
+    """Issue 13: what peers are charged for is visible to an operator in /metrics, not only in logs."""
+    from prometheus_client import generate_latest
+
+    exc = refusal(node._serve_blocks("mallory", FetchBlocks(0, (), 9, 2).to_bytes()))
+    node.stack.host.limiter.penalize("mallory", exc.penalty)
+    node.stack.metrics.charges["/tensornet/blocks/1:bad_request"] += 1
+    node.stack.host.limiter.ban("eve")
+    node.refresh_metrics()
+    text = generate_latest(node.metrics.registry).decode()
+    assert 'tensornet_p2p_events{family="penalties",key="bad_request"} 1.0' in text
+    assert 'tensornet_p2p_events{family="charges",key="/tensornet/blocks/1:bad_request"} 1.0' in text
+    assert 'tensornet_p2p_events{family="bans",key="now"} 1.0' in text
