@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import importlib
 import json
 import sys
@@ -312,6 +313,10 @@ class _RootGroup(TyperGroup):
                 print_error("; ".join(dict.fromkeys(str(leaf) for leaf in leaves)))
                 raise typer.Exit(EXIT_ERROR) from exc
             bug = bugs[0]
+            if isinstance(bug, OSError) and bug.errno == errno.EADDRINUSE:  # a port taken: the user's to fix
+                print_error(f"cannot listen: {bug.strerror}: another process holds the port; stop it, or pick "
+                            "free ports (--listen/--api, or listen/api in the home's config.toml)")
+                raise typer.Exit(EXIT_ERROR) from exc
             print_error(f"internal error: {type(bug).__name__}: {bug} (rerun with --debug for the traceback)")
             raise typer.Exit(EXIT_BUG) from exc
 

@@ -217,3 +217,25 @@ def test_amounts_read_in_tokens_with_the_units() -> None:
     assert format_tokens(5 * UNIT) == f"5 token ({5 * UNIT} units)"
     assert format_tokens(1) == "0.000000001 token (1 units)"
     assert format_tokens(-UNIT - 1) == f"-1.000000001 token ({-UNIT - 1} units)"
+
+
+def test_a_taken_api_port_is_one_clear_line(tmp_path: Path) -> None:
+    """A node whose API port is held by another process says so in one line, not as an internal error."""
+    import subprocess
+    import sys
+
+    from node.testnet_gen import generate
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            p2p = probe.getsockname()[1]
+        plans, _ = generate(tmp_path / "net", hosts=["127.0.0.1"], p2p_base=p2p, api_base=port)
+        res = subprocess.run([sys.executable, "-m", "node.cli", "node", "run", "--home", str(plans[0].home)],
+                             capture_output=True, text=True, timeout=60)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode != 0 and len(lines) == 1, res.stderr
+    assert "another process holds the port" in lines[0] and "internal error" not in lines[0]
