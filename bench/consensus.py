@@ -27,11 +27,11 @@ from pathlib import Path
 
 import httpx
 
-from node.testnet_gen import account, generate
+from node.testing.procs import NodeProc, state_roots_at, stop_all, wait_for
+from node.testnet.gen import account, generate
 from protocol import codec
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
-from tests.netutil import NodeProc, state_roots_at, stop_all, wait_for
 
 UNIT = 10**9
 SENDERS = 512  # 64 gave ~47 tx/s per sender at 3,000 tx/s: past the nonce gap whenever commits lag 0.3 s
@@ -46,7 +46,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def inprocess_baseline(validators: int) -> float:
-    from tests.sim.network import Simulation
+    from protocol.testing.sim import Simulation
 
     sim = Simulation([1] * validators, seed=1)
     t0 = time.perf_counter()

@@ -16,9 +16,9 @@ import json
 import platform
 import time
 
-from protocol.committee import Committee
-from protocol.dag import BlockRef, Committer, DagState, genesis_digest
-from tests.dag_dsl import TestBlock, make_block
+from protocol.consensus.committee import Committee
+from protocol.consensus.dag import BlockRef, Committer, DagState, genesis_digest
+from protocol.testing.dag_dsl import TestBlock, make_block
 
 SEED = b"bench-dag"
 

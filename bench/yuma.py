@@ -1,8 +1,8 @@
 """Benchmark one Yuma Consensus epoch.
 
 ``python -m bench.yuma --json`` prints one JSON line per size: the median and minimum wall time of
-``protocol.yuma.epoch`` over several runs, and two baselines from the same run, interleaved with it: the epoch
-as it was before the speed-up (``tests/yuma_reference.py``, bit-identical outputs; ``baseline_reference_*``)
+``protocol.economics.yuma.epoch`` over several runs, and two baselines from the same run, interleaved with it: the epoch
+as it was before the speed-up (``protocol/testing/yuma_reference.py``, bit-identical outputs; ``baseline_reference_*``)
 and a float64 numpy sketch of the same epoch's dense linear algebra (normalise, median-free clip at a fixed
 consensus, ranks, EMA bonds, dividends; ``baseline_float_numpy_ms``).  Inputs are random but seeded:
 dense-ish weights (each validator weights ~75% of the uids), Yuma 3 with liquid alpha.  The machine is
@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from protocol.yuma import EpochInputs, EpochParams, epoch
-from tests import yuma_reference
+from protocol.economics.yuma import EpochInputs, EpochParams, epoch
+from protocol.testing import yuma_reference
 
 SIZES = ((256, 64), (4096, 256))
 

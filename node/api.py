@@ -30,10 +30,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from protocol import crypto
-from protocol.emission import decimal_tokens
+from protocol.economics.emission import decimal_tokens
 from protocol.errors import ProtocolError, TxRejected
 from protocol.messages import Commit
-from protocol.supply import supply_of
+from protocol.state.supply import supply_of
 
 if TYPE_CHECKING:
     from node.daemon import Node
@@ -543,7 +543,7 @@ def build_app(node: Node, limits: ApiLimits | None = None, *, run_on_node: RunOn
         data = chain.store.get_block(param_hex(request, "digest", 32))
         if data is None:
             return error(404, "unknown block")
-        from node.core import vertex_from_bytes
+        from protocol.consensus.core import vertex_from_bytes
 
         v = vertex_from_bytes(data)
         b = v.signed.body

@@ -19,19 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.core import Committed, Core, CoreParams, Vertex, WrongEpoch, vertex_from_bytes
 from node.mempool import Mempool
 from node.storage import CommitRecord, Store, StoreError
 from protocol import crypto
-from protocol.committee import Committee
+from protocol.consensus.committee import Committee
+from protocol.consensus.core import Committed, Core, CoreParams, Vertex, WrongEpoch, vertex_from_bytes
+from protocol.consensus.dag import BadAuthor, BlockRef, CommittedSubDag
 from protocol.crypto import Keypair
-from protocol.dag import BadAuthor, BlockRef, CommittedSubDag
 from protocol.errors import ProtocolError, WrongChainError
-from protocol.genesis import Genesis
-from protocol.governance import NETWORK_PARAMS
 from protocol.messages import MAX_BLOCK_TXS, Commit, ReportEquivocation, SignedTransaction, Transaction
 from protocol.messages import BlockRef as WireRef
-from protocol.state import Receipt, State
+from protocol.state.genesis import Genesis
+from protocol.state.governance import NETWORK_PARAMS
+from protocol.state.state import Receipt, State
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from protocol.state import State, Subnet
+from protocol.state.state import State, Subnet
 
 TOP = 5
 

@@ -137,7 +137,7 @@ def load_config(home: Path) -> NodeConfig:
 
 
 def write_config(home: Path, config: NodeConfig) -> Path:
-    from node.home import ensure_private_dir
+    from node.client.home import ensure_private_dir
 
     ensure_private_dir(home)  # a home holds the node's keys: 0700 when we create it
     path = home / CONFIG_FILE

@@ -28,7 +28,6 @@ from node.api import NodeMetrics, serve_api
 from node.chain import Chain, CommitInfo
 from node.concentration import subnet_concentration
 from node.config import GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, parse_hostport
-from node.core import CoreParams, WrongEpoch
 from node.economics import lifecycle_view
 from node.mempool import MempoolError
 from p2pnet.discovery import DiscoveryConfig
@@ -38,9 +37,9 @@ from p2pnet.nodekey import load_or_create_node_key
 from p2pnet.reqresp import ProtocolSpec, Refused, RequestError
 from p2pnet.stack import open_stack
 from protocol import crypto
-from protocol.dag import BlockRef, SafetyViolation
+from protocol.consensus.core import CoreParams, WrongEpoch
+from protocol.consensus.dag import BlockRef, SafetyViolation
 from protocol.errors import DecodeError, ProtocolError
-from protocol.genesis import load_genesis
 from protocol.messages import (
     MAX_FETCH,
     BlocksResponse,
@@ -52,6 +51,7 @@ from protocol.messages import (
 )
 from protocol.messages import BlockRef as WireRef
 from protocol.messages import Commit as CommitMsg
+from protocol.state.genesis import load_genesis
 
 log = logging.getLogger("node")
 
@@ -77,7 +77,7 @@ class Node:
         genesis = load_genesis(str(home / GENESIS_FILE))
         keypair = None
         if config.validator:
-            from node.wallet import read_hotkey
+            from node.client.wallet import read_hotkey
 
             keypair = read_hotkey(home / VALIDATOR_KEY_FILE)
         params = CoreParams(leader_timeout_ms=config.leader_timeout_ms, min_round_delay_ms=config.min_round_delay_ms)

@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from node.config import GENESIS_FILE
-from node.core import vertex_from_bytes
 from node.errors import NodeError
 from node.storage import CommitRecord, Store
 from protocol import crypto
-from protocol.dag import BlockRef, commit_digest
-from protocol.genesis import load_genesis
+from protocol.consensus.core import vertex_from_bytes
+from protocol.consensus.dag import BlockRef, commit_digest
 from protocol.messages import Commit
-from protocol.state import State
+from protocol.state.genesis import load_genesis
+from protocol.state.state import State
 
 
 def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from protocol import crypto
-from protocol.governance import CHOICES, DEFAULT_PREFIX, NETWORK_PARAMS, VOTING, Proposal
-from protocol.hyperparams import NAMES as HP_NAMES
-from protocol.lifecycle import Deregistration
-from protocol.state import State, Subnet
+from protocol.economics.hyperparams import NAMES as HP_NAMES
+from protocol.state.governance import CHOICES, DEFAULT_PREFIX, NETWORK_PARAMS, VOTING, Proposal
+from protocol.state.lifecycle import Deregistration
+from protocol.state.state import State, Subnet
 
 
 def lifecycle_view(state: State, sn: Subnet) -> dict[str, Any]:

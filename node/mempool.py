@@ -22,9 +22,9 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
+from protocol.economics.fees import MAX_BLOCK_TX_BYTES
 from protocol.errors import ProtocolError
-from protocol.fees import MAX_BLOCK_TX_BYTES
-from protocol.state import fee_text
+from protocol.state.state import fee_text
 
 RATE_SHIFT = 20  # fee-per-byte keys are fee * 2^20 // size: exact enough to order, cheap to compare
 

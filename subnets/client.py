@@ -26,12 +26,12 @@ from typing import Any
 
 import trio
 
-from node.client import ApiError, FeePolicy, NodeClient, format_amount
+from node.client.api_client import ApiError, FeePolicy, NodeClient, format_amount
 from node.errors import NodeError
 from node.log import get_logger
 from protocol import codec, crypto
 from protocol.crypto import Keypair
-from protocol.emission import format_tokens
+from protocol.economics.emission import format_tokens
 from protocol.errors import ProtocolError
 from protocol.messages import CloseEscrow, OpenEscrow, SignedQuery, SignedVoucher, Voucher
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from node.client import NodeClient
+from node.client.api_client import NodeClient
 from node.errors import NodeError
 from node.log import get_logger
 from protocol.crypto import Keypair
@@ -291,7 +291,7 @@ async def run_worker(cfg: WorkerConfig) -> int:
     exit code (0 on a clean stop, EXIT_FATAL when the model failed)."""
     import torch
 
-    from node.wallet import read_hotkey
+    from node.client.wallet import read_hotkey
     from p2pnet.nodekey import load_or_create_node_key, peer_id_of
     from p2pnet.stack import open_stack
     from subnets import registry
@@ -490,7 +490,7 @@ class Supervisor:
     on SIGINT/SIGTERM (SIGTERM, then SIGKILL after `stop_grace_s`)."""
 
     def __init__(self, cfg: HostConfig, coldkey: Callable[[], Keypair]) -> None:
-        from node.wallet import Wallet
+        from node.client.wallet import Wallet
 
         self.cfg = cfg
         self.coldkey = coldkey

@@ -28,8 +28,8 @@ from node.log import get_logger
 from protocol import crypto
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError
-from protocol.escrow import MAX_CLAIMS_PER_ESCROW
 from protocol.messages import ClaimPayment, PaidQuery, ServiceProof, SignedServiceProof, Voucher
+from protocol.state.escrow import MAX_CLAIMS_PER_ESCROW
 
 log = get_logger(__name__)
 

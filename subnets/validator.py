@@ -33,13 +33,13 @@ from typing import Any
 
 import trio
 
-from node.client import ApiError, NodeClient
+from node.client.api_client import ApiError, NodeClient
 from node.errors import NodeError
 from node.log import get_logger
 from protocol.crypto import Keypair
+from protocol.economics.weights import weights_commit_hash
 from protocol.messages import AddStake, CommitWeights, Register, RevealWeights, SetWeights
-from protocol.state import next_epoch_height
-from protocol.weights import weights_commit_hash
+from protocol.state.state import next_epoch_height
 from subnets.scoring import MovingScores
 from subnets.task import challenge_seed
 

@@ -357,7 +357,7 @@ def kind_text(kind: Any) -> str:
 
 
 def field_tables() -> str:
-    from tests.wire_strategies import all_message_types
+    from protocol.testing.wire_strategies import all_message_types
 
     lines = [BEGIN, ""]
     for cls in all_message_types():

@@ -1,5 +1,5 @@
 """Relays for tests/node/test_slow_link.py: every validator's advertised p2p port, so that every connection that
-touches one chosen node (the slow one) crosses a rate-capped relay (node.netns_relay) and no other does.
+touches one chosen node (the slow one) crosses a rate-capped relay (node.testnet.netns_relay) and no other does.
 
 On one loopback a relay sees every dialer as 127.0.0.1, so it asks the kernel who dialed: the dialer's socket
 (local port = the accepted connection's peer port) is found in /proc/net/tcp, and it is the slow node's when
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from node.netns_relay import Impairment, like_a_wan, relay_connection
+from node.testnet.netns_relay import Impairment, like_a_wan, relay_connection
 
 ESTABLISHED = "01"
 

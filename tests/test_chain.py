@@ -9,8 +9,8 @@ import pytest
 from node.chain import Chain
 from node.storage import StoreError
 from protocol.crypto import Keypair
-from protocol.genesis import build_genesis
 from protocol.messages import MAX_BLOCK_TXS, SignedBlock, SignedTransaction, Transaction, Transfer
+from protocol.state.genesis import build_genesis
 
 UNIT = 10**9
 

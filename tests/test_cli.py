@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from node import cli
-from node.cli import GROUPS, build_app, emit, load_command_module
+from node.cli import app as cli
+from node.cli.app import GROUPS, build_app, emit, load_command_module
 from node.errors import CliError, WrongPasswordError
 
 PW = "hunter2 but longer"
@@ -289,16 +289,17 @@ def _proc(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_real_processes(tmp_path: Path, pwfile: Path) -> None:
     env = {**os.environ, "TENSORNET_HOME": str(tmp_path / "home"), "TENSORNET_KDF": "fast", "NO_COLOR": "1"}
     script = Path(sys.executable).parent / "tensornet"
-    first = [str(script)] if script.exists() else [sys.executable, "-m", "node.cli"]
+    first = [str(script)] if script.exists() else [sys.executable, "-m", "node.cli.app"]
     made = _proc(*first, "wallet", "create", "--name", "sub", "--password-file", str(pwfile), "--json", env=env)
     assert made.returncode == 0, made.stderr
     coldkey = json.loads(made.stdout)["coldkey"]
 
-    listed = _proc(sys.executable, "-m", "node.cli", "wallet", "list", "--json", env=env)
+    listed = _proc(sys.executable, "-m", "node.cli.app", "wallet", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["wallets"][0]["coldkey"] == coldkey
 
-    wrong = _proc(sys.executable, "-m", "node.cli", "wallet", "unlock", "sub", env={**env, "TENSORNET_PASSWORD": "x"})
+    wrong = _proc(sys.executable, "-m", "node.cli.app", "wallet", "unlock", "sub",
+                  env={**env, "TENSORNET_PASSWORD": "x"})
     assert wrong.returncode == 1
     assert wrong.stderr.startswith("error: wrong password") and wrong.stderr.count("\n") == 1
     assert "Traceback" not in wrong.stderr

@@ -20,9 +20,9 @@ import typer.main
 from typer.testing import CliRunner
 
 from node import log
-from node.cli import build_app
+from node.cli.app import build_app
 from protocol import crypto
-from protocol.emission import UNIT, format_tokens
+from protocol.economics.emission import UNIT, format_tokens
 
 PW = "correct horse battery"
 ADDRESS = crypto.address(bytes(range(32)))
@@ -224,7 +224,7 @@ def test_a_taken_api_port_is_one_clear_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from node.testnet_gen import generate
+    from node.testnet.gen import generate
 
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
@@ -234,7 +234,7 @@ def test_a_taken_api_port_is_one_clear_line(tmp_path: Path) -> None:
             probe.bind(("127.0.0.1", 0))
             p2p = probe.getsockname()[1]
         plans, _ = generate(tmp_path / "net", hosts=["127.0.0.1"], p2p_base=p2p, api_base=port)
-        res = subprocess.run([sys.executable, "-m", "node.cli", "node", "run", "--home", str(plans[0].home)],
+        res = subprocess.run([sys.executable, "-m", "node.cli.app", "node", "run", "--home", str(plans[0].home)],
                              capture_output=True, text=True, timeout=60)
     lines = res.stderr.strip().splitlines()
     assert res.returncode != 0 and len(lines) == 1, res.stderr

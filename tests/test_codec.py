@@ -29,7 +29,7 @@ from protocol.errors import (
     UnsortedKeysError,
     UnsupportedTypeError,
 )
-from tests.wire_strategies import cbor_values
+from protocol.testing.wire_strategies import cbor_values
 
 VECTORS = json.loads((Path(__file__).parent.parent / "spec/vectors/cbor-rfc-appendix-a.json").read_text())
 

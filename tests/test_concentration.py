@@ -10,7 +10,7 @@ from node.concentration import (
     subnet_concentration,
     top_share,
 )
-from protocol.emission import UNIT
+from protocol.economics.emission import UNIT
 from protocol.messages import AddStake, Register
 from tests.test_state import KEYS, VAL, make_chain
 

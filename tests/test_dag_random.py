@@ -1,4 +1,4 @@
-"""Randomised and adversarial tests of protocol/dag.py: delivery-order independence (with and without
+"""Randomised and adversarial tests of protocol/consensus/dag.py: delivery-order independence (with and without
 equivocators), double commits, malformed blocks, future flooding, GC and restart. Seeds are fixed;
 set DAG_TEST_SEED to try another one."""
 
@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from protocol.committee import Committee
-from protocol.dag import (
+from protocol.consensus.committee import Committee
+from protocol.consensus.dag import (
     BadAuthor,
     BadDigest,
     BadGenesisParent,
@@ -31,7 +31,7 @@ from protocol.dag import (
     TooManyParents,
     commit_digest,
 )
-from tests.dag_dsl import TestBlock, block_digest, deliver, make_block, parse_dag, random_dag
+from protocol.testing.dag_dsl import TestBlock, block_digest, deliver, make_block, parse_dag, random_dag
 
 SEED = b"tensornet-random-dag"
 SEEDS = [int(os.environ["DAG_TEST_SEED"])] if "DAG_TEST_SEED" in os.environ else [7, 42, 2026]
@@ -325,8 +325,8 @@ def test_restore_resumes_the_same_sequence() -> None:
 def test_real_signed_blocks() -> None:
     """The wire SignedBlock, wrapped in BlockView, runs through the DAG and commits."""
     from protocol import messages as m
+    from protocol.consensus.dag import BlockView
     from protocol.crypto import Keypair
-    from protocol.dag import BlockView
 
     keys = [Keypair(bytes([i + 1]) * 32) for i in range(4)]
     committee = Committee(tuple(k.public for k in keys), (1, 1, 1, 1))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.dag import CommittedSubDag, Decision, InsertStatus, LeaderStatus, Slot
-from tests.dag_dsl import DagSpec, deliver, parse_dag
+from protocol.consensus.dag import CommittedSubDag, Decision, InsertStatus, LeaderStatus, Slot
+from protocol.testing.dag_dsl import DagSpec, deliver, parse_dag
 
 VECTOR_DIR = Path(__file__).resolve().parents[1] / "spec" / "vectors" / "dag"
 VECTORS = sorted(VECTOR_DIR.glob("*.dag"))

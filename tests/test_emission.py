@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.emission import TOTAL_SUPPLY, UNIT, apportion, block_emission, halvings, subnet_split, take
-from protocol.pricing import Q32_ONE, bumped_burn, decay_factor_q32, decayed_burn, pow_q32, subnet_price
+from protocol.economics.emission import TOTAL_SUPPLY, UNIT, apportion, block_emission, halvings, subnet_split, take
+from protocol.economics.pricing import Q32_ONE, bumped_burn, decay_factor_q32, decayed_burn, pow_q32, subnet_price
 
 
 def test_halving_thresholds():

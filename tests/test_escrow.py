@@ -1,4 +1,4 @@
-"""Paid inference on chain (protocol/escrow.py, spec/economics.md §3): one test per rule, then property
+"""Paid inference on chain (protocol/state/escrow.py, spec/economics.md §3): one test per rule, then property
 tests of each transaction kind (open_escrow, claim_payment, close_escrow) over random schedules."""
 
 from __future__ import annotations
@@ -8,9 +8,7 @@ from hypothesis import strategies as st
 
 from protocol import crypto
 from protocol.crypto import Keypair
-from protocol.emission import UNIT
-from protocol.escrow import FEE_DENOMINATOR, FEE_OWNER, FEE_VALIDATORS, MAX_ESCROW_HEIGHTS, MAX_OPEN_ESCROWS, fee_split
-from protocol.lifecycle import deregister
+from protocol.economics.emission import UNIT
 from protocol.messages import (
     ClaimPayment,
     CloseEscrow,
@@ -22,7 +20,16 @@ from protocol.messages import (
     Transfer,
     Voucher,
 )
-from protocol.state import State
+from protocol.state.escrow import (
+    FEE_DENOMINATOR,
+    FEE_OWNER,
+    FEE_VALIDATORS,
+    MAX_ESCROW_HEIGHTS,
+    MAX_OPEN_ESCROWS,
+    fee_split,
+)
+from protocol.state.lifecycle import deregister
+from protocol.state.state import State
 from tests.test_state import CHAIN, KEYS, OWNER, Chain, make_chain, registered
 
 CLIENT, MINER, OTHER = KEYS[5], KEYS[6], KEYS[7]

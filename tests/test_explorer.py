@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from node.explorer import PAGE
-from node.testnet import tensornet_argv
+from node.testnet.local import tensornet_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

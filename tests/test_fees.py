@@ -6,13 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import governance
+from protocol.consensus.dag import BlockInvalid
 from protocol.crypto import Keypair
-from protocol.dag import BlockInvalid
-from protocol.emission import UNIT
-from protocol.errors import TxRejected
-from protocol.escrow import fee_split
-from protocol.fees import (
+from protocol.economics.emission import UNIT
+from protocol.economics.fees import (
     BYTE_FEE_BOUNDS,
     DEFAULT_BASE_FEE,
     DEFAULT_BYTE_FEE,
@@ -23,7 +20,7 @@ from protocol.fees import (
     is_fee_free,
     tx_fee,
 )
-from protocol.genesis import GenesisError, build_genesis, parse_genesis
+from protocol.errors import TxRejected
 from protocol.messages import (
     ClaimPayment,
     CommitWeights,
@@ -34,6 +31,9 @@ from protocol.messages import (
     SignedTransaction,
     Transfer,
 )
+from protocol.state import governance
+from protocol.state.escrow import fee_split
+from protocol.state.genesis import GenesisError, build_genesis, parse_genesis
 from tests.test_escrow import CLIENT, proof, voucher
 from tests.test_state import CHAIN, KEYS, VAL, make_chain
 

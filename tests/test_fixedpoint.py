@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import fixedpoint as fp
-from protocol.fixedpoint import ONE
-from protocol.yuma import _topk_nonzero, _weighted_median_cols
+from protocol.economics import fixedpoint as fp
+from protocol.economics.fixedpoint import ONE
+from protocol.economics.yuma import _topk_nonzero, _weighted_median_cols
 
 prop = st.integers(min_value=0, max_value=ONE)
 i64 = st.integers(min_value=fp.I64_MIN, max_value=fp.I64_MAX)

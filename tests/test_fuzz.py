@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from node.cli import build_app
+from node.cli.app import build_app
 from node.fuzz import engines, targets
 from node.fuzz.engines import Budget, Harness, run_random
 from node.fuzz.mutate import Mutator, encode_loose, walk

@@ -53,7 +53,7 @@ def _get(url: str) -> dict | None:
 
 
 def start_network(tmp: Path) -> tuple[list[subprocess.Popen], list[str], list[Path]]:
-    from node.testnet_gen import generate
+    from node.testnet.gen import generate
 
     base = _free_base(8)
     plans, _ = generate(tmp / "net", hosts=["127.0.0.1"] * 4, chain_id="tensornet-fuzz-live", p2p_base=base,
@@ -62,7 +62,7 @@ def start_network(tmp: Path) -> tuple[list[subprocess.Popen], list[str], list[Pa
     procs = []
     for p in plans:
         log = open(p.home / "node.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen([sys.executable, "-m", "node.cli", "node", "run", "--home", str(p.home)],
+        procs.append(subprocess.Popen([sys.executable, "-m", "node.cli.app", "node", "run", "--home", str(p.home)],
                                       cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True))
     return procs, [p.api for p in plans], [p.home for p in plans]
@@ -96,7 +96,7 @@ def roots_at(apis: list[str], height: int) -> list[str | None]:
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "node.cli", "fuzz", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "node.cli.app", "fuzz", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from protocol.crypto import Keypair
-from protocol.emission import TOTAL_SUPPLY, UNIT
-from protocol.genesis import Endpoint, GenesisError, build_genesis, parse_genesis
-from protocol.state import State
+from protocol.economics.emission import TOTAL_SUPPLY, UNIT
+from protocol.state.genesis import Endpoint, GenesisError, build_genesis, parse_genesis
+from protocol.state.state import State
 
 A, B, C = (Keypair(bytes([i]) * 32) for i in (1, 2, 3))
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.emission import UNIT, block_emission
-from protocol.governance import ABSTAIN, EXECUTED, FAILED, MAX_OPEN_PROPOSALS, NO, PASSED, REJECTED, YES
+from protocol.economics.emission import UNIT, block_emission
 from protocol.messages import AddStake, CreateSubnet, Propose, RemoveStake, Transfer, Vote
-from protocol.state import State
+from protocol.state.governance import ABSTAIN, EXECUTED, FAILED, MAX_OPEN_PROPOSALS, NO, PASSED, REJECTED, YES
+from protocol.state.state import State
 from tests.test_state import KEYS, VAL, Chain, make_chain
 
 DEPOSIT = 10 * UNIT

@@ -7,10 +7,10 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.emission import UNIT
-from protocol.lifecycle import SCORE_PERIOD, SubnetInfo, final_payout, next_score, subnets_to_replace
+from protocol.economics.emission import UNIT
 from protocol.messages import AddStake, CreateSubnet, Register, RemoveStake, ServeAxon, SetWeights, Transfer
-from protocol.state import State
+from protocol.state.lifecycle import SCORE_PERIOD, SubnetInfo, final_payout, next_score, subnets_to_replace
+from protocol.state.state import State
 from tests.test_state import KEYS, OWNER, Chain, make_chain
 
 BIG = 10**15  # a max_burn that never refuses

@@ -27,7 +27,7 @@ from protocol.errors import (
     WrongChainError,
 )
 from protocol.schema import Bool, Bytes, Kind, ListOf, Message, Nested, OneOf, Text, UInt
-from tests.wire_strategies import all_message_types, message_strategy, random_message, signed_types
+from protocol.testing.wire_strategies import all_message_types, message_strategy, random_message, signed_types
 
 TYPES = all_message_types()
 SIGNED = signed_types()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from protocol.crypto import Keypair
-from protocol.emission import UNIT, apportion
+from protocol.economics.emission import UNIT, apportion
+from protocol.economics.pricing import decayed_burn
+from protocol.economics.weights import weights_commit_hash
 from protocol.errors import StateError, TxRejected
-from protocol.genesis import Endpoint, build_genesis
 from protocol.messages import (
     AddStake,
     CommitWeights,
@@ -22,9 +23,8 @@ from protocol.messages import (
     Transaction,
     Transfer,
 )
-from protocol.pricing import decayed_burn
-from protocol.state import Receipt, State, epoch_due, next_epoch_height
-from protocol.weights import weights_commit_hash
+from protocol.state.genesis import Endpoint, build_genesis
+from protocol.state.state import Receipt, State, epoch_due, next_epoch_height
 
 CHAIN = "test-chain"
 KEYS = [Keypair(bytes([i + 1]) * 32) for i in range(12)]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from protocol import codec
-from protocol.emission import UNIT
+from protocol.economics.emission import UNIT
+from protocol.economics.hyperparams import U16_MAX, Hyperparams
+from protocol.economics.weights import max_weight_exceeded, normalised_max, weights_commit_hash
 from protocol.errors import StateError, TxRejected
-from protocol.hyperparams import U16_MAX, Hyperparams
 from protocol.messages import (
     CommitWeights,
     Register,
@@ -18,8 +19,7 @@ from protocol.messages import (
     SetWeights,
     SignedTransaction,
 )
-from protocol.state import State, next_epoch_height
-from protocol.weights import max_weight_exceeded, normalised_max, weights_commit_hash
+from protocol.state.state import State, next_epoch_height
 from tests.test_state import KEYS, OWNER, Chain, make_chain, permitted, registered
 
 AX = ("/ip4/1.2.3.4/tcp/5",)

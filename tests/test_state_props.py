@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.emission import UNIT
-from protocol.fees import DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE
+from protocol.economics.emission import UNIT
+from protocol.economics.fees import DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE
+from protocol.economics.weights import weights_commit_hash
 from protocol.messages import (
     AddStake,
     CommitWeights,
@@ -19,8 +20,7 @@ from protocol.messages import (
     SetWeights,
     Transfer,
 )
-from protocol.state import State
-from protocol.weights import weights_commit_hash
+from protocol.state.state import State
 from tests.test_state import KEYS, Chain, make_chain
 
 N_KEYS = 8

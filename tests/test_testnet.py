@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from node.cli import build_app
+from node.cli.app import build_app
 from node.errors import NodeError
-from node.testnet import (
+from node.testnet.local import (
     MANIFEST,
     Snapshot,
     SubnetTrack,
@@ -27,9 +27,9 @@ from node.testnet import (
     stop_pids,
     tensornet_argv,
 )
-from node.testnet import TestnetError as NetError
-from node.testnet import TestnetSpec as NetSpec
-from protocol.state import epoch_due
+from node.testnet.local import TestnetError as NetError
+from node.testnet.local import TestnetSpec as NetSpec
+from protocol.state.state import epoch_due
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def test_make_plan_writes_wallets_and_refuses_to_overwrite(tmp_path: Path) -> No
     assert len(manifest["neurons"]) == 6 and len(manifest["nodes"]) == 2
     genesis = json.loads((tmp_path / "tn" / "genesis.json").read_text())
     assert all(s["hyperparameters"]["tempo"] == spec.tempo for s in genesis["subnets"])
-    from node.wallet import Wallet
+    from node.client.wallet import Wallet
 
     miner = next(n for n in plan.neurons if n.role == "miner")
     w = Wallet.load(plan.wallet_home, miner.name)
@@ -122,7 +122,7 @@ def test_spec_rejects_bad_counts(tmp_path: Path) -> None:
 
 
 def test_up_price_reaches_every_miner_and_no_validator(tmp_path: Path) -> None:
-    from node.testnet import UNIT, neuron_argv
+    from node.testnet.local import UNIT, neuron_argv
 
     def argvs(spec: NetSpec) -> dict[str, list[str]]:
         plan = make_plan(spec)
@@ -170,7 +170,7 @@ def _gen(out: Path, *extra: str) -> dict:
 
 def _keys(out: Path) -> set[str]:
     """The validator and node key seeds of both homes."""
-    from node.wallet import read_hotkey
+    from node.client.wallet import read_hotkey
 
     return {k for i in (0, 1) for k in (read_hotkey(out / f"node{i}" / "validator_key").seed.hex(),
                                         (out / f"node{i}" / "node_key").read_text().strip())}
@@ -215,7 +215,7 @@ def test_node_init_creates_a_private_home(tmp_path: Path) -> None:
 
 
 def test_generated_accounts_are_random_and_private(tmp_path: Path) -> None:
-    from node.testnet_gen import account, generate
+    from node.testnet.gen import account, generate
 
     keys = []
     for d in ("a", "b"):

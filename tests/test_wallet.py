@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from node import home as layout
-from node.errors import KeyFileError, KeyPermissionError, NodeError, PasswordError, WalletError, WrongPasswordError
-from node.home import BadNameError
-from node.wallet import (
+from node.client import home as layout
+from node.client.home import BadNameError
+from node.client.wallet import (
     KDF_PROFILES,
     ColdkeyFile,
     KdfParams,
@@ -24,6 +23,7 @@ from node.wallet import (
     read_hotkey,
     read_password,
 )
+from node.errors import KeyFileError, KeyPermissionError, NodeError, PasswordError, WalletError, WrongPasswordError
 from protocol import crypto
 from protocol.crypto import Domain, Keypair
 

@@ -12,7 +12,7 @@ import random
 from protocol import codec
 from protocol.errors import ProtocolError
 from protocol.messages import Signed
-from tests.wire_strategies import all_message_types, valid_samples
+from protocol.testing.wire_strategies import all_message_types, valid_samples
 
 TYPES = all_message_types()
 # Bytes that are CBOR heads with special meaning: widths, indefinite lengths, break, tags, simple values.

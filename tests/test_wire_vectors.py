@@ -14,7 +14,7 @@ import pytest
 from protocol import codec, errors
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError
-from tests import wire_strategies
+from protocol.testing import wire_strategies
 from tests.gen_wire_vectors import INTENDED, SPEC, build, diag, spec_text
 
 DIR = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "wire"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.yuma import (
+from protocol.economics.yuma import (
     EpochInputs,
     EpochOutputs,
     EpochParams,

@@ -1,4 +1,5 @@
-"""The optimised epoch (protocol/yuma.py) against the pre-optimisation one (tests/yuma_reference.py): every
+"""The optimised epoch (protocol/economics/yuma.py) against the pre-optimisation one
+(protocol/testing/yuma_reference.py): every
 output, bit for bit, on random inputs (including the awkward ones: unsorted rows, mappings, columns >= n,
 explicit zeros, commit-reveal masks) and on the benchmark's shape."""
 
@@ -11,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.yuma import make_inputs
-from protocol.yuma import EpochInputs, EpochParams, epoch
-from tests import yuma_reference
+from protocol.economics.yuma import EpochInputs, EpochParams, epoch
+from protocol.testing import yuma_reference
 from tests.test_yuma import epoch_inputs
 
 

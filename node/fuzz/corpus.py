@@ -127,8 +127,8 @@ def capture_home(home: Path, out: Path, max_blocks: int = 2000) -> dict[str, int
     status = None
     genesis = home / "genesis.json"
     if genesis.exists():
-        from protocol.genesis import load_genesis
         from protocol.messages import Status
+        from protocol.state.genesis import load_genesis
 
         g = load_genesis(str(genesis))
         status = Status(g.chain_id, g.hash(), len(commits), bytes(32), 0, 0, False).to_bytes()

@@ -424,17 +424,17 @@ def run_random(harness: Harness, seeds: Sequence[bytes], budget: Budget, *, seed
 
 def run_hypothesis(harness: Harness, seeds: Sequence[bytes], budget: Budget, *, seed: int = 0,
                    resign: bool = False, on_new: OnNew | None = None) -> Stats:
-    """Hypothesis generates valid messages from tests/wire_strategies.py (every field of the schema) and
+    """Hypothesis generates valid messages from protocol/testing/wire_strategies.py (every field of the schema) and
     our mutator perturbs them; the property never fails, so the run covers the whole budget."""
     try:
         from hypothesis import HealthCheck, Phase, given, settings
         from hypothesis import seed as hseed
         from hypothesis import strategies as st
 
-        from tests.wire_strategies import cbor_values, message_strategy
+        from protocol.testing.wire_strategies import cbor_values, message_strategy
     except ImportError as exc:
         raise EngineUnavailable(
-            f"the hypothesis engine needs hypothesis and tests/wire_strategies.py ({exc}); "
+            f"the hypothesis engine needs hypothesis and protocol/testing/wire_strategies.py ({exc}); "
             "install the test extra: pip install -e '.[test]'"
         ) from exc
     from protocol import codec
@@ -502,7 +502,7 @@ def run_hypothesis(harness: Harness, seeds: Sequence[bytes], budget: Budget, *, 
 
 # Coverage is only worth its cost in the code under test: instrument_all() would patch every loaded
 # function (26k here, over three minutes) including libp2p, numpy and the CLI.
-INSTRUMENTED = ("protocol", "node.core", "node.daemon", "node.chain", "node.mempool", "p2pnet.reqresp",
+INSTRUMENTED = ("protocol", "protocol.consensus.core", "node.daemon", "node.chain", "node.mempool", "p2pnet.reqresp",
                 "p2pnet.handshake")
 
 

@@ -114,9 +114,9 @@ def _copy(obj: Any) -> Any:
 
 
 def _random_valid(kind: Kind, rng: random.Random) -> Any:
-    """A valid value of `kind` in codec form (via tests/wire_strategies.py when importable)."""
+    """A valid value of `kind` in codec form (via protocol/testing/wire_strategies.py when importable)."""
     try:
-        from tests.wire_strategies import random_value
+        from protocol.testing.wire_strategies import random_value
     except ImportError:
         random_value = None
     if random_value is not None and not isinstance(kind, Embedded):
@@ -337,7 +337,7 @@ class Mutator:
         else:  # a valid body of a random variant
             v = rng.choice(kind.variants)
             try:
-                from tests.wire_strategies import random_message
+                from protocol.testing.wire_strategies import random_message
 
                 value = [v.KIND, codec.decode(random_message(v, rng).to_bytes())]
             except ImportError:

@@ -22,9 +22,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from protocol import codec
-from protocol.committee import Committee
+from protocol.consensus.committee import Committee
+from protocol.consensus.dag import Committer, DagState, InsertStatus
 from protocol.crypto import Keypair
-from protocol.dag import Committer, DagState, InsertStatus
 from protocol.errors import ProtocolError, TxRejected
 from protocol.messages import (
     AddStake,
@@ -119,7 +119,7 @@ def _sign_tx(key: Keypair, nonce: int, call: Message) -> bytes:
 
 @dataclass
 class StateFixture:
-    state: Any  # protocol.state.State after the set-up commits
+    state: Any  # protocol.state.state.State after the set-up commits
     txs: dict[str, bytes]  # one valid signed transaction per call kind, from TEST_KEY at its next nonce
     nonce: int
 
@@ -128,9 +128,9 @@ class StateFixture:
 def state_fixture() -> StateFixture:
     """A genesis with 4 validators and two subnets, then set-up commits (registrations, a weight commit)
     so that each transaction kind has a seed the state accepts: mutants start from deep inside."""
-    from protocol.genesis import build_genesis
-    from protocol.state import State
-    from protocol.weights import weights_commit_hash
+    from protocol.economics.weights import weights_commit_hash
+    from protocol.state.genesis import build_genesis
+    from protocol.state.state import State
 
     hp = {"tempo": 10, "weights_rate_limit": 0, "min_allowed_weights": 1, "immunity_period": 0}
     genesis = build_genesis(
@@ -221,7 +221,7 @@ def _claim_seed() -> ClaimPayment:
 @dataclass
 class DagFixture:
     committee: Committee
-    core: Any  # node.core.Core (verify only; its DAG is the template below)
+    core: Any  # protocol.consensus.core.Core (verify only; its DAG is the template below)
     dag: DagState  # rounds 1..DAG_ROUNDS inserted
     blocks: list[bytes]  # every signed block, rounds 1..DAG_ROUNDS+1 (the last round is not inserted)
     commits: list[Commit]
@@ -233,7 +233,7 @@ class DagFixture:
 def dag_fixture() -> DagFixture:
     """4 validators with real keys; every author proposes in every round, parents = the whole previous
     round (own first), a few blocks carry transactions and commit votes."""
-    from node.core import Core, vertex_from_bytes
+    from protocol.consensus.core import Core, vertex_from_bytes
 
     committee = Committee(tuple(k.public for k in VALIDATOR_KEYS), (10,) * COMMITTEE_SIZE)
     core = Core(CHAIN_ID, 0, committee, hashlib.blake2b(b"tensornet-fuzz/epoch-seed", digest_size=32).digest())
@@ -346,7 +346,7 @@ def _tx_check(kind: str) -> Callable[[bytes], str]:
 
 
 def _status_ours() -> Status:
-    from protocol.state import State  # noqa: F401 - the fixture's genesis hash is what a peer must match
+    from protocol.state.state import State  # noqa: F401 - the fixture's genesis hash is what a peer must match
 
     fx = state_fixture()
     return Status(CHAIN_ID, fx.state.params.genesis_hash, fx.state.height, bytes(32), 0, DAG_ROUNDS, True)
@@ -425,13 +425,13 @@ def check_blocks_response(data: bytes) -> str:
 
 
 def _ref(r: BlockRef) -> Any:
-    from protocol.dag import BlockRef as DagRef
+    from protocol.consensus.dag import BlockRef as DagRef
 
     return DagRef(r.round, r.author, r.digest)
 
 
 def check_commits_response(data: bytes) -> str:
-    from protocol.dag import commit_digest
+    from protocol.consensus.dag import commit_digest
 
     resp = CommitsResponse.from_bytes(data)
     _canonical(resp, data)
@@ -441,7 +441,7 @@ def check_commits_response(data: bytes) -> str:
 
 
 def check_commit(data: bytes) -> str:
-    from protocol.dag import commit_digest
+    from protocol.consensus.dag import commit_digest
 
     c = Commit.from_bytes(data)
     _canonical(c, data)
@@ -519,9 +519,9 @@ def check_state(data: bytes) -> str:
 
 
 def _samples(cls: type[Message], n: int = 8) -> list[bytes]:
-    """Random valid instances from tests/wire_strategies.py when it is importable (it needs hypothesis)."""
+    """Random valid instances from protocol/testing/wire_strategies.py when it is importable (it needs hypothesis)."""
     try:
-        from tests.wire_strategies import random_message
+        from protocol.testing.wire_strategies import random_message
     except ImportError:
         return []
     import random

@@ -1,5 +1,5 @@
 """Acceptance of issue 13: a stranger attacks a live 4-validator network (real processes on loopback) with
-tests/adversary.py, and the network shrugs it off.
+node/testing/adversary.py, and the network shrugs it off.
 
 During and after the attack every validator keeps committing, state roots agree, no honest validator bans
 another, and no node's resident memory passes RSS_CAP_MIB. The adversary runs as its own process, like an
@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.testnet import free_port_base
-from node.testnet_gen import generate
-from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, wait_for
+from node.testing.procs import REPO, NodeProc, state_roots_at, stop_all, wait_for
+from node.testnet.gen import generate
+from node.testnet.local import free_port_base
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_four_validators_stay_live_and_bounded_under_attack(tmp_path: Path) -> N
 
         adv_log = open(tmp_path / "adversary.log", "wb")  # noqa: SIM115 - the child owns it
         adversary = subprocess.Popen(
-            [sys.executable, "-m", "tests.adversary", "--json", *(a for n in nodes for a in ("--target", n.api)),
+            [sys.executable, "-m", "node.testing.adversary", "--json", *(a for n in nodes for a in ("--target", n.api)),
              *ATTACK_ARGS],
             stdout=subprocess.PIPE, stderr=adv_log, cwd=REPO, text=True,
         )

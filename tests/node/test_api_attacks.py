@@ -27,13 +27,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.testnet import free_port_base
-from node.testnet_gen import account, generate
+from node.testing.procs import NodeProc, state_roots_at, stop_all, wait_for
+from node.testnet.gen import account, generate
+from node.testnet.local import free_port_base
 from protocol import codec, crypto
 from protocol.crypto import Keypair
-from protocol.emission import UNIT
+from protocol.economics.emission import UNIT
 from protocol.messages import SignedTransaction, Transaction, Transfer
-from tests.netutil import NodeProc, state_roots_at, stop_all, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -23,11 +23,11 @@ from hypercorn.config import Config as HyperConfig
 from node.api import ApiLimits, TokenBuckets, build_app, serve_api
 from node.config import load_config
 from node.daemon import Node
-from node.testnet_gen import account, generate
+from node.testing.procs import NodeProc, stop_all, wait_for
+from node.testnet.gen import account, generate
 from protocol import codec, crypto
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
-from tests.netutil import NodeProc, stop_all, wait_for
 
 MiB = 1024 * 1024
 

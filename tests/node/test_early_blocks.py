@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from node.chain import EARLY_BYTES, EARLY_SENDER_BYTES, Chain
-from node.core import WrongEpoch
+from protocol.consensus.core import WrongEpoch
+from protocol.consensus.dag import BadAuthor
 from protocol.crypto import Keypair, digest
-from protocol.dag import BadAuthor
 from protocol.errors import WrongChainError
-from protocol.genesis import build_genesis
 from protocol.messages import Block, SignedBlock
+from protocol.state.genesis import build_genesis
 from tests.test_chain import FakeClock, step
 
 UNIT = 10**9

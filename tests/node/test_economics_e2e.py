@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from node.client import NodeClient
-from node.testnet import free_port_base
-from node.testnet_gen import account, generate
-from node.wallet import Wallet
-from protocol.emission import UNIT
+from node.client.api_client import NodeClient
+from node.client.wallet import Wallet
+from node.testing.procs import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
+from node.testnet.gen import account, generate
+from node.testnet.local import free_port_base
+from protocol.economics.emission import UNIT
 from protocol.messages import AddStake, CreateSubnet, Register, Transfer
-from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from node.client import NodeClient
-from node.testnet_gen import account, generate
-from protocol.genesis import load_genesis
+from node.client.api_client import NodeClient
+from node.testing.procs import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
+from node.testnet.gen import account, generate
 from protocol.messages import AddStake, ServeAxon
-from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
+from protocol.state.genesis import load_genesis
 
 pytestmark = pytest.mark.slow
 UNIT = 10**9

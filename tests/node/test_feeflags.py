@@ -1,4 +1,4 @@
-"""The fee flags every signing command shares (node/feeflags.py): each command that signs takes --tip and
+"""The fee flags every signing command shares (node/cli/feeflags.py): each command that signs takes --tip and
 --fee; NodeClient.send shows the fee before signing, refuses above the cap, and records what it sent.
 
 The client talks to a real node Chain (store, state, mempool) through an in-memory HTTP transport."""
@@ -13,17 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
-from node import feeflags
 from node.chain import Chain
-from node.cli import build_app
-from node.client import FeePolicy, NodeClient, Quote
+from node.cli import feeflags
+from node.cli.app import build_app
+from node.client.api_client import FeePolicy, NodeClient, Quote
 from node.errors import NodeError
 from protocol import crypto
 from protocol.crypto import Keypair
-from protocol.emission import UNIT
+from protocol.economics.emission import UNIT
 from protocol.errors import TxRejected
-from protocol.genesis import build_genesis
 from protocol.messages import SignedTransaction, Transfer
+from protocol.state.genesis import build_genesis
 from tests.test_cli_errors import leaf_commands
 
 CHAIN_ID = "fee-flags"

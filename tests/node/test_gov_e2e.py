@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from node import cmd_testnet, testnet
-from node.cmd_gov import tally_view
-from node.testnet import free_port_base
-from node.testnet_gen import VALIDATOR_BALANCE
-from protocol.emission import UNIT
-from protocol.genesis import load_genesis
-from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
+from node.cli import cmd_testnet
+from node.cli.cmd_gov import tally_view
+from node.testing.procs import REPO, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
+from node.testnet import local as testnet
+from node.testnet.gen import VALIDATOR_BALANCE
+from node.testnet.local import free_port_base
+from protocol.economics.emission import UNIT
+from protocol.state.genesis import load_genesis
 
 VOTING_PERIOD = 900  # heights: four concurrent CLI votes fit with room on a loaded 2-core machine
 EXECUTION_DELAY = 10

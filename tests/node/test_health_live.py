@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from node.testnet_gen import generate
-from tests.netutil import NodeProc, stop_all, wait_for
+from node.testing.procs import NodeProc, stop_all, wait_for
+from node.testnet.gen import generate
 
 pytestmark = pytest.mark.slow
 

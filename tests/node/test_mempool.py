@@ -18,11 +18,11 @@ from node.mempool import (
     Underpriced,
 )
 from protocol.crypto import Keypair
-from protocol.emission import UNIT
+from protocol.economics.emission import UNIT
+from protocol.economics.fees import MAX_BLOCK_TX_BYTES
 from protocol.errors import TxRejected
-from protocol.fees import MAX_BLOCK_TX_BYTES
-from protocol.genesis import build_genesis
 from protocol.messages import SetWeights, SignedTransaction, Transaction, Transfer
+from protocol.state.genesis import build_genesis
 
 A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
 RICH = 10**15

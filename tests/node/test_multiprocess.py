@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from node.testnet import free_port_base
-from node.testnet_gen import generate
-from tests.netutil import REPO, BootstrapProc, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
+from node.testing.procs import REPO, BootstrapProc, NodeProc, state_roots_at, stop_all, tensornet_cmd, wait_for
+from node.testnet.gen import generate
+from node.testnet.local import free_port_base
 
 pytestmark = pytest.mark.slow
 

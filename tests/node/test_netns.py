@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from node import netns_links as links
-from node import netns_testnet as net
-from node.netns_check import CheckSpec
-from node.netns_links import NetnsError
-from tests.netutil import REPO, tensornet_cmd
+from node.testing.procs import REPO, tensornet_cmd
+from node.testnet import netns as net
+from node.testnet import netns_links as links
+from node.testnet.netns_check import CheckSpec
+from node.testnet.netns_links import NetnsError
 
 _REASON = links.unavailable_reason()
 needs_netns = pytest.mark.skipif(_REASON is not None, reason=f"network namespaces unavailable: {_REASON}")

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from node.netns_relay import RTO_S, Impairment
-from node.testnet import free_port_base
-from tests.netutil import REPO
+from node.testing.procs import REPO
+from node.testnet.local import free_port_base
+from node.testnet.netns_relay import RTO_S, Impairment
 
 DELAY_MS = 50
 RATE_KIB = 256
@@ -77,8 +77,8 @@ def _relay_to_echo(*impairment: str) -> Iterator[int]:
     echo = socket.create_server(("127.0.0.1", base + 1))
     threading.Thread(target=_echo_server, args=(echo,), daemon=True).start()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "node.netns_relay", "--listen", f"127.0.0.1:{base}", "--to", f"127.0.0.1:{base + 1}",
-         *impairment],
+        [sys.executable, "-m", "node.testnet.netns_relay", "--listen", f"127.0.0.1:{base}",
+         "--to", f"127.0.0.1:{base + 1}", *impairment],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:

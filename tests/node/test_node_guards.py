@@ -16,13 +16,12 @@ from node.api import build_app
 from node.chain import Chain
 from node.config import load_config
 from node.daemon import FAR_BEHIND, HEALTH_GRACE_S, STALL_TIMEOUTS, Node
-from node.testnet_gen import account, generate
+from node.testnet.gen import account, generate
 from p2pnet.gossip import Verdict
 from p2pnet.limits import INVALID_SIGNATURE, PeerLimiter
 from p2pnet.metrics import Metrics
 from p2pnet.reqresp import Refused
 from protocol.crypto import Keypair
-from protocol.genesis import load_genesis
 from protocol.messages import (
     Block,
     FetchBlocks,
@@ -34,6 +33,7 @@ from protocol.messages import (
     Transaction,
     Transfer,
 )
+from protocol.state.genesis import load_genesis
 from tests.test_chain import FakeClock, step
 
 U64_MAX = (1 << 64) - 1

@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import pytest
 
-from node.cmd_chain import check_supply
-from protocol.emission import UNIT
-from tests.netutil import REPO
+from node.cli.cmd_chain import check_supply
+from node.testing.procs import REPO
+from protocol.economics.emission import UNIT
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def check_closed(directory: Path) -> None:
 
 
 def _validator_hotkeys(directory: Path) -> set[str]:
-    from node.wallet import read_hotkey
+    from node.client.wallet import read_hotkey
     from protocol import crypto
 
     return {crypto.address(read_hotkey(k).public) for k in sorted(directory.glob("node*/validator_key"))}
@@ -133,7 +133,7 @@ def _newest_proposal(api: str) -> dict[str, Any]:
 
 def check_voted(directory: Path) -> None:
     """The README's proposal is voting, and every vote in it is one of the four validator hotkeys' yes."""
-    from node.cmd_gov import tally_view
+    from node.cli.cmd_gov import tally_view
 
     nodes, hotkeys = apis(directory), _validator_hotkeys(directory)
     assert len(hotkeys) == 4, hotkeys
@@ -221,7 +221,7 @@ def test_readme_pay_a_miner_and_change_a_parameter_run_as_written(tmp_path: Path
                            timeout=1500)
         assert r.returncode == 0, f"exit {r.returncode}\n--- stdout\n{r.stdout[-6000:]}\n--- stderr\n{r.stderr[-4000:]}"
     finally:
-        subprocess.run([sys.executable, "-m", "node.cli", "testnet", "down", "--dir", str(directory)], cwd=REPO,
+        subprocess.run([sys.executable, "-m", "node.cli.app", "testnet", "down", "--dir", str(directory)], cwd=REPO,
                        env=env, capture_output=True, timeout=120)
     assert "balanced" in r.stdout and re.search(r'tensornet_txs_total\{outcome="duplicate"\}', r.stdout)
     # the refund at close: what the escrow held after the claim, and the client's balance moved by it less the fee

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from node.testnet_gen import generate
-from tests.netutil import NodeProc, state_roots_at, stop_all, wait_for
+from node.testing.procs import NodeProc, state_roots_at, stop_all, wait_for
+from node.testnet.gen import generate
 from tests.node.test_health_live import free_base
 
 pytestmark = pytest.mark.slow

@@ -1,11 +1,11 @@
 """Issue 13, "big blocks over a throttled link": one validator of four sits behind a slow link while the chain
 is loaded with fee-paying transfers until blocks reach the wire's cap (4096 transfers, ~880 KiB; the 1 MiB byte cap of
-protocol/fees.py binds only bigger transactions).
+protocol/economics/fees.py binds only bigger transactions).
 
 Before issue 13's fixes a deadline cut a big block's write halfway, the receiver read the half frame as garbage,
 charged its honest sender as malformed, and validators banned one another until the chain stopped. Here every
 connection that touches node0 crosses a relay capped at RATE_KIB KiB/s in each direction (tests/slow_link_relay.py
-over node.netns_relay), so a full block takes seconds to cross, past the 3 s push deadline's old assumptions.
+over node.testnet.netns_relay), so a full block takes seconds to cross, past the 3 s push deadline's old assumptions.
 
 During and after LOAD_SECONDS of load: no honest validator bans another (their logs, /status `bans`), no
 request sender is charged as malformed (their logs: the p2p charge counters are not in /metrics yet), every
@@ -28,12 +28,12 @@ import httpx
 import pytest
 
 from node.config import load_config, write_config
-from node.testnet import free_port_base
-from node.testnet_gen import UNIT, account, generate
+from node.testing.procs import REPO, NodeProc, state_roots_at, stop_all, wait_for
+from node.testnet.gen import UNIT, account, generate
+from node.testnet.local import free_port_base
 from protocol import codec
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
-from tests.netutil import REPO, NodeProc, state_roots_at, stop_all, wait_for
 from tests.slow_link_relay import tcp_links
 
 pytestmark = pytest.mark.slow

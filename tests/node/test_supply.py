@@ -1,7 +1,7 @@
 """Auditable supply and duplicate-transaction accounting (issue 17).
 
 `GET /supply` and `tensornet chain supply` report the one conservation identity the state checks itself
-(protocol/supply.py); a transaction carried by several validators' blocks executes once and its copies are
+(protocol/state/supply.py); a transaction carried by several validators' blocks executes once and its copies are
 counted as `duplicate`, not as failures, in receipts, /status and `tensornet_txs_total`."""
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from typer.testing import CliRunner
 
 from node.api import NodeMetrics, build_app
 from node.chain import CommitInfo
-from node.cli import build_app as build_cli
-from node.cmd_chain import check_supply
+from node.cli.app import build_app as build_cli
+from node.cli.cmd_chain import check_supply
 from node.config import load_config
 from node.daemon import Node
 from node.errors import CliError
-from node.testnet_gen import account, generate
+from node.testnet.gen import account, generate
 from protocol import crypto
 from protocol.crypto import Keypair
-from protocol.emission import UNIT, decimal_tokens
-from protocol.fees import DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE
+from protocol.economics.emission import UNIT, decimal_tokens
+from protocol.economics.fees import DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE
 from protocol.messages import SignedTransaction, Transaction, Transfer
-from protocol.supply import supply_of
+from protocol.state.supply import supply_of
 from tests.test_chain import make_network, step
 from tests.test_state import KEYS, make_chain
 
@@ -112,7 +112,7 @@ async def test_accounts_show_addresses_and_decimal_tokens(node: Node) -> None:
 
 def test_chain_supply_cli(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """The command against the real app (NodeClient's HTTP client swapped for the in-process transport)."""
-    import node.client as nc
+    import node.client.api_client as nc
 
     real = httpx.Client
 

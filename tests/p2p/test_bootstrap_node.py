@@ -18,10 +18,10 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.peer.id import ID
 
+from node.testing.procs import BootstrapProc
 from p2pnet.discovery import DiscoveryConfig
 from p2pnet.host import open_host
 from p2pnet.stack import open_stack
-from tests.netutil import BootstrapProc
 
 pytestmark = pytest.mark.slow
 

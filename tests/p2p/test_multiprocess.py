@@ -87,7 +87,7 @@ def test_bootstrap_and_five_nodes_discover_gossip_and_rejoin_after_kill9(tmp_pat
     children: list[Child] = []
     try:
         boot = Child(
-            [sys.executable, "-c", "from node.cli import main; main()", "bootstrap"]
+            [sys.executable, "-c", "from node.cli.app import main; main()", "bootstrap"]
             + ["--home", str(tmp_path / "boot"), "--listen", "/ip4/127.0.0.1/tcp/0", "--json"]
         )
         children.append(boot)

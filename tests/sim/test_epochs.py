@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sim.chains import UNIT, ChainNode, ChainSimulation
-from tests.sim.network import Faults
+from node.testing.chains import UNIT, ChainNode, ChainSimulation
+from protocol.testing.sim import Faults
 
 
 def run_until(sim: ChainSimulation, done: Callable[[], bool], limit_ms: int = 60_000) -> None:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tests.sim.network import Faults, Simulation
+from protocol.testing.sim import Faults, Simulation
 
 STAKE_SETS = ([1, 1, 1, 1], [1, 2, 3, 4], [11, 11, 11, 67], [1] * 7)
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from node.cli import build_app
+from node.cli.app import build_app
 from protocol.errors import ProtocolError
 from subnets import registry
 from subnets.client import PaidAnswer

@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from node.testnet_gen import account, generate
-from node.wallet import Wallet
+from node.client.wallet import Wallet
+from node.testing.procs import REPO, NodeProc, tensornet_cmd
+from node.testnet.gen import account, generate
 from protocol import crypto
-from protocol.state import next_epoch_height
-from tests.netutil import REPO, NodeProc, tensornet_cmd
+from protocol.state.state import next_epoch_height
 
 pytestmark = pytest.mark.slow
 

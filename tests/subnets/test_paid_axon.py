@@ -20,8 +20,8 @@ from p2pnet.host import open_host
 from p2pnet.reqresp import ReqResp
 from protocol import codec
 from protocol.crypto import Keypair
-from protocol.escrow import fee_split
 from protocol.messages import ClaimPayment, OpenEscrow
+from protocol.state.escrow import fee_split
 from subnets.admission import PriorityGate
 from subnets.axon import PAID_SPEC, SPEC, Axon, AxonConfig, PermitCache, QueryStatus, build_query, query_miner
 from subnets.client import sign_voucher

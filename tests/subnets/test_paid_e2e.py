@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from node.testnet_gen import account, generate
-from node.wallet import Wallet
+from node.client.wallet import Wallet
+from node.testing.procs import REPO, NodeProc, tensornet_cmd
+from node.testnet.gen import account, generate
 from protocol import crypto
-from protocol.escrow import fee_split
-from tests.netutil import REPO, NodeProc, tensornet_cmd
+from protocol.state.escrow import fee_split
 from tests.subnets.test_e2e import Proc, _free_port, _kill_workers, wait_until
 
 pytestmark = pytest.mark.slow

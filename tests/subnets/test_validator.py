@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from node.client import ApiError
+from node.client.api_client import ApiError
 from protocol.crypto import Keypair
+from protocol.economics.weights import weights_commit_hash
 from protocol.messages import CommitWeights, RevealWeights, SetWeights
-from protocol.weights import weights_commit_hash
 from subnets.validator import Validator, ValidatorConfig
 
 NETUID = 3

@@ -1,0 +1,188 @@
+"""A small client of a node's HTTP API, for the CLI, miners, validators and the testnet runner.
+
+Also builds and signs transactions: `client.send(keypair, call)` fetches the signer's next nonce,
+quotes the fee, signs, submits, and returns the digest; an API refusal raises `ApiError` carrying the node's
+rule. The client's `FeePolicy` (tip, maximum fee, who is shown the fee before signing) applies to every
+transaction it sends, so a command sets it once however deep its signing happens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+
+from node.errors import NodeError
+from protocol import crypto
+from protocol.crypto import Keypair
+from protocol.economics.fees import tx_fee
+from protocol.messages import SignedTransaction, Transaction
+
+DEFAULT_NODE = "http://127.0.0.1:26657"
+UNIT = 10**9
+
+
+class ApiError(NodeError):
+    """The node answered with an error (or could not be reached)."""
+
+    def __init__(self, message: str, rule: str | None = None, status: int | None = None) -> None:
+        self.rule = rule
+        self.status = status
+        super().__init__(message)
+
+
+def parse_amount(text: str) -> int:
+    """'1.5' tokens -> 1_500_000_000 units, exactly (no float)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise NodeError(f"amount {text!r} is not a number (use tokens, e.g. 1.5)") from None
+    units = value * UNIT
+    if value < 0 or units != units.to_integral_value():
+        raise NodeError(f"amount {text!r} must be >= 0 with at most 9 decimals")
+    return int(units)
+
+
+def format_amount(units: int) -> str:
+    whole, frac = divmod(units, UNIT)
+    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A transaction about to be signed and the fee it will burn (spec/economics.md §6)."""
+
+    tx: Transaction
+    fee: int
+
+    def check(self, max_fee: int | None) -> None:
+        if max_fee is not None and self.fee > max_fee:
+            raise NodeError(
+                f"the fee would be {format_amount(self.fee)} token ({self.fee} units), above the maximum "
+                f"{format_amount(max_fee)} ({max_fee} units): not signed"
+            )
+
+    def sign(self, keypair: Keypair) -> bytes:
+        return SignedTransaction.create(self.tx, keypair).to_bytes()
+
+
+@dataclass(frozen=True)
+class FeePolicy:
+    """How a client pays for what it signs: `tip` units added to each fee, `max_fee` units above which it
+    refuses to sign, and `show(quote, balance)` called before each signature (the CLI prints the fee)."""
+
+    tip: int = 0
+    max_fee: int | None = None
+    show: Callable[[Quote, int], None] | None = None
+
+
+class NodeClient:
+    def __init__(self, url: str | None = None, timeout: float = 10.0, fees: FeePolicy | None = None) -> None:
+        self.url = (url or os.environ.get("TENSORNET_NODE") or DEFAULT_NODE).rstrip("/")
+        if not self.url.startswith("http"):
+            self.url = "http://" + self.url
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.fees = fees or FeePolicy()
+        self.sent: list[Quote] = []  # what send() signed and the node accepted, in order (for reports)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, resp: httpx.Response) -> Any:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if resp.status_code >= 400:
+            msg = body.get("error") if isinstance(body, dict) else resp.text[:200]
+            rule = body.get("rule") if isinstance(body, dict) else None
+            raise ApiError(f"node refused: {msg}", rule, resp.status_code)
+        return body
+
+    def get(self, path: str, **params: Any) -> Any:
+        try:
+            return self._check(self._http.get(path, params=params or None))
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the node at {self.url}: {exc} (is `tensornet node run` up?)") from None
+
+    def post_tx(self, data: bytes) -> bytes:
+        try:
+            resp = self._http.post("/tx", content=data, headers={"content-type": "application/cbor"})
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the node at {self.url}: {exc}") from None
+        return bytes.fromhex(self._check(resp)["digest"])
+
+    # --- conveniences ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/status")
+
+    def healthy(self) -> bool:
+        try:
+            return self._http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def next_nonce(self, public: bytes) -> int:
+        return int(self.get(f"/accounts/{crypto.address(public)}/nonce")["next_nonce"])
+
+    def account(self, public: bytes) -> dict[str, Any]:
+        return self.get(f"/accounts/{crypto.address(public)}")
+
+    def metagraph(self, netuid: int) -> list[dict[str, Any]]:
+        return self.get(f"/subnets/{netuid}/metagraph")
+
+    def escrow(self, escrow_id: int) -> dict[str, Any] | None:
+        """An open escrow (spec/economics.md §3), or None when it is closed or was never opened."""
+        try:
+            return self.get(f"/escrows/{escrow_id}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def escrows_of(self, public: bytes) -> list[dict[str, Any]]:
+        return self.get(f"/accounts/{crypto.address(public)}/escrows")
+
+    def quote(self, keypair: Keypair, call: Any, nonce: int | None = None, tip: int = 0) -> Quote:
+        """The unsigned transaction and the fee it will burn, from the chain's fee parameters (/status)."""
+        status = self.status()
+        if nonce is None:
+            nonce = self.next_nonce(keypair.public)
+        tx = Transaction(status["chain_id"], keypair.public, nonce, call, tip)
+        size = len(SignedTransaction(tx, bytes(64)).to_bytes())  # a signature is always 64 bytes
+        fees = status.get("fees") or {}
+        fee = tx_fee(size, call, keypair.public, tip, int(fees.get("tx_base_fee", 0)), int(fees.get("tx_byte_fee", 0)))
+        return Quote(tx, fee)
+
+    def send(self, keypair: Keypair, call: Any, nonce: int | None = None) -> bytes:
+        """Sign `call` with `keypair` under the client's FeePolicy and submit it; returns the digest."""
+        q = self.quote(keypair, call, nonce, self.fees.tip)
+        if self.fees.show is not None:
+            self.fees.show(q, int(self.account(keypair.public).get("balance", 0)))
+        q.check(self.fees.max_fee)
+        digest = self.post_tx(q.sign(keypair))
+        self.sent.append(q)
+        return digest
+
+    def wait_height(self, height: int, timeout: float = 30.0) -> int:
+        """Block until the node's height reaches `height`; returns it (ApiError on timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            h = int(self.status()["height"])
+            if h >= height:
+                return h
+            if time.monotonic() > deadline:
+                raise ApiError(f"node at {self.url} still at height {h} after {timeout:.0f}s (wanted {height})")
+            time.sleep(0.2)

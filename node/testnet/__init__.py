@@ -1,0 +1,1 @@
+"""Testnets: generation, a whole network on one machine, and network namespaces."""

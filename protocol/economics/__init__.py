@@ -1,0 +1,1 @@
+"""Pure economic formulas: Yuma Consensus, fixed point, emission, fees, prices, hyperparameters, weights."""

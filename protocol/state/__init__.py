@@ -1,0 +1,1 @@
+"""The chain state and its transition function: accounts, stake, subnets, escrows, governance, lifecycle."""

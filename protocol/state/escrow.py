@@ -1,0 +1,246 @@
+"""Paid inference on chain: prepaid escrows, vouchers and claims (spec/economics.md §3 is normative).
+
+A client locks funds with `open_escrow(netuid, amount, expires_at)`. Each paid query carries a
+client-signed `Voucher` (escrow id, nonce, miner hotkey, query digest, price). A miner that answered
+signs a `ServiceProof` over (voucher digest, response digest), and anyone submits
+`claim_payment(voucher, proof)`: the price leaves the escrow, the miner's coldkey gets its share, the
+subnet's owner and validator pots get theirs, and the voucher's nonce is spent (a second claim is
+refused). Claims land up to `expires_at`; from `expires_at + 1` the client takes the rest back with
+`close_escrow(id)`, which also forgets the spent nonces (ids are never reused, so nothing can be
+claimed against a closed escrow).
+
+Pure and deterministic: integer arithmetic, heights only, sorted encodings. The handlers take the
+`State` and follow its convention: check everything, then (unless `dry`) change it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from protocol import crypto
+from protocol.economics.emission import format_tokens
+from protocol.errors import ProtocolError, TxRejected
+from protocol.messages import ClaimPayment, CloseEscrow, OpenEscrow
+
+if TYPE_CHECKING:
+    from protocol.state.state import State
+
+# Fee split of each claimed price, u16 fractions of 65535 (floors; the miner gets the remainder).
+FEE_OWNER = 11796  # 18 %: the subnet owner's pot, paid at the subnet's next epoch
+FEE_VALIDATORS = 6554  # 10 %: the subnet's validator pot, paid by Yuma at the next epoch
+FEE_DENOMINATOR = 65535
+
+MAX_ESCROW_HEIGHTS = 1_000_000  # expires_at at most this far ahead of the opening height
+MAX_OPEN_ESCROWS = 16  # per client: bounds the state one key can hold open
+MAX_CLAIMS_PER_ESCROW = 100_000  # spent nonces kept per open escrow
+
+
+def fee_split(price: int) -> tuple[int, int, int]:
+    """(miner, owner, validators) shares of `price`; they sum to `price` exactly."""
+    owner = price * FEE_OWNER // FEE_DENOMINATOR
+    validators = price * FEE_VALIDATORS // FEE_DENOMINATOR
+    return price - owner - validators, owner, validators
+
+
+@dataclass(slots=True)
+class Escrow:
+    escrow_id: int
+    client: bytes
+    netuid: int
+    remaining: int  # units still locked
+    expires_at: int  # last height a claim can land
+    opened_at: int
+    claimed: int = 0  # units paid out so far
+    spent: set[int] = field(default_factory=set)  # voucher nonces already claimed
+
+    def to_obj(self) -> list:
+        return [
+            self.escrow_id,
+            self.client,
+            self.netuid,
+            self.remaining,
+            self.expires_at,
+            self.opened_at,
+            self.claimed,
+            sorted(self.spent),
+        ]
+
+    @classmethod
+    def from_obj(cls, o: list) -> Escrow:
+        return cls(o[0], o[1], o[2], o[3], o[4], o[5], o[6], set(o[7]))
+
+    def info(self) -> dict[str, int | bytes]:
+        """What the node API shows (the spent nonces are counted, not listed)."""
+        return {
+            "escrow_id": self.escrow_id,
+            "client": self.client,
+            "netuid": self.netuid,
+            "remaining": self.remaining,
+            "claimed": self.claimed,
+            "claims": len(self.spent),
+            "expires_at": self.expires_at,
+            "opened_at": self.opened_at,
+        }
+
+
+@dataclass(slots=True)
+class Escrows:
+    """Every open escrow, by id, and the next id to hand out (ids start at 1, never reused)."""
+
+    next_id: int = 1
+    open: dict[int, Escrow] = field(default_factory=dict)
+
+    def total(self) -> int:
+        """Units locked in escrows: part of the conservation sum."""
+        return sum(e.remaining for e in self.open.values())
+
+    def get(self, escrow_id: int) -> Escrow | None:
+        return self.open.get(escrow_id)
+
+    def of_client(self, client: bytes) -> list[Escrow]:
+        return [self.open[i] for i in sorted(self.open) if self.open[i].client == client]
+
+    def to_obj(self) -> list:
+        return [self.next_id, [self.open[i].to_obj() for i in sorted(self.open)]]
+
+    @classmethod
+    def from_obj(cls, o: list) -> Escrows:
+        return cls(o[0], {e[0]: Escrow.from_obj(e) for e in o[1]})
+
+    def check(self) -> None:
+        """Structural invariants; AssertionError names the broken one."""
+        for i, e in self.open.items():
+            assert i == e.escrow_id < self.next_id, f"escrow {i}: id out of sync"
+            assert e.remaining >= 0 and e.claimed >= 0, f"escrow {i}: negative amount"
+            assert len(e.spent) <= MAX_CLAIMS_PER_ESCROW, f"escrow {i}: too many claims"
+
+
+def _need_escrow(st: State, escrow_id: int) -> Escrow:
+    e = st.escrows.get(escrow_id)
+    if e is None:
+        what = "was closed" if 0 < escrow_id < st.escrows.next_id else "was never opened"
+        raise TxRejected("unknown escrow", f"escrow {escrow_id} is not open (it {what})")
+    return e
+
+
+# --- transactions --------------------------------------------------------------------------------------
+
+
+def tx_open_escrow(st: State, signer: bytes, c: OpenEscrow, dry: bool) -> None:
+    """Lock `amount` of the signer's balance for queries to subnet `netuid` until `expires_at`."""
+    st._need_subnet(c.netuid)
+    st._need_amount(c.amount)
+    if not st.height < c.expires_at <= st.height + MAX_ESCROW_HEIGHTS:
+        raise TxRejected(
+            "escrow expiry",
+            f"expires_at {c.expires_at} must be in ({st.height}, {st.height + MAX_ESCROW_HEIGHTS}] at height "
+            f"{st.height} (at most {MAX_ESCROW_HEIGHTS} heights ahead)",
+        )
+    held = len(st.escrows.of_client(signer))
+    if held >= MAX_OPEN_ESCROWS:
+        first = min(e.expires_at for e in st.escrows.of_client(signer))
+        raise TxRejected(
+            "escrow limit",
+            f"{crypto.address(signer)} has {held} open escrows (limit {MAX_OPEN_ESCROWS}); close one after it "
+            f"expires (the first expires at height {first})",
+        )
+    st._need_balance(signer, c.amount, "open_escrow")
+    if dry:
+        return
+    st._debit(signer, c.amount)
+    eid = st.escrows.next_id
+    st.escrows.next_id = eid + 1
+    st.escrows.open[eid] = Escrow(eid, signer, c.netuid, c.amount, c.expires_at, st.height)
+
+
+def tx_claim_payment(st: State, signer: bytes, c: ClaimPayment, dry: bool) -> None:
+    """Pay a voucher whose miner proved service. Any key may submit it; signed by the voucher's miner, the
+    claim's fee comes out of the miner's share (spec/economics.md §6.1)."""
+    v, p = c.voucher.body, c.proof.body
+    e = _need_escrow(st, v.escrow_id)
+    if st.height > e.expires_at:
+        raise TxRejected(
+            "escrow expired",
+            f"escrow {e.escrow_id} took claims up to height {e.expires_at}, now {st.height}; its rest is the client's",
+        )
+    if v.client != e.client:
+        raise TxRejected(
+            "voucher signature",
+            f"voucher names client {crypto.address(v.client)}, escrow {e.escrow_id} belongs to "
+            f"{crypto.address(e.client)}",
+        )
+    try:
+        c.voucher.verify(st.chain_id)
+    except ProtocolError as exc:
+        raise TxRejected("voucher signature", f"voucher of escrow {e.escrow_id}: {exc}") from None
+    if p.miner != v.miner:
+        raise TxRejected(
+            "service proof",
+            f"proof signed for {crypto.address(p.miner)}, the voucher pays {crypto.address(v.miner)}",
+        )
+    if p.voucher_digest != c.voucher.digest:
+        raise TxRejected("service proof", "the proof is for another voucher (voucher_digest differs)")
+    try:
+        c.proof.verify(st.chain_id)
+    except ProtocolError as exc:
+        raise TxRejected("service proof", f"proof of {crypto.address(p.miner)}: {exc}") from None
+    if v.nonce in e.spent:
+        raise TxRejected("already claimed", f"voucher nonce {v.nonce} of escrow {e.escrow_id} was already paid")
+    st._need_amount(v.price)
+    if v.price > e.remaining:
+        raise TxRejected(
+            "escrow balance",
+            f"voucher asks {format_tokens(v.price)} but escrow {e.escrow_id} holds {format_tokens(e.remaining)} "
+            f"(short by {format_tokens(v.price - e.remaining)}); the client signed more than it deposited",
+        )
+    if len(e.spent) >= MAX_CLAIMS_PER_ESCROW:
+        raise TxRejected(
+            "claim limit", f"escrow {e.escrow_id} has {len(e.spent)} claims (limit {MAX_CLAIMS_PER_ESCROW})"
+        )
+    owner = st.hotkey_owner.get(v.miner)
+    if owner is None:
+        raise TxRejected(
+            "not registered", f"miner hotkey {crypto.address(v.miner)} has no coldkey (never registered or staked)"
+        )
+    miner_share, owner_share, validator_share = fee_split(v.price)
+    fee = st.claim_fee_of(signer, c)
+    if fee > miner_share:
+        raise TxRejected(
+            "claim fee",
+            f"the claim's fee {format_tokens(fee)} is above the miner's share {format_tokens(miner_share)} of the "
+            f"price {format_tokens(v.price)}; price queries higher, or submit the claim from a funded key",
+        )
+    if dry:
+        return
+    e.remaining -= v.price
+    e.claimed += v.price
+    e.spent.add(v.nonce)
+    st._credit(owner, miner_share - fee)
+    st.burned += fee
+    st.fees_burned += fee
+    sn = st.subnets.get(e.netuid)
+    if sn is None or sn.created_at > e.opened_at:  # the subnet is gone (or its netuid reused): shares burned
+        st.burned += owner_share + validator_share
+    else:
+        sn.pending_owner += owner_share
+        sn.pending_validators += validator_share
+
+
+def tx_close_escrow(st: State, signer: bytes, c: CloseEscrow, dry: bool) -> None:
+    """Return an expired escrow's rest to its client and forget it."""
+    e = _need_escrow(st, c.escrow_id)
+    if signer != e.client:
+        raise TxRejected(
+            "not escrow owner", f"escrow {e.escrow_id} belongs to {crypto.address(e.client)}; only it may close it"
+        )
+    if st.height <= e.expires_at:
+        raise TxRejected(
+            "escrow not expired",
+            f"escrow {e.escrow_id} takes claims up to height {e.expires_at}; close it from height "
+            f"{e.expires_at + 1} (now {st.height})",
+        )
+    if dry:
+        return
+    del st.escrows.open[e.escrow_id]
+    st._credit(e.client, e.remaining)
