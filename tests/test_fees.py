@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.consensus.dag import BlockInvalid
+from protocol.consensus.block import BlockInvalid
+from protocol.consensus.block_verifier import MAX_BLOCK_TX_BYTES, check_payload
 from protocol.crypto import Keypair
 from protocol.economics.emission import UNIT
 from protocol.economics.fees import (
@@ -14,8 +15,6 @@ from protocol.economics.fees import (
     DEFAULT_BASE_FEE,
     DEFAULT_BYTE_FEE,
     FEE_FREE_CALLS,
-    MAX_BLOCK_TX_BYTES,
-    check_payload,
     claim_fee,
     is_fee_free,
     tx_fee,
@@ -105,7 +104,7 @@ def test_mempool_check_judges_the_call_after_the_fee() -> None:
     fee = c.state.fee_of(stx)
     ok = SignedTransaction.from_bytes(c.tx(KEYS[2], Transfer(KEYS[3].public, everything - fee - 9), nonce=0))
     c.state.check_tx(ok)  # the tip-free fee of this one is the same size
-    assert c.state._fee_hold is None
+    assert c.state.fee_hold is None
 
 
 def test_fee_free_weights_from_a_key_without_balance_but_a_tip_must_be_paid() -> None:

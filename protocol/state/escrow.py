@@ -129,8 +129,8 @@ def _need_escrow(st: State, escrow_id: int) -> Escrow:
 
 def tx_open_escrow(st: State, signer: bytes, c: OpenEscrow, dry: bool) -> None:
     """Lock `amount` of the signer's balance for queries to subnet `netuid` until `expires_at`."""
-    st._need_subnet(c.netuid)
-    st._need_amount(c.amount)
+    st.need_subnet(c.netuid)
+    st.need_amount(c.amount)
     if not st.height < c.expires_at <= st.height + MAX_ESCROW_HEIGHTS:
         raise TxRejected(
             "escrow expiry",
@@ -145,10 +145,10 @@ def tx_open_escrow(st: State, signer: bytes, c: OpenEscrow, dry: bool) -> None:
             f"{crypto.address(signer)} has {held} open escrows (limit {MAX_OPEN_ESCROWS}); close one after it "
             f"expires (the first expires at height {first})",
         )
-    st._need_balance(signer, c.amount, "open_escrow")
+    st.need_balance(signer, c.amount, "open_escrow")
     if dry:
         return
-    st._debit(signer, c.amount)
+    st.debit(signer, c.amount)
     eid = st.escrows.next_id
     st.escrows.next_id = eid + 1
     st.escrows.open[eid] = Escrow(eid, signer, c.netuid, c.amount, c.expires_at, st.height)
@@ -187,7 +187,7 @@ def tx_claim_payment(st: State, signer: bytes, c: ClaimPayment, dry: bool) -> No
         raise TxRejected("service proof", f"proof of {crypto.address(p.miner)}: {exc}") from None
     if v.nonce in e.spent:
         raise TxRejected("already claimed", f"voucher nonce {v.nonce} of escrow {e.escrow_id} was already paid")
-    st._need_amount(v.price)
+    st.need_amount(v.price)
     if v.price > e.remaining:
         raise TxRejected(
             "escrow balance",
@@ -216,7 +216,7 @@ def tx_claim_payment(st: State, signer: bytes, c: ClaimPayment, dry: bool) -> No
     e.remaining -= v.price
     e.claimed += v.price
     e.spent.add(v.nonce)
-    st._credit(owner, miner_share - fee)
+    st.credit(owner, miner_share - fee)
     st.burned += fee
     st.fees_burned += fee
     sn = st.subnets.get(e.netuid)
@@ -243,4 +243,4 @@ def tx_close_escrow(st: State, signer: bytes, c: CloseEscrow, dry: bool) -> None
     if dry:
         return
     del st.escrows.open[e.escrow_id]
-    st._credit(e.client, e.remaining)
+    st.credit(e.client, e.remaining)

@@ -229,10 +229,10 @@ def tx_propose(st: State, signer: bytes, c: Propose, dry: bool) -> None:
             f"{len(open_)} proposals are open (limit {MAX_OPEN_PROPOSALS}); the first may close at height {free} "
             f"(at its tally if rejected, else at its execution): retry after it (now {st.height})",
         )
-    st._need_balance(signer, p.gov_deposit, "propose (deposit)")
+    st.need_balance(signer, p.gov_deposit, "propose (deposit)")
     if dry:
         return
-    st._debit(signer, p.gov_deposit)
+    st.debit(signer, p.gov_deposit)
     snapshot = {pos: amount for pos, amount in st.stakes.items() if amount > 0}
     g = st.governance
     ends = st.height + p.gov_voting_period
@@ -286,7 +286,7 @@ def tx_vote(st: State, signer: bytes, c: Vote, dry: bool) -> None:
 def _tally(st: State, prop: Proposal) -> None:
     quorum = prop.quorum_reached()
     if quorum:
-        st._credit(prop.proposer, prop.deposit)
+        st.credit(prop.proposer, prop.deposit)
         refund = "deposit returned"
     else:
         st.burned += prop.deposit

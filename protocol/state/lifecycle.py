@@ -152,7 +152,7 @@ def deregister(st: State, netuid: int, replaced_by: bytes) -> Deregistration:
     """
     sn = st.subnets[netuid]
     owner_paid = sn.pending_owner
-    st._credit(sn.owner, owner_paid)
+    st.credit(sn.owner, owner_paid)
     pot = sn.pending_miners + sn.pending_validators
     shares = final_payout(pot, [n.emission for n in sn.neurons])
     neurons_paid = unissued = 0
@@ -162,7 +162,7 @@ def deregister(st: State, netuid: int, replaced_by: bytes) -> Deregistration:
     else:
         neurons_paid = pot
         for n, share in zip(sn.neurons, shares, strict=True):
-            st._credit(st.hotkey_owner.get(n.hotkey, n.coldkey), share)
+            st.credit(st.hotkey_owner.get(n.hotkey, n.coldkey), share)
     sn.pending_owner = sn.pending_miners = sn.pending_validators = 0
     del st.subnets[netuid]
     score = st.lifecycle.scores.pop(netuid, 0)
@@ -171,8 +171,8 @@ def deregister(st: State, netuid: int, replaced_by: bytes) -> Deregistration:
     returned = positions = 0
     for (cold, hot), amount in sorted(st.stakes.items()):
         if hot in closing:
-            st._sub_stake(cold, hot, amount)
-            st._credit(cold, amount)
+            st.sub_stake(cold, hot, amount)
+            st.credit(cold, amount)
             returned += amount
             positions += 1
     record = Deregistration(

@@ -197,6 +197,16 @@ class Subnet:
     def pending(self) -> int:
         return self.pending_owner + self.pending_miners + self.pending_validators
 
+    def live_commits(self, hotkey: bytes) -> tuple[list[tuple[bytes, int, int]], list[bytes]]:
+        """(unexpired commits, hashes of expired ones): a commit expires after epoch commit_epoch + reveal_period."""
+        live, expired = [], []
+        for cm in self.commits.get(hotkey, []):
+            if self.epoch_index > cm[1] + self.hp.reveal_period:
+                expired.append(cm[0])
+            else:
+                live.append(cm)
+        return live, expired
+
     def to_obj(self, *, neurons: bool = True) -> list:
         return [
             self.netuid,
@@ -352,11 +362,12 @@ class State:
         self.epoch_start_digest = bytes(32)  # the commit digest before epoch_start (the chain link)
         self.jailed: dict[bytes, int] = {}  # hotkey -> epoch of its last offence: left out of the next committee
         self.offences: set[tuple[int, bytes]] = set()  # (epoch, hotkey) already slashed
-        # check_tx only: (signer, fee) set aside while the call is dry-run, so the call sees the balance
-        # it will see at apply time (after the fee). Never part of the root.
-        self._fee_hold: tuple[bytes, int] | None = None
-        # the signed size of the transaction being applied or checked, for claim_fee_of. Never part of the root.
-        self._tx_size = 0
+        # Transaction context, set by the transition function and never part of the root. fee_hold (check_tx
+        # only): (signer, fee) set aside while the call is dry-run, so need_balance sees the balance the call
+        # will see at apply time (after the fee).
+        self.fee_hold: tuple[bytes, int] | None = None
+        # tx_size: the signed size of the transaction being applied or checked, for claim_fee_of.
+        self.tx_size = 0
 
     # --- construction ---------------------------------------------------------------------------------
 
@@ -396,15 +407,15 @@ class State:
         for key, amount in g.balances:
             st.balances[key] = amount
         for s in g.stakes:
-            st._claim_hotkey(s.hotkey, s.coldkey)
-            st._add_stake(s.coldkey, s.hotkey, s.amount)
+            st.claim_hotkey(s.hotkey, s.coldkey)
+            st.add_stake(s.coldkey, s.hotkey, s.amount)
         for c in g.committee:
-            st._claim_hotkey(c.hotkey, c.coldkey)
-            st._add_stake(c.coldkey, c.hotkey, c.stake)
+            st.claim_hotkey(c.hotkey, c.coldkey)
+            st.add_stake(c.coldkey, c.hotkey, c.stake)
             if c.endpoint is not None:
                 st.endpoints[c.hotkey] = c.endpoint
         for i, s in enumerate(g.subnets):
-            st.subnets[i + 1] = Subnet(i + 1, s.name, s.owner, 0, s.hyperparams, _burn_start(s.hyperparams))
+            st.subnets[i + 1] = Subnet(i + 1, s.name, s.owner, 0, s.hyperparams, burn_start(s.hyperparams))
             st.lifecycle.scores[i + 1] = 0
         st.issued = g.issued()
         st.subnet_last_price = g.subnet_min_burn
@@ -432,7 +443,7 @@ class State:
 
     def claim_fee_of(self, signer: bytes, call: Any) -> int:
         """What the transaction being applied burns out of its claimed payment (protocol/fees.claim_fee)."""
-        return claim_fee(self._tx_size, call, signer, self.params.tx_base_fee, self.params.tx_byte_fee)
+        return claim_fee(self.tx_size, call, signer, self.params.tx_base_fee, self.params.tx_byte_fee)
 
     def account(self, pubkey: bytes) -> dict[str, Any]:
         """Balance, next nonce, stakes this key holds as a coldkey, and stake on it as a hotkey."""
@@ -621,11 +632,13 @@ class State:
 
     # --- ledger primitives ----------------------------------------------------------------------------
 
-    def _credit(self, key: bytes, amount: int) -> None:
+    def credit(self, key: bytes, amount: int) -> None:
+        """Add `amount` to `key`'s balance (zero stores nothing)."""
         if amount:
             self.balances[key] = self.balances.get(key, 0) + amount
 
-    def _debit(self, key: bytes, amount: int) -> None:
+    def debit(self, key: bytes, amount: int) -> None:
+        """Take `amount` from `key`'s balance; the caller has checked it with need_balance."""
         left = self.balances.get(key, 0) - amount
         assert left >= 0, "debit below zero (a check is missing)"
         if left:
@@ -633,12 +646,14 @@ class State:
         else:
             self.balances.pop(key, None)
 
-    def _add_stake(self, coldkey: bytes, hotkey: bytes, amount: int) -> None:
+    def add_stake(self, coldkey: bytes, hotkey: bytes, amount: int) -> None:
+        """Grow the (coldkey, hotkey) position and the hotkey's total; moves no balance."""
         if amount:
             self.stakes[(coldkey, hotkey)] = self.stakes.get((coldkey, hotkey), 0) + amount
             self.hotkey_stake[hotkey] = self.hotkey_stake.get(hotkey, 0) + amount
 
-    def _sub_stake(self, coldkey: bytes, hotkey: bytes, amount: int) -> None:
+    def sub_stake(self, coldkey: bytes, hotkey: bytes, amount: int) -> None:
+        """Shrink the (coldkey, hotkey) position and the hotkey's total; the caller has checked the amount."""
         left = self.stakes.get((coldkey, hotkey), 0) - amount
         assert left >= 0, "unstake below zero (a check is missing)"
         if left:
@@ -651,7 +666,8 @@ class State:
         else:
             del self.hotkey_stake[hotkey]
 
-    def _claim_hotkey(self, hotkey: bytes, coldkey: bytes) -> None:
+    def claim_hotkey(self, hotkey: bytes, coldkey: bytes) -> None:
+        """Record `coldkey` as the owner of a fresh hotkey; TxRejected if another coldkey owns it."""
         owner = self.hotkey_owner.setdefault(hotkey, coldkey)
         if owner != coldkey:
             raise TxRejected("hotkey owner", f"hotkey {crypto.address(hotkey)} belongs to another coldkey")
@@ -674,7 +690,7 @@ class State:
         if height != self.height + 1:
             raise StateError(f"commit height {height} out of order: state is at height {self.height}")
         self.height = height
-        for sn in self._sorted_subnets():
+        for sn in self.sorted_subnets():
             sn.burn = decayed_burn(sn.burn, sn.hp.burn_half_life, sn.hp.min_burn, sn.hp.max_burn)
             sn.regs_this_block = 0
             if height - sn.reg_interval_start >= sn.hp.adjustment_interval:
@@ -684,9 +700,9 @@ class State:
         for raw in txs:
             receipts.append(self._apply_raw(bytes(raw), verified, seen))
         governance.end_of_height(self)
-        self.lifecycle.update_scores({sn.netuid: self.subnet_stake(sn) for sn in self._sorted_subnets()})
+        self.lifecycle.update_scores({sn.netuid: self.subnet_stake(sn) for sn in self.sorted_subnets()})
         self._mint()
-        for sn in self._sorted_subnets():
+        for sn in self.sorted_subnets():
             if epoch_due(height, sn.netuid, sn.hp.tempo):
                 self._run_epoch(sn)
         if leader_round is not None and leader_round >= self.params.epoch_rounds:
@@ -703,7 +719,8 @@ class State:
         self.epoch_start = self.height + 1
         self.epoch_start_digest = closing_digest
 
-    def _sorted_subnets(self) -> list[Subnet]:
+    def sorted_subnets(self) -> list[Subnet]:
+        """The subnets in netuid order: every per-subnet step of a commit walks them in this order."""
         return [self.subnets[n] for n in sorted(self.subnets)]
 
     def _apply_raw(self, raw: bytes, verified: frozenset[bytes], seen: set[bytes]) -> Receipt:
@@ -721,10 +738,10 @@ class State:
         except TxRejected as exc:
             return Receipt(dg, False, exc.rule, str(exc), tx.signer, tx.nonce)
         self.nonces[tx.signer] = tx.nonce + 1
-        self._debit(tx.signer, fee)  # burned whether or not the call succeeds (spec/state.md §3)
+        self.debit(tx.signer, fee)  # burned whether or not the call succeeds (spec/state.md §3)
         self.burned += fee
         self.fees_burned += fee
-        self._tx_size = len(raw)
+        self.tx_size = len(raw)
         try:
             self._dispatch(tx.signer, tx.call, dry=False)
         except TxRejected as exc:
@@ -741,12 +758,12 @@ class State:
         size = len(stx.to_bytes()) if size is None else size
         fee = self._check_envelope(stx, size, check_sig=True, allow_future_nonce=allow_future_nonce)
         if stx.body.nonce == self.next_nonce(stx.body.signer):
-            self._fee_hold = (stx.body.signer, fee)
-            self._tx_size = size
+            self.fee_hold = (stx.body.signer, fee)
+            self.tx_size = size
             try:
                 self._dispatch(stx.body.signer, stx.body.call, dry=True)
             finally:
-                self._fee_hold = None
+                self.fee_hold = None
 
     def _check_envelope(
         self, stx: SignedTransaction, size: int | None, *, check_sig: bool, allow_future_nonce: bool
@@ -786,14 +803,16 @@ class State:
 
     # --- transactions -----------------------------------------------------------------------------------
 
-    def _need_amount(self, amount: int) -> None:
+    def need_amount(self, amount: int) -> None:
+        """TxRejected('amount') unless `amount` is positive."""
         if amount <= 0:
             raise TxRejected("amount", "amount must be positive, got 0")
 
-    def _need_balance(self, who: bytes, amount: int, what: str) -> None:
+    def need_balance(self, who: bytes, amount: int, what: str) -> None:
+        """TxRejected('balance') unless `who` can pay `amount` for `what`, after the fee held by check_tx."""
         have = self.balances.get(who, 0)
-        if self._fee_hold is not None and self._fee_hold[0] == who:
-            have -= self._fee_hold[1]
+        if self.fee_hold is not None and self.fee_hold[0] == who:
+            have -= self.fee_hold[1]
         if have < amount:
             raise TxRejected(
                 "balance",
@@ -802,24 +821,24 @@ class State:
             )
 
     def _tx_transfer(self, signer: bytes, c: Transfer, dry: bool) -> None:
-        self._need_amount(c.amount)
-        self._need_balance(signer, c.amount, "transfer")
+        self.need_amount(c.amount)
+        self.need_balance(signer, c.amount, "transfer")
         if dry:
             return
-        self._debit(signer, c.amount)
-        self._credit(c.dest, c.amount)
+        self.debit(signer, c.amount)
+        self.credit(c.dest, c.amount)
 
     def _tx_add_stake(self, signer: bytes, c: AddStake, dry: bool) -> None:
-        self._need_amount(c.amount)
-        self._need_balance(signer, c.amount, "add_stake")
+        self.need_amount(c.amount)
+        self.need_balance(signer, c.amount, "add_stake")
         if dry:
             return
         self.hotkey_owner.setdefault(c.hotkey, signer)  # the first staker of a fresh hotkey owns it
-        self._debit(signer, c.amount)
-        self._add_stake(signer, c.hotkey, c.amount)
+        self.debit(signer, c.amount)
+        self.add_stake(signer, c.hotkey, c.amount)
 
     def _tx_remove_stake(self, signer: bytes, c: RemoveStake, dry: bool) -> None:
-        self._need_amount(c.amount)
+        self.need_amount(c.amount)
         have = self.stake_of(signer, c.hotkey)
         if have < c.amount:
             raise TxRejected(
@@ -829,8 +848,8 @@ class State:
             )
         if dry:
             return
-        self._sub_stake(signer, c.hotkey, c.amount)
-        self._credit(signer, c.amount)
+        self.sub_stake(signer, c.hotkey, c.amount)
+        self.credit(signer, c.amount)
 
     def _tx_create_subnet(self, signer: bytes, c: CreateSubnet, dry: bool) -> None:
         if not c.name.strip():
@@ -848,18 +867,18 @@ class State:
                 f"subnet price is {price}, above max_burn {c.max_burn}; "
                 "the price falls each height until it reaches the floor",
             )
-        self._need_balance(signer, price, "create_subnet")
+        self.need_balance(signer, price, "create_subnet")
         if dry:
             return
         for victim in victims:
             lifecycle.deregister(self, victim, signer)
         netuid = next(n for n in range(1, 65536) if n not in self.subnets)
-        self._debit(signer, price)
+        self.debit(signer, price)
         self.burned += price
         self.subnet_last_price, self.subnet_last_height = price, self.height
         hp = self.governance.default_hp
         self.subnets[netuid] = Subnet(
-            netuid, c.name, signer, self.height, hp, _burn_start(hp), reg_interval_start=self.height
+            netuid, c.name, signer, self.height, hp, burn_start(hp), reg_interval_start=self.height
         )
         self.lifecycle.scores[netuid] = 0
 
@@ -869,7 +888,8 @@ class State:
             self.subnet_last_price, self.subnet_last_height, height, p.subnet_min_burn, p.subnet_burn_interval
         )
 
-    def _need_subnet(self, netuid: int) -> Subnet:
+    def need_subnet(self, netuid: int) -> Subnet:
+        """The subnet `netuid`, or TxRejected naming the root or the existing subnets."""
         if netuid == ROOT_NETUID:
             raise TxRejected("root subnet", "netuid 0 is the root, not a subnet: it holds no neurons or weights")
         sn = self.subnets.get(netuid)
@@ -909,7 +929,7 @@ class State:
             )
 
     def _tx_register(self, signer: bytes, c: Register, dry: bool) -> None:
-        sn = self._need_subnet(c.netuid)
+        sn = self.need_subnet(c.netuid)
         self._registration_caps(sn, dry)
         if c.hotkey in sn.uid_of:
             raise TxRejected(
@@ -929,7 +949,7 @@ class State:
                 f"registration burn on subnet {c.netuid} is {price}, above max_burn "
                 f"{c.max_burn}; it halves every {sn.hp.burn_half_life} heights",
             )
-        self._need_balance(signer, price, "register")
+        self.need_balance(signer, price, "register")
         prune = None
         if len(sn.neurons) >= sn.hp.max_allowed_uids:
             prune = self._neuron_to_prune(sn)
@@ -938,7 +958,7 @@ class State:
         if dry:
             return
         self.hotkey_owner.setdefault(c.hotkey, signer)
-        self._debit(signer, price)
+        self.debit(signer, price)
         self.burned += price
         neuron = Neuron(c.hotkey, signer, self.height)
         if prune is None:
@@ -989,8 +1009,8 @@ class State:
             if not dry:
                 self.endpoints[signer] = ep
             return
-        sn = self._need_subnet(c.netuid)
-        neuron = sn.neurons[self._need_uid(sn, signer)]
+        sn = self.need_subnet(c.netuid)
+        neuron = sn.neurons[self.need_uid(sn, signer)]
         now, limit, last = self.height + 1 if dry else self.height, sn.hp.serving_rate_limit, neuron.served_at
         if limit and last and now - last < limit:
             raise TxRejected(
@@ -1001,7 +1021,8 @@ class State:
         if not dry:
             neuron.axon, neuron.served_at = ep, self.height
 
-    def _need_uid(self, sn: Subnet, hotkey: bytes) -> int:
+    def need_uid(self, sn: Subnet, hotkey: bytes) -> int:
+        """`hotkey`'s uid on `sn`, or TxRejected('not registered')."""
         uid = sn.uid_of.get(hotkey)
         if uid is None:
             raise TxRejected(
@@ -1018,7 +1039,7 @@ class State:
         n = len(sn.neurons)
         if len(uids) > n:
             raise TxRejected("too many weights", f"{len(uids)} weights but subnet {sn.netuid} has {n} uids")
-        uid = self._need_uid(sn, hotkey)
+        uid = self.need_uid(sn, hotkey)
         stake = self.hotkey_stake.get(hotkey, 0)
         if stake < sn.hp.weights_min_stake:
             raise TxRejected(
@@ -1069,7 +1090,7 @@ class State:
         n.last_update = self.height
 
     def _tx_set_weights(self, signer: bytes, c: SetWeights, dry: bool) -> None:
-        sn = self._need_subnet(c.netuid)
+        sn = self.need_subnet(c.netuid)
         if sn.hp.commit_reveal_enabled:
             raise TxRejected(
                 "commit reveal enabled", f"subnet {c.netuid} takes weights by commit_weights and reveal_weights only"
@@ -1078,21 +1099,11 @@ class State:
         if not dry:
             self._store_weights(sn, uid, c.uids, c.values)
 
-    def _live_commits(self, sn: Subnet, hotkey: bytes) -> tuple[list[tuple[bytes, int, int]], list[bytes]]:
-        """(unexpired commits, hashes of expired ones): a commit expires after epoch commit_epoch + reveal_period."""
-        live, expired = [], []
-        for cm in sn.commits.get(hotkey, []):
-            if sn.epoch_index > cm[1] + sn.hp.reveal_period:
-                expired.append(cm[0])
-            else:
-                live.append(cm)
-        return live, expired
-
     def _tx_commit_weights(self, signer: bytes, c: CommitWeights, dry: bool) -> None:
-        sn = self._need_subnet(c.netuid)
+        sn = self.need_subnet(c.netuid)
         if not sn.hp.commit_reveal_enabled:
             raise TxRejected("commit reveal disabled", f"subnet {c.netuid} takes weights by set_weights")
-        uid = self._need_uid(sn, signer)
+        uid = self.need_uid(sn, signer)
         neuron = sn.neurons[uid]
         if neuron.last_commit:
             nxt = neuron.last_commit + sn.hp.weights_rate_limit
@@ -1101,7 +1112,7 @@ class State:
                     "weights rate limit",
                     f"last commit at height {neuron.last_commit}, next allowed at {nxt}, now {self.height}",
                 )
-        live, _ = self._live_commits(sn, signer)
+        live, _ = sn.live_commits(signer)
         if len(live) >= MAX_UNREVEALED_COMMITS:
             first = live[0][1] + sn.hp.reveal_period
             raise TxRejected(
@@ -1115,10 +1126,10 @@ class State:
         neuron.last_commit = self.height
 
     def _tx_reveal_weights(self, signer: bytes, c: RevealWeights, dry: bool) -> None:
-        sn = self._need_subnet(c.netuid)
+        sn = self.need_subnet(c.netuid)
         if not sn.hp.commit_reveal_enabled:
             raise TxRejected("commit reveal disabled", f"subnet {c.netuid} takes weights by set_weights")
-        live, expired = self._live_commits(sn, signer)
+        live, expired = sn.live_commits(signer)
         h = weights_commit_hash(signer, c.netuid, c.uids, c.values, c.salt, c.version_key)
         pos = next((i for i, cm in enumerate(live) if cm[0] == h), None)
         if pos is None:
@@ -1157,7 +1168,7 @@ class State:
         self._store_weights(sn, uid, c.uids, c.values)
 
     def _tx_set_hyperparameter(self, signer: bytes, c: SetHyperparameter, dry: bool) -> None:
-        sn = self._need_subnet(c.netuid)
+        sn = self.need_subnet(c.netuid)
         if signer != sn.owner:
             raise TxRejected(
                 "not owner", f"only subnet {c.netuid}'s owner {crypto.address(sn.owner)} may set hyperparameters"
@@ -1184,8 +1195,8 @@ class State:
         on_offender = [(ck, amount) for (ck, hk), amount in self.stakes.items() if hk == offender]
         cuts, reward, burn = slashing.slash(on_offender, self.params.slash_ppm, self.params.reporter_reward_ppm)
         for ck, cut in cuts:
-            self._sub_stake(ck, offender, cut)
-        self._credit(signer, reward)
+            self.sub_stake(ck, offender, cut)
+        self.credit(signer, reward)
         self.burned += burn
         self.offences.add((epoch, offender))
         self.jailed[offender] = max(self.jailed.get(offender, -1), self.epoch)
@@ -1197,7 +1208,7 @@ class State:
         amount = block_emission(self.params.base_emission, self.issued)
         if amount == 0:
             return
-        subnets = self._sorted_subnets()
+        subnets = self.sorted_subnets()
         weights = [1] * len(subnets)
         if self.params.subnet_share == "stake":
             by_stake = [self.subnet_stake(sn) for sn in subnets]
@@ -1213,7 +1224,7 @@ class State:
     def _run_epoch(self, sn: Subnet) -> None:
         """Yuma over the subnet, then pay the pots: owner cut to the owner's balance, miner pot by
         Yuma's miner emission, validator pot by its validator emission (after the validator take)."""
-        self._credit(sn.owner, sn.pending_owner)
+        self.credit(sn.owner, sn.pending_owner)
         sn.pending_owner = 0
         n = len(sn.neurons)
         hp = sn.hp
@@ -1223,7 +1234,7 @@ class State:
             if hp.commit_reveal_enabled:
                 commit_blocks = []
                 for nr in sn.neurons:
-                    live, _ = self._live_commits(sn, nr.hotkey)
+                    live, _ = sn.live_commits(nr.hotkey)
                     commit_blocks.append(live[0][2] if live else None)
             out = yuma.epoch(
                 yuma.EpochInputs(
@@ -1265,7 +1276,7 @@ class State:
                 nr.bonds = tuple(out.bonds[uid])
                 nr.emission = miners[uid] + validators[uid]
                 if miners[uid]:
-                    self._add_stake(self.hotkey_owner[nr.hotkey], nr.hotkey, miners[uid])
+                    self.add_stake(self.hotkey_owner[nr.hotkey], nr.hotkey, miners[uid])
                 if validators[uid]:
                     self._pay_dividend(nr.hotkey, validators[uid])
         sn.epoch_index += 1
@@ -1295,13 +1306,13 @@ class State:
         owner = self.hotkey_owner[hotkey]
         stakers = sorted((c, a) for (c, h), a in self.stakes.items() if h == hotkey)
         if not stakers:
-            self._add_stake(owner, hotkey, amount)
+            self.add_stake(owner, hotkey, amount)
             return
         cut = take(amount)
         shares = apportion(amount - cut, [a for _, a in stakers])
-        self._add_stake(owner, hotkey, cut)
+        self.add_stake(owner, hotkey, cut)
         for (c, _), s in zip(stakers, shares, strict=True):
-            self._add_stake(c, hotkey, s)
+            self.add_stake(c, hotkey, s)
 
 
 def fee_text(fee: int, balance: int) -> str:
@@ -1314,7 +1325,7 @@ def fee_text(fee: int, balance: int) -> str:
     return f"fee {tok(fee)} token ({fee} units), balance {tok(balance)} token ({balance} units)"
 
 
-def _burn_start(hp: Hyperparams) -> int:
+def burn_start(hp: Hyperparams) -> int:
     return max(hp.min_burn, min(hp.max_burn, INITIAL_BURN))
 
 
