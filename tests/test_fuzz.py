@@ -12,18 +12,22 @@ import json
 import random
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import trio
 from typer.testing import CliRunner
 
 from node.cli.app import build_app
+from node.daemon import Node
 from node.fuzz import engines, targets
 from node.fuzz.engines import Budget, Harness, run_random
 from node.fuzz.mutate import Mutator, encode_loose, walk
 from node.fuzz.targets import Target
+from p2pnet.reqresp import Refused
 from protocol import codec
 from protocol.errors import ProtocolError
-from protocol.messages import SignedBlock, SignedTransaction
+from protocol.messages import CALLS, BlocksResponse, FetchBlocks, SignedBlock, SignedTransaction
 
 RUNS = 1000
 RUNS_SLOW = {"state": 200, "blocks_response": 400, "fetch_blocks": 500}  # ~5 ms and ~1 ms an input
@@ -66,8 +70,6 @@ def test_list_names_every_kind_of_target(app) -> None:
     rows = json.loads(result.stdout)
     names = {r["name"] for r in rows}
     assert REQUIRED <= names, REQUIRED - names
-    from protocol.messages import CALLS
-
     assert {f"tx.{c.KIND}" for c in CALLS} <= names
     assert all(r["description"] for r in rows)
 
@@ -235,9 +237,6 @@ def test_repro_shows_a_diagnostic_of_non_canonical_input(app, tmp_path: Path) ->
 def test_malformed_requests_are_refused_not_handler_errors() -> None:
     """A malformed FetchBlocks/FetchCommits is REFUSED (the peer's fault), not a handler failure that the
     server logs as a warning with attacker-chosen text (found by `fuzz live`)."""
-    from node.daemon import Node
-    from p2pnet.reqresp import Refused
-
     for handler in (Node._serve_blocks, Node._serve_commits):
         with pytest.raises(Refused, match="malformed"):
             targets._drive(handler(targets._STUB_NODE, None, b"\xa1\x61x\x00"))
@@ -246,13 +245,6 @@ def test_malformed_requests_are_refused_not_handler_errors() -> None:
 async def test_synced_blocks_are_counted() -> None:
     """_request_blocks returns how many blocks the response added (the count line was unreachable, so a
     catching-up node never woke its proposer for synced blocks)."""
-    from types import SimpleNamespace
-
-    import trio
-
-    from node.daemon import Node
-    from protocol.messages import BlocksResponse, FetchBlocks
-
     blocks = targets.dag_fixture().blocks[:3]
 
     async def request(peer, pid, data):

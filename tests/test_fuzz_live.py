@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from node.testnet.gen import generate
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -53,8 +55,6 @@ def _get(url: str) -> dict | None:
 
 
 def start_network(tmp: Path) -> tuple[list[subprocess.Popen], list[str], list[Path]]:
-    from node.testnet.gen import generate
-
     base = _free_base(8)
     plans, _ = generate(tmp / "net", hosts=["127.0.0.1"] * 4, chain_id="tensornet-fuzz-live", p2p_base=base,
                         api_base=base + 4)

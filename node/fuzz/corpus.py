@@ -19,8 +19,20 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from node.errors import NodeError
+from node.fuzz.live import fetch_chain, node_info, open_peer
+from p2pnet.reqresp import Kind, encode_frame
 from protocol import codec
 from protocol.errors import ProtocolError
+from protocol.messages import (
+    BlockRef,
+    BlocksResponse,
+    CommitsResponse,
+    FetchBlocks,
+    SignedBlock,
+    SignedTransaction,
+    Status,
+)
+from protocol.state.genesis import load_genesis
 
 FINDINGS = "findings"
 DEFAULT_FINDINGS = Path("fuzz-findings")
@@ -57,9 +69,6 @@ def classify(blocks: Iterable[bytes], commits: Iterable[bytes], responses: Itera
              status: bytes | None = None) -> dict[str, list[bytes]]:
     """Sort captured messages into the targets they seed (a block seeds `block` and `dag`, its transactions
     seed `tx.<kind>`, its payload list seeds `state`, and so on)."""
-    from p2pnet.reqresp import Kind, encode_frame
-    from protocol.messages import BlockRef, BlocksResponse, CommitsResponse, FetchBlocks, SignedBlock, SignedTransaction
-
     out: dict[str, list[bytes]] = {}
 
     def add(target: str, data: bytes) -> None:
@@ -127,9 +136,6 @@ def capture_home(home: Path, out: Path, max_blocks: int = 2000) -> dict[str, int
     status = None
     genesis = home / "genesis.json"
     if genesis.exists():
-        from protocol.messages import Status
-        from protocol.state.genesis import load_genesis
-
         g = load_genesis(str(genesis))
         status = Status(g.chain_id, g.hash(), len(commits), bytes(32), 0, 0, False).to_bytes()
     return write_all(out, classify(blocks, commits, (), status))
@@ -137,8 +143,6 @@ def capture_home(home: Path, out: Path, max_blocks: int = 2000) -> dict[str, int
 
 async def capture_node(api: str, out: Path, peer: str | None = None, max_commits: int = 64) -> dict[str, int]:
     """Seeds from a running node, fetched over libp2p like a syncing peer would."""
-    from node.fuzz.live import fetch_chain, node_info, open_peer
-
     info = node_info(api, peer)
     async with open_peer(info) as (stack, peer_id):
         responses, commits, blocks = await fetch_chain(stack, peer_id, max_commits)

@@ -18,8 +18,10 @@ the input as hex, the traceback, how it was made) and `<id>.bin` (the raw input,
 from __future__ import annotations
 
 import faulthandler
+import gc
 import hashlib
 import json
+import os
 import random
 import re
 import resource
@@ -28,6 +30,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +38,12 @@ from typing import Any
 
 from node.errors import NodeError
 from node.fuzz.mutate import Mutator, encode_loose, random_cbor
+from node.fuzz.mutate import resign as resign_obj
 from node.fuzz.targets import Target, extra_samples
+from protocol import codec
+from protocol.errors import DecodeError, SchemaError
+from protocol.messages import Signed
+from protocol.schema import Message
 
 DEFAULT_BUDGET_S = 1.0
 DEFAULT_MEM_CAP_MB = 256
@@ -368,8 +376,6 @@ def _names(base: type) -> frozenset[str]:
 
 
 def _error_sets() -> tuple[frozenset[str], frozenset[str]]:
-    from protocol.errors import DecodeError, SchemaError
-
     schema = _names(SchemaError)
     return _names(DecodeError) - schema, schema
 
@@ -426,7 +432,7 @@ def run_hypothesis(harness: Harness, seeds: Sequence[bytes], budget: Budget, *, 
                    resign: bool = False, on_new: OnNew | None = None) -> Stats:
     """Hypothesis generates valid messages from protocol/testing/wire_strategies.py (every field of the schema) and
     our mutator perturbs them; the property never fails, so the run covers the whole budget."""
-    try:
+    try:  # lazy: hypothesis is a test extra, optional at run time (the random engine needs nothing)
         from hypothesis import HealthCheck, Phase, given, settings
         from hypothesis import seed as hseed
         from hypothesis import strategies as st
@@ -437,17 +443,11 @@ def run_hypothesis(harness: Harness, seeds: Sequence[bytes], budget: Budget, *, 
             f"the hypothesis engine needs hypothesis and protocol/testing/wire_strategies.py ({exc}); "
             "install the test extra: pip install -e '.[test]'"
         ) from exc
-    from protocol import codec
-    from protocol.messages import Signed
-    from protocol.schema import Message
-
     target = harness.target
 
     def to_bytes(m: Message) -> bytes:
         if resign and isinstance(m, Signed):
             obj = codec.decode(m.to_bytes())
-            from node.fuzz.mutate import resign as resign_obj
-
             resign_obj(type(m), obj)
             return codec.encode(obj)
         return m.to_bytes()
@@ -507,9 +507,6 @@ INSTRUMENTED = ("protocol", "protocol.consensus.core", "node.daemon", "node.chai
 
 
 def instrument_project(atheris: Any) -> int:
-    import gc
-    import types
-
     count = 0
     for obj in gc.get_objects():
         if type(obj) is not types.FunctionType:
@@ -530,7 +527,7 @@ ATHERIS_HELP = ("the atheris engine needs atheris (coverage-guided, libFuzzer): 
 
 
 def atheris_available() -> bool:
-    try:
+    try:  # lazy: atheris is an optional extra (tensornet[fuzz])
         import atheris  # noqa: F401
     except ImportError:
         return False
@@ -543,11 +540,10 @@ def run_atheris(harness: Harness, seeds: Sequence[bytes], budget: Budget, *, see
     """Coverage-guided fuzzing with libFuzzer through atheris, with our structure-aware mutator as its
     custom mutator. libFuzzer never returns, so the harness stops it itself: when the budget is spent it
     calls `on_done(stats)` (which prints the summary) and ends the process."""
-    try:
+    try:  # lazy: atheris is an optional extra (tensornet[fuzz])
         import atheris
     except ImportError as exc:
         raise EngineUnavailable(ATHERIS_HELP) from exc
-    import os
 
     target = harness.target
     pool = list(seeds)

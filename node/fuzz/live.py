@@ -25,10 +25,28 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import trio
 
+from node.daemon import BLOCKS_SPEC, COMMITS_SPEC
 from node.errors import NodeError
 from node.fuzz.mutate import Mutator, mutate_bytes
+from node.fuzz.targets import TEST_KEY, get, state_fixture
+from p2pnet.discovery import DiscoveryConfig
+from p2pnet.nodekey import keypair_from_seed
+from p2pnet.reqresp import Kind, RequestError, encode_frame
+from p2pnet.stack import open_stack
+from protocol.messages import (
+    BlockRef,
+    BlocksResponse,
+    CommitsResponse,
+    FetchBlocks,
+    FetchCommits,
+    SignedBlock,
+    SignedTransaction,
+    Status,
+    Transaction,
+)
 
 # target -> the channel its mutants travel on
 GOSSIP_BLOCKS = ("block", "dag")
@@ -70,8 +88,6 @@ class Watch:
 
 
 def _get(api: str, path: str, timeout: float = 3.0) -> tuple[int, Any]:
-    import httpx
-
     r = httpx.get(api.rstrip("/") + path, timeout=timeout)
     if path.startswith("/metrics"):
         return r.status_code, r.text
@@ -108,12 +124,6 @@ def node_info(api: str | None, peer: str | None) -> NodeInfo:
 @asynccontextmanager
 async def open_peer(info: NodeInfo, seed: bytes | None = None) -> AsyncIterator[tuple[Any, Any]]:
     """A p2pnet stack connected to the node and past the handshake; yields (stack, peer id)."""
-    from node.daemon import BLOCKS_SPEC, COMMITS_SPEC
-    from p2pnet.discovery import DiscoveryConfig
-    from p2pnet.nodekey import keypair_from_seed
-    from p2pnet.stack import open_stack
-    from protocol.messages import Status
-
     status = Status(info.chain_id, info.genesis_hash, 0, bytes(32), 0, 0, False)
     key = keypair_from_seed(seed or hashlib.blake2b(str(time.time_ns()).encode(), digest_size=32).digest())
     async with open_stack(key, chain_id=info.chain_id, status_fn=lambda: status,
@@ -131,9 +141,6 @@ async def open_peer(info: NodeInfo, seed: bytes | None = None) -> AsyncIterator[
 
 async def fetch_chain(stack: Any, peer: Any, max_commits: int = 64) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """Recent commits (CommitsResponse payloads), the raw commits, and their blocks, from the node itself."""
-    from node.daemon import BLOCKS_SPEC, COMMITS_SPEC
-    from protocol.messages import BlockRef, BlocksResponse, CommitsResponse, FetchBlocks, FetchCommits
-
     height = stack.handshake.statuses[peer].height
     responses, commits, blocks = [], [], []
     start = max(1, height - max_commits + 1)
@@ -158,9 +165,6 @@ async def fetch_chain(stack: Any, peer: Any, max_commits: int = 64) -> tuple[lis
 
 def live_tx_seeds(chain_id: str) -> list[bytes]:
     """The fixture's transactions, re-signed by the test key for the node's chain."""
-    from node.fuzz.targets import TEST_KEY, state_fixture
-    from protocol.messages import SignedTransaction, Transaction
-
     out = []
     for raw in state_fixture().txs.values():
         call = SignedTransaction.from_bytes(raw).body.call
@@ -201,9 +205,6 @@ def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
 async def run_live(target: str, info: NodeInfo, *, seconds: float = 20.0, rate: float = 50.0, seed: int = 0,
                    max_reconnects: int = 20) -> dict[str, Any]:
     """Fuzz the node for `seconds` at about `rate` messages/s; returns the report (see the module doc)."""
-    from node.fuzz.targets import get
-    from protocol.messages import FetchBlocks, FetchCommits, SignedBlock, Status
-
     if target not in LIVE_TARGETS:
         raise LiveError(f"live target {target!r}: one of {', '.join(LIVE_TARGETS)}")
     rng = random.Random(seed)
@@ -294,9 +295,6 @@ def _channels(target: str) -> list[str]:
 
 async def _send_loop(stack: Any, peer: Any, target: str, seeds: dict[str, list[bytes]], rng: random.Random,
                      deadline: float, rate: float, sent: Counter[str], errors: Counter[str]) -> None:
-    from p2pnet.reqresp import Kind, RequestError, encode_frame
-    from protocol.messages import FetchBlocks, FetchCommits, SignedBlock, SignedTransaction, Status
-
     gossip = stack.gossip
     muts = {
         "blocks": Mutator(SignedBlock, rng),

@@ -19,6 +19,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from node.fuzz.targets import CHAIN_ID, TEST_KEY, VALIDATOR_KEYS
 from protocol import codec
 from protocol.errors import ProtocolError
 from protocol.messages import Block, BlocksResponse, Signed, SignedBlock, SignedTransaction
@@ -115,7 +116,7 @@ def _copy(obj: Any) -> Any:
 
 def _random_valid(kind: Kind, rng: random.Random) -> Any:
     """A valid value of `kind` in codec form (via protocol/testing/wire_strategies.py when importable)."""
-    try:
+    try:  # lazy: wire_strategies needs hypothesis, a test extra that is optional at run time
         from protocol.testing.wire_strategies import random_value
     except ImportError:
         random_value = None
@@ -336,7 +337,7 @@ class Mutator:
             value[0] = rng.choice(["", "Transfer", "transfer ", "unknown"])
         else:  # a valid body of a random variant
             v = rng.choice(kind.variants)
-            try:
+            try:  # lazy: wire_strategies needs hypothesis, a test extra that is optional at run time
                 from protocol.testing.wire_strategies import random_message
 
                 value = [v.KIND, codec.decode(random_message(v, rng).to_bytes())]
@@ -402,8 +403,6 @@ class Mutator:
 def resign(cls: type[Signed], obj: Any, rng: random.Random | None = None) -> None:
     """Replace `obj['signature']` (a decoded envelope of `cls`) with a valid signature by a fixture key:
     the committee key of the block's author, else the test key (made the signer 9 times in 10)."""
-    from node.fuzz.targets import CHAIN_ID, TEST_KEY, VALIDATOR_KEYS
-
     if type(obj) is not dict or type(obj.get("body")) is not dict:
         return
     body = obj["body"]

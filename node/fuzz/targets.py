@@ -16,17 +16,29 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
+from node.daemon import BLOCKS_SPEC, Node
+from node.errors import CliError
+from node.storage import CommitRecord
+from p2pnet.handshake import mismatch
+from p2pnet.reqresp import FrameReader, Kind, ProtocolViolation, Refused, encode_frame
 from protocol import codec
+from protocol.consensus.block import DagRef
 from protocol.consensus.committee import Committee
-from protocol.consensus.dag import Committer, DagState, InsertStatus
-from protocol.crypto import Keypair
+from protocol.consensus.committer import Committer
+from protocol.consensus.core import Core, vertex_from_bytes
+from protocol.consensus.dag_state import DagState, InsertStatus
+from protocol.consensus.linearizer import commit_digest
+from protocol.crypto import Keypair, digest
+from protocol.economics.weights import weights_commit_hash
 from protocol.errors import ProtocolError, TxRejected
 from protocol.messages import (
+    CALLS,
     AddStake,
     Block,
     BlockRef,
@@ -46,6 +58,7 @@ from protocol.messages import (
     Query,
     Register,
     RemoveStake,
+    ReportEquivocation,
     Response,
     RevealWeights,
     ServeAxon,
@@ -64,6 +77,8 @@ from protocol.messages import (
     Vote,
     Voucher,
 )
+from protocol.state.genesis import build_genesis
+from protocol.state.state import State
 
 CHAIN_ID = "tensornet-fuzz"
 NOW_MS = 10_000_000  # the verifier's clock: fixed, so a finding replays the same way
@@ -119,7 +134,7 @@ def _sign_tx(key: Keypair, nonce: int, call: Message) -> bytes:
 
 @dataclass
 class StateFixture:
-    state: Any  # protocol.state.state.State after the set-up commits
+    state: State  # after the set-up commits
     txs: dict[str, bytes]  # one valid signed transaction per call kind, from TEST_KEY at its next nonce
     nonce: int
 
@@ -128,10 +143,6 @@ class StateFixture:
 def state_fixture() -> StateFixture:
     """A genesis with 4 validators and two subnets, then set-up commits (registrations, a weight commit)
     so that each transaction kind has a seed the state accepts: mutants start from deep inside."""
-    from protocol.economics.weights import weights_commit_hash
-    from protocol.state.genesis import build_genesis
-    from protocol.state.state import State
-
     hp = {"tempo": 10, "weights_rate_limit": 0, "min_allowed_weights": 1, "immunity_period": 0}
     genesis = build_genesis(
         CHAIN_ID,
@@ -202,8 +213,6 @@ def state_fixture() -> StateFixture:
 
 def _equivocation_evidence(key: Keypair, author: int) -> Message:
     """Two signed headers by one committee member for one slot of epoch 0 (a valid report)."""
-    from protocol.messages import Block, ReportEquivocation, SignedBlock
-
     blocks = [Block(CHAIN_ID, 0, 3, author, 1_000, (), (payload,), ()) for payload in (b"a", b"b")]
     first, second = (SignedBlock.create(b, key).signed_header() for b in blocks)
     return ReportEquivocation(first, second)
@@ -221,7 +230,7 @@ def _claim_seed() -> ClaimPayment:
 @dataclass
 class DagFixture:
     committee: Committee
-    core: Any  # protocol.consensus.core.Core (verify only; its DAG is the template below)
+    core: Core  # verify only; its DAG is the template below
     dag: DagState  # rounds 1..DAG_ROUNDS inserted
     blocks: list[bytes]  # every signed block, rounds 1..DAG_ROUNDS+1 (the last round is not inserted)
     commits: list[Commit]
@@ -233,8 +242,6 @@ class DagFixture:
 def dag_fixture() -> DagFixture:
     """4 validators with real keys; every author proposes in every round, parents = the whole previous
     round (own first), a few blocks carry transactions and commit votes."""
-    from protocol.consensus.core import Core, vertex_from_bytes
-
     committee = Committee(tuple(k.public for k in VALIDATOR_KEYS), (10,) * COMMITTEE_SIZE)
     core = Core(CHAIN_ID, 0, committee, hashlib.blake2b(b"tensornet-fuzz/epoch-seed", digest_size=32).digest())
     txs = list(state_fixture().txs.values())
@@ -258,8 +265,6 @@ def dag_fixture() -> DagFixture:
         Commit(i, BlockRef(i, i % COMMITTEE_SIZE, bytes([i]) * 32), (BlockRef(i, 0, bytes(32)),), 1000 * i, bytes(32))
         for i in range(1, 4)
     ]
-    from protocol.crypto import digest
-
     by_round = [(SignedBlock.from_bytes(b).body.round, b) for b in blocks]
     return DagFixture(committee, core, core.dag, blocks, commits, {digest(b): b for b in blocks}, by_round)
 
@@ -346,15 +351,11 @@ def _tx_check(kind: str) -> Callable[[bytes], str]:
 
 
 def _status_ours() -> Status:
-    from protocol.state.state import State  # noqa: F401 - the fixture's genesis hash is what a peer must match
-
     fx = state_fixture()
     return Status(CHAIN_ID, fx.state.params.genesis_hash, fx.state.height, bytes(32), 0, DAG_ROUNDS, True)
 
 
 def check_status(data: bytes) -> str:
-    from p2pnet.handshake import mismatch
-
     theirs = Status.from_bytes(data)
     _canonical(theirs, data)
     reason = mismatch(_status_ours(), theirs)
@@ -365,8 +366,6 @@ def check_status(data: bytes) -> str:
 
 class _StubStore:
     def commits(self, start: int, end: int) -> list[Any]:
-        from node.storage import CommitRecord
-
         return [
             CommitRecord(c.index, bytes(32), c.to_bytes(), bytes(32))
             for c in dag_fixture().commits
@@ -395,16 +394,12 @@ _STUB_NODE = SimpleNamespace(chain=_StubChain())
 
 def check_fetch_blocks(data: bytes) -> str:
     """The daemon's /tensornet/blocks/1 handler, over the fixture's blocks; its answer must decode."""
-    from node.daemon import Node
-
     resp = _drive(Node._serve_blocks(_STUB_NODE, None, data))
     return f"accepted:blocks={len(BlocksResponse.from_bytes(resp).blocks)}"
 
 
 def check_fetch_commits(data: bytes) -> str:
     """The daemon's /tensornet/commits/1 handler, over the fixture's commits; its answer must decode."""
-    from node.daemon import Node
-
     resp = _drive(Node._serve_commits(_STUB_NODE, None, data))
     return f"accepted:commits={len(CommitsResponse.from_bytes(resp).commits)}"
 
@@ -425,14 +420,10 @@ def check_blocks_response(data: bytes) -> str:
 
 
 def _ref(r: BlockRef) -> Any:
-    from protocol.consensus.dag import BlockRef as DagRef
-
     return DagRef(r.round, r.author, r.digest)
 
 
 def check_commits_response(data: bytes) -> str:
-    from protocol.consensus.dag import commit_digest
-
     resp = CommitsResponse.from_bytes(data)
     _canonical(resp, data)
     for c in resp.commits:
@@ -441,8 +432,6 @@ def check_commits_response(data: bytes) -> str:
 
 
 def check_commit(data: bytes) -> str:
-    from protocol.consensus.dag import commit_digest
-
     c = Commit.from_bytes(data)
     _canonical(c, data)
     commit_digest(c.index, _ref(c.leader), [_ref(b) for b in c.blocks], c.prev_digest)
@@ -479,9 +468,6 @@ class _BytesStream:
 def check_frame(data: bytes) -> str:
     """p2pnet's request/response framing (varint length, kind, request id, payload) as a server reads it;
     each REQUEST payload within the cap then goes to the /tensornet/blocks/1 handler."""
-    from node.daemon import BLOCKS_SPEC, Node
-    from p2pnet.reqresp import FrameReader, Kind, Refused
-
     reader = FrameReader(_BytesStream(data))
     frames = 0
     while True:
@@ -520,12 +506,10 @@ def check_state(data: bytes) -> str:
 
 def _samples(cls: type[Message], n: int = 8) -> list[bytes]:
     """Random valid instances from protocol/testing/wire_strategies.py when it is importable (it needs hypothesis)."""
-    try:
+    try:  # lazy: wire_strategies needs hypothesis, a test extra that is optional at run time
         from protocol.testing.wire_strategies import random_message
     except ImportError:
         return []
-    import random
-
     rng = random.Random(f"tensornet-fuzz/{cls.__name__}")
     return [random_message(cls, rng).to_bytes() for _ in range(n)]
 
@@ -567,8 +551,6 @@ def _seeds_status() -> list[bytes]:
 
 
 def _seeds_fetch_blocks() -> list[bytes]:
-    from protocol.crypto import digest
-
     blocks = dag_fixture().blocks
     bodies = [(SignedBlock.from_bytes(b).body, digest(b)) for b in blocks[:6]]
     refs = tuple(BlockRef(b.round, b.author, d) for b, d in bodies)
@@ -586,8 +568,6 @@ def _seeds_commits() -> list[bytes]:
 
 
 def _seeds_frame() -> list[bytes]:
-    from p2pnet.reqresp import Kind, encode_frame
-
     fb = _seeds_fetch_blocks()
     return [
         encode_frame(Kind.REQUEST, 1, fb[0]),
@@ -631,8 +611,6 @@ def _tx_target(kind: str) -> Target:
 
 
 def _build() -> dict[str, Target]:
-    from protocol.messages import CALLS
-
     targets = [
         Target("codec", "protocol.codec.decode alone: canonical CBOR, limits; accepted bytes must re-encode "
                "identically", check_codec, _seeds_codec),
@@ -668,8 +646,6 @@ def _build() -> dict[str, Target]:
                "genesis (two subnets, registered neurons, a live weight commit), then the state invariants",
                check_state, _seeds_state, item_cls=SignedTransaction),
     ]
-    from p2pnet.reqresp import ProtocolViolation, Refused
-
     by_name = {t.name: t for t in targets}
     by_name["frame"].typed = (ProtocolError, ProtocolViolation)
     for name in ("fetch_blocks", "fetch_commits"):  # a handler refuses a malformed request on purpose
@@ -686,8 +662,6 @@ def get(name: str) -> Target:
     """The target called `name`, or a KeyError-free typed error listing the names."""
     targets = registry()
     if name not in targets:
-        from node.errors import CliError
-
         raise CliError(f"unknown fuzz target {name!r}; known: {', '.join(targets)}")
     return targets[name]
 
