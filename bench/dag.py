@@ -16,8 +16,10 @@ import json
 import platform
 import time
 
+from protocol.consensus.block import DagRef, genesis_digest
 from protocol.consensus.committee import Committee
-from protocol.consensus.dag import BlockRef, Committer, DagState, genesis_digest
+from protocol.consensus.committer import Committer
+from protocol.consensus.dag_state import DagState
 from protocol.testing.dag_dsl import TestBlock, make_block
 
 SEED = b"bench-dag"
@@ -25,7 +27,7 @@ SEED = b"bench-dag"
 
 def build(n: int, rounds: int) -> tuple[Committee, list[TestBlock]]:
     committee = Committee.for_test([1] * n)
-    prev = [BlockRef(0, a, genesis_digest(SEED, a)) for a in range(n)]
+    prev = [DagRef(0, a, genesis_digest(SEED, a)) for a in range(n)]
     blocks: list[TestBlock] = []
     for r in range(1, rounds + 1):
         here = []

@@ -22,13 +22,13 @@ from pathlib import Path
 from node.mempool import Mempool
 from node.storage import CommitRecord, Store, StoreError
 from protocol import crypto
+from protocol.consensus.block import BadAuthor, DagRef
 from protocol.consensus.committee import Committee
 from protocol.consensus.core import Committed, Core, CoreParams, Vertex, WrongEpoch, vertex_from_bytes
-from protocol.consensus.dag import BadAuthor, BlockRef, CommittedSubDag
+from protocol.consensus.linearizer import CommittedSubDag
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError, WrongChainError
-from protocol.messages import MAX_BLOCK_TXS, Commit, ReportEquivocation, SignedTransaction, Transaction
-from protocol.messages import BlockRef as WireRef
+from protocol.messages import MAX_BLOCK_TXS, BlockRef, Commit, ReportEquivocation, SignedTransaction, Transaction
 from protocol.state.genesis import Genesis
 from protocol.state.governance import NETWORK_PARAMS
 from protocol.state.state import Receipt, State
@@ -116,7 +116,7 @@ class EarlyBlocks:
 class CommitInfo:
     index: int
     digest: bytes
-    leader: BlockRef
+    leader: DagRef
     blocks: int
     txs: int
     ok_txs: int
@@ -270,7 +270,7 @@ class Chain:
         own_round = self.store.last_own_round(state.epoch)
         if self.core.own_index is not None and own_round:
             digest = self.store.own_block(state.epoch, own_round)
-            self.core.restore_own(own_round, BlockRef(own_round, self.core.own_index, digest) if digest else None)
+            self.core.restore_own(own_round, DagRef(own_round, self.core.own_index, digest) if digest else None)
         # blocks stored but not yet committed when we stopped: derive those commits now
         self._commit_ready(state)
         return state
@@ -286,7 +286,7 @@ class Chain:
 
     # --- blocks -------------------------------------------------------------------------------
 
-    def receive_block(self, data: bytes, sender: str | None = None) -> tuple[list[Vertex], tuple[BlockRef, ...]]:
+    def receive_block(self, data: bytes, sender: str | None = None) -> tuple[list[Vertex], tuple[DagRef, ...]]:
         """Verify and insert a block from the network (typed ProtocolError if invalid); commits that
         follow are applied and reported through `on_commit`.
 
@@ -409,8 +409,8 @@ class Chain:
         root = state.root()
         commit = Commit(
             index=c.sub.index,
-            leader=WireRef(*c.sub.leader),
-            blocks=tuple(WireRef(*r) for r in c.sub.blocks),
+            leader=BlockRef(*c.sub.leader),
+            blocks=tuple(BlockRef(*r) for r in c.sub.blocks),
             timestamp_ms=c.sub.timestamp_ms,
             prev_digest=c.sub.prev_digest,
         )
@@ -507,8 +507,8 @@ def _sub_from_record(rec: CommitRecord) -> CommittedSubDag:
     c = Commit.from_bytes(rec.data)
     return CommittedSubDag(
         c.index,
-        BlockRef(c.leader.round, c.leader.author, c.leader.digest),
-        tuple(BlockRef(r.round, r.author, r.digest) for r in c.blocks),
+        DagRef(c.leader.round, c.leader.author, c.leader.digest),
+        tuple(DagRef(r.round, r.author, r.digest) for r in c.blocks),
         c.timestamp_ms,
         c.prev_digest,
         rec.digest,

@@ -9,8 +9,9 @@ from node.config import GENESIS_FILE
 from node.errors import NodeError
 from node.storage import CommitRecord, Store
 from protocol import crypto
+from protocol.consensus.block import DagRef
 from protocol.consensus.core import vertex_from_bytes
-from protocol.consensus.dag import BlockRef, commit_digest
+from protocol.consensus.linearizer import commit_digest
 from protocol.messages import Commit
 from protocol.state.genesis import load_genesis
 from protocol.state.state import State
@@ -32,8 +33,8 @@ def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
             raise ValueError(f"row says index {rec.index}, commit says {c.index}")
         if prev is not None and c.prev_digest != prev:
             raise ValueError("prev_digest does not match the previous commit's digest")
-        refs = [BlockRef(b.round, b.author, b.digest) for b in c.blocks]
-        leader = BlockRef(c.leader.round, c.leader.author, c.leader.digest)
+        refs = [DagRef(b.round, b.author, b.digest) for b in c.blocks]
+        leader = DagRef(c.leader.round, c.leader.author, c.leader.digest)
         if commit_digest(c.index, leader, refs, c.prev_digest) != rec.digest:
             raise ValueError("commit digest does not match its contents")
         txs: list[bytes] = []

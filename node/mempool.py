@@ -22,7 +22,7 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
-from protocol.economics.fees import MAX_BLOCK_TX_BYTES
+from protocol.consensus.block_verifier import MAX_BLOCK_TX_BYTES
 from protocol.errors import ProtocolError
 from protocol.state.state import fee_text
 

@@ -1,6 +1,6 @@
-"""Randomised and adversarial tests of protocol/consensus/dag.py: delivery-order independence (with and without
-equivocators), double commits, malformed blocks, future flooding, GC and restart. Seeds are fixed;
-set DAG_TEST_SEED to try another one."""
+"""Randomised and adversarial tests of protocol/consensus/ (block, dag_state, committer, linearizer):
+delivery-order independence (with and without equivocators), double commits, malformed blocks, future flooding,
+GC and restart. Seeds are fixed; set DAG_TEST_SEED to try another one."""
 
 from __future__ import annotations
 
@@ -10,27 +10,26 @@ from collections.abc import Callable
 
 import pytest
 
-from protocol.consensus.committee import Committee
-from protocol.consensus.dag import (
+from protocol.consensus.block import (
     BadAuthor,
     BadDigest,
     BadGenesisParent,
     BadParentRef,
     BadRound,
     BlockInvalid,
-    BlockRef,
-    CommittedSubDag,
-    Committer,
-    DagState,
+    BlockView,
+    DagRef,
     DuplicateParentAuthor,
     FirstParentNotOwn,
-    InsertStatus,
     InsufficientParentStake,
     ParentRoundTooHigh,
     TimestampBeforeParents,
     TooManyParents,
-    commit_digest,
 )
+from protocol.consensus.committee import Committee
+from protocol.consensus.committer import Committer
+from protocol.consensus.dag_state import DagState, InsertStatus
+from protocol.consensus.linearizer import CommittedSubDag, commit_digest
 from protocol.testing.dag_dsl import TestBlock, block_digest, deliver, make_block, parse_dag, random_dag
 
 SEED = b"tensornet-random-dag"
@@ -164,7 +163,7 @@ def test_double_commit_regression() -> None:
 # --- malformed blocks (research note §4) ---------------------------------------------------------
 
 
-def _base() -> tuple[DagState, list[BlockRef]]:
+def _base() -> tuple[DagState, list[DagRef]]:
     """A 4-authority DAG with a full round 1; returns it and the round-1 refs."""
     committee = Committee.for_test([1, 1, 1, 1])
     dag = DagState(committee, SEED)
@@ -198,20 +197,20 @@ def _raw(round: int, author: int, parents: list, ts: int = 10_000, digest: bytes
         (lambda r1: _raw(2, 0, []), InsufficientParentStake),
         (lambda r1: _raw(2, 0, [r1[0], r1[1]]), InsufficientParentStake),
         (lambda r1: _raw(1, 0, [r1[0], r1[1], r1[2]]), ParentRoundTooHigh),
-        (lambda r1: _raw(2, 0, [r1[0], r1[1], BlockRef(2, 2, bytes(32))]), ParentRoundTooHigh),
+        (lambda r1: _raw(2, 0, [r1[0], r1[1], DagRef(2, 2, bytes(32))]), ParentRoundTooHigh),
         (lambda r1: _raw(0, 0, []), BadRound),
         (lambda r1: _raw(-3, 0, [r1[0]]), BadRound),
         (lambda r1: _raw(2, 0, [r1[0], r1[1], r1[2]], ts=5), TimestampBeforeParents),
-        (lambda r1: _raw(2, 0, [r1[0], r1[1], BlockRef(1, 7, bytes(32))]), BadParentRef),
-        (lambda r1: _raw(2, 0, [r1[0], r1[1], BlockRef(1, 2, b"short")]), BadParentRef),
+        (lambda r1: _raw(2, 0, [r1[0], r1[1], DagRef(1, 7, bytes(32))]), BadParentRef),
+        (lambda r1: _raw(2, 0, [r1[0], r1[1], DagRef(1, 2, b"short")]), BadParentRef),
         (lambda r1: _raw(2, 0, [r1[0], r1[1], "junk"]), BadParentRef),
         (lambda r1: _raw(2, 0, [r1[0], r1[1], r1[2]], digest=b"x"), BadDigest),
         (lambda r1: _raw(2, 0, [r1[0], r1[1], r1[2], r1[3], r1[3]]), TooManyParents),
-        (lambda r1: _raw(1, 0, [BlockRef(0, 0, bytes(32)), BlockRef(0, 1, bytes(32)), BlockRef(0, 2, bytes(32))]),
+        (lambda r1: _raw(1, 0, [DagRef(0, 0, bytes(32)), DagRef(0, 1, bytes(32)), DagRef(0, 2, bytes(32))]),
          BadGenesisParent),
     ],
 )
-def test_malformed_block_rejected(make: Callable[[list[BlockRef]], TestBlock], error: type) -> None:
+def test_malformed_block_rejected(make: Callable[[list[DagRef]], TestBlock], error: type) -> None:
     dag, r1 = _base()
     before = len(dag)
     with pytest.raises(error) as info:
@@ -225,7 +224,7 @@ def test_wire_style_parents_accepted() -> None:
     dag, r1 = _base()
     b = _raw(2, 1, [list(r1[1]), list(r1[0]), list(r1[2])])
     assert dag.insert(b).status is InsertStatus.ACCEPTED
-    assert dag.parents(BlockRef(2, 1, b.digest)) == (r1[1], r1[0], r1[2])
+    assert dag.parents(DagRef(2, 1, b.digest)) == (r1[1], r1[0], r1[2])
 
 
 def test_mutation_fuzz_never_crashes() -> None:
@@ -236,7 +235,7 @@ def test_mutation_fuzz_never_crashes() -> None:
     dag = DagState(committee, SEED)
     for b in blocks:
         dag.insert(b)
-    junk: list = [None, -1, 2**70, b"", "x", 3.5, (1, 2), BlockRef(1, 1, bytes(32))]
+    junk: list = [None, -1, 2**70, b"", "x", 3.5, (1, 2), DagRef(1, 1, bytes(32))]
     for _ in range(3000):
         b = rng.choice(blocks)
         parents = list(b.parents)
@@ -273,7 +272,7 @@ def test_future_flooding_is_bounded() -> None:
     top = blocks[len(blocks) // 2 - 1].ref
     for i in range(20_000):
         r = 1_000 + i
-        fake_parents = [BlockRef(r - 1, a, rng.randbytes(32)) for a in range(4)]
+        fake_parents = [DagRef(r - 1, a, rng.randbytes(32)) for a in range(4)]
         fake_parents.insert(0, fake_parents.pop(i % 4))
         res = c.dag.insert(make_block(r, i % 4, fake_parents))
         assert res.status is InsertStatus.MISSING
@@ -325,7 +324,6 @@ def test_restore_resumes_the_same_sequence() -> None:
 def test_real_signed_blocks() -> None:
     """The wire SignedBlock, wrapped in BlockView, runs through the DAG and commits."""
     from protocol import messages as m
-    from protocol.consensus.dag import BlockView
     from protocol.crypto import Keypair
 
     keys = [Keypair(bytes([i + 1]) * 32) for i in range(4)]

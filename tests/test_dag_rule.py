@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from protocol.consensus.dag import CommittedSubDag, Decision, InsertStatus, LeaderStatus, Slot
+from protocol.consensus.block import Slot
+from protocol.consensus.committer import Decision, LeaderStatus
+from protocol.consensus.dag_state import InsertStatus
+from protocol.consensus.linearizer import CommittedSubDag
 from protocol.testing.dag_dsl import DagSpec, deliver, parse_dag
 
 VECTOR_DIR = Path(__file__).resolve().parents[1] / "spec" / "vectors" / "dag"

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from protocol.consensus import dag
+from protocol.consensus.block import ZERO_DIGEST, BadAuthor, BlockInvalid, DagRef
+from protocol.consensus.block_verifier import check_payload
 from protocol.consensus.committee import Committee
-from protocol.consensus.dag import BlockInvalid, BlockRef, CommittedSubDag, Committer, DagState, InsertStatus
+from protocol.consensus.committer import Committer
+from protocol.consensus.dag_state import DagState, InsertStatus
+from protocol.consensus.linearizer import CommittedSubDag
 from protocol.crypto import Keypair, digest
-from protocol.economics.fees import check_payload
 from protocol.errors import ProtocolError
-from protocol.messages import Block, SignedBlock
-from protocol.messages import BlockRef as WireRef
+from protocol.messages import Block, BlockRef, SignedBlock
 
 
 class TimestampTooFarAhead(BlockInvalid):
@@ -43,19 +44,19 @@ class WrongEpoch(ProtocolError):
 
 @dataclass(frozen=True, slots=True)
 class Vertex:
-    """A decoded, signature-checked block as the DAG sees it (protocol.consensus.dag.DagBlock)."""
+    """A decoded, signature-checked block as the DAG sees it (protocol.consensus.block.DagBlock)."""
 
     round: int
     author: int
     digest: bytes
-    parents: tuple[BlockRef, ...]
+    parents: tuple[DagRef, ...]
     timestamp_ms: int
     signed: SignedBlock
     data: bytes  # canonical bytes: what is stored and relayed
 
     @property
-    def ref(self) -> BlockRef:
-        return BlockRef(self.round, self.author, self.digest)
+    def ref(self) -> DagRef:
+        return DagRef(self.round, self.author, self.digest)
 
     @property
     def payload(self) -> tuple[bytes, ...]:
@@ -74,7 +75,7 @@ class CoreParams:
 @dataclass
 class AddOutcome:
     accepted: list[Vertex] = field(default_factory=list)  # in insertion order (parents first)
-    missing: tuple[BlockRef, ...] = ()  # refs to fetch (not already buffered)
+    missing: tuple[DagRef, ...] = ()  # refs to fetch (not already buffered)
 
 
 @dataclass
@@ -93,7 +94,7 @@ def vertex_from_bytes(data: bytes) -> Vertex:
         round=b.round,
         author=b.author,
         digest=dag_digest(data),
-        parents=tuple(BlockRef(p.round, p.author, p.digest) for p in b.parents),
+        parents=tuple(DagRef(p.round, p.author, p.digest) for p in b.parents),
         timestamp_ms=b.timestamp_ms,
         signed=signed,
         data=data,
@@ -116,7 +117,7 @@ class Core:
         *,
         keypair: Keypair | None = None,
         params: CoreParams | None = None,
-        genesis_commit_digest: bytes = dag.ZERO_DIGEST,
+        genesis_commit_digest: bytes = ZERO_DIGEST,
         start_index: int = 0,
     ) -> None:
         self.chain_id = chain_id
@@ -135,16 +136,16 @@ class Core:
         self.own_index = committee.index_of(keypair.public) if keypair is not None else None
         self.last_proposed_round = 0
         self.last_proposal_ms = -(1 << 62)
-        self._own_last: BlockRef | None = (
+        self._own_last: DagRef | None = (
             self.dag.genesis[self.own_index].ref if self.own_index is not None else None
         )
-        self._suspended: dict[BlockRef, Vertex] = {}
-        self._waiting: dict[BlockRef, set[BlockRef]] = {}  # missing ref -> suspended children
+        self._suspended: dict[DagRef, Vertex] = {}
+        self._waiting: dict[DagRef, set[DagRef]] = {}  # missing ref -> suspended children
         self._quorum_round = 0
         self._quorum_since_ms: int | None = None
         self._round_stake: dict[int, int] = {}
         self._seen_authors: dict[int, set[int]] = {}
-        self._latest: list[BlockRef | None] = [None] * committee.size
+        self._latest: list[DagRef | None] = [None] * committee.size
         self._signed_round = [0] * committee.size  # per author: highest round of a verified block, even suspended
         self.rejected: dict[str, int] = {}
         self.duplicates = 0
@@ -161,7 +162,7 @@ class Core:
         if body.epoch != self.epoch:
             raise WrongEpoch(body.epoch, self.epoch, v)
         if not self.committee.is_valid_index(body.author):
-            raise dag.BadAuthor(f"author {body.author} with {self.committee.size} authorities")
+            raise BadAuthor(f"author {body.author} with {self.committee.size} authorities")
         v.signed.verify(self.chain_id, self.committee.public_keys[body.author])
         check_payload(body.payload)
         if body.timestamp_ms > now_ms + self.params.max_forward_drift_ms:
@@ -217,7 +218,7 @@ class Core:
                     del self._suspended[child_ref]
         return out
 
-    def _suspend(self, v: Vertex, missing: tuple[BlockRef, ...]) -> None:
+    def _suspend(self, v: Vertex, missing: tuple[DagRef, ...]) -> None:
         if len(self._suspended) >= self.params.max_suspended:
             # Evict the block farthest ahead: a flood of fake future blocks must not push out
             # the real block we are waiting to complete.
@@ -256,7 +257,7 @@ class Core:
                 self.equivocations.append((other, v))
                 return
 
-    def missing_refs(self) -> list[BlockRef]:
+    def missing_refs(self) -> list[DagRef]:
         """Refs that buffered blocks wait for and that we do not hold at all."""
         return sorted(m for m in self._waiting if m not in self._suspended and m not in self.dag)
 
@@ -321,7 +322,7 @@ class Core:
             round=r,
             author=self.own_index,
             timestamp_ms=max(now_ms, parent_ts),
-            parents=tuple(WireRef(p.round, p.author, p.digest) for p in parents),
+            parents=tuple(BlockRef(p.round, p.author, p.digest) for p in parents),
             payload=tuple(payload),
             commit_votes=(),
         )
@@ -333,7 +334,7 @@ class Core:
         self._own_last = v.ref
         return v
 
-    def _best_parent(self, author: int, max_round: int) -> BlockRef | None:
+    def _best_parent(self, author: int, max_round: int) -> DagRef | None:
         latest = self._latest[author]
         if latest is None:
             return self.dag.genesis[author].ref if max_round >= 0 else None
@@ -345,11 +346,11 @@ class Core:
                 return min(refs, key=lambda x: x.digest)
         return self.dag.genesis[author].ref if self.dag.gc_round < 0 else None
 
-    def _timestamp(self, ref: BlockRef) -> int:
+    def _timestamp(self, ref: DagRef) -> int:
         b = self.dag.get(ref)
         return b.timestamp_ms if b is not None else 0
 
-    def restore_own(self, last_round: int, last_ref: BlockRef | None) -> None:
+    def restore_own(self, last_round: int, last_ref: DagRef | None) -> None:
         """After a restart: never propose at or below a round we already signed."""
         self.last_proposed_round = max(self.last_proposed_round, last_round)
         if last_ref is not None:

@@ -1,4 +1,4 @@
-"""Transaction fees and the block payload bound (spec/economics.md §6, spec/state.md §3.2).
+"""Transaction fees (spec/economics.md §6).
 
 Pure integer arithmetic. `fee = tx_base_fee + tx_byte_fee * len(signed transaction bytes) + tip`; the
 weight-setting, axon-serving and evidence calls pay only their tip (subtensor's Pays::No for weights and
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.consensus.dag import BlockInvalid
 from protocol.economics.emission import UNIT
 from protocol.messages import ClaimPayment, CommitWeights, ReportEquivocation, RevealWeights, ServeAxon, SetWeights
 
-MAX_BLOCK_TX_BYTES = 1 << 20  # a block whose payload (sum of transaction sizes) is larger is invalid
 DEFAULT_BASE_FEE = UNIT // 10_000  # 100,000 units = 0.0001 token per transaction
 DEFAULT_BYTE_FEE = 1_000  # units per signed byte: a 200-byte transfer pays 0.0003 token, 1 MiB ~1.05 token
 BASE_FEE_BOUNDS = (0, UNIT)  # governance may move the fee parameters within these
@@ -48,13 +46,3 @@ def tx_fee(size: int, call: Any, signer: bytes, tip: int, base_fee: int, byte_fe
         return tip
     return base_fee + byte_fee * size + tip
 
-
-class PayloadTooLarge(BlockInvalid):
-    reason = "block transactions exceed MAX_BLOCK_TX_BYTES"
-
-
-def check_payload(payload: tuple[bytes, ...]) -> None:
-    """A block is invalid when its transactions (signed bytes, summed) exceed MAX_BLOCK_TX_BYTES."""
-    total = sum(len(t) for t in payload)
-    if total > MAX_BLOCK_TX_BYTES:
-        raise PayloadTooLarge(f"{total} bytes of transactions, the limit is {MAX_BLOCK_TX_BYTES}")

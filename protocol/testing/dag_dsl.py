@@ -36,8 +36,10 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from protocol.consensus.block import DagRef, Slot, genesis_digest
 from protocol.consensus.committee import Committee
-from protocol.consensus.dag import BlockRef, Committer, DagState, Decision, Slot, genesis_digest
+from protocol.consensus.committer import Committer, Decision
+from protocol.consensus.dag_state import DagState, InsertStatus
 
 DEFAULT_SEED = b"tensornet-dag-vectors"
 
@@ -50,17 +52,17 @@ class TestBlock:
 
     round: int
     author: int
-    parents: tuple[BlockRef, ...]
+    parents: tuple[DagRef, ...]
     timestamp_ms: int
     salt: int = 0
     digest: bytes = b""
 
     @property
-    def ref(self) -> BlockRef:
-        return BlockRef(self.round, self.author, self.digest)
+    def ref(self) -> DagRef:
+        return DagRef(self.round, self.author, self.digest)
 
 
-def block_digest(round: int, author: int, parents: tuple[BlockRef, ...], timestamp_ms: int, salt: int) -> bytes:
+def block_digest(round: int, author: int, parents: tuple[DagRef, ...], timestamp_ms: int, salt: int) -> bytes:
     h = hashlib.blake2b(digest_size=32)
     h.update(b"tensornet/test-block")
     h.update(round.to_bytes(8, "big") + author.to_bytes(4, "big") + timestamp_ms.to_bytes(8, "big"))
@@ -71,7 +73,7 @@ def block_digest(round: int, author: int, parents: tuple[BlockRef, ...], timesta
 
 
 def make_block(
-    round: int, author: int, parents: list[BlockRef] | tuple[BlockRef, ...], timestamp_ms: int | None = None,
+    round: int, author: int, parents: list[DagRef] | tuple[DagRef, ...], timestamp_ms: int | None = None,
     salt: int = 0,
 ) -> TestBlock:
     ts = round * 1000 + author if timestamp_ms is None else timestamp_ms
@@ -109,8 +111,8 @@ class DagSpec:
     schedule: str = "round-robin"
     overrides: dict[tuple[int, int], int] = field(default_factory=dict)
     blocks: list[TestBlock] = field(default_factory=list)  # file order: parents before children
-    names: dict[str, BlockRef] = field(default_factory=dict)
-    ref_names: dict[BlockRef, str] = field(default_factory=dict)
+    names: dict[str, DagRef] = field(default_factory=dict)
+    ref_names: dict[DagRef, str] = field(default_factory=dict)
     checkpoints: list[tuple[int, list[str]]] = field(default_factory=list)  # (#blocks before, commits)
     expects: list[Expect] = field(default_factory=list)
     commits: list[str] | None = None
@@ -136,7 +138,7 @@ class DagSpec:
             **kw,  # type: ignore[arg-type]
         )
 
-    def name(self, ref: BlockRef) -> str:
+    def name(self, ref: DagRef) -> str:
         return self.ref_names.get(ref, repr(ref))
 
 
@@ -209,13 +211,13 @@ def parse_dag(text: str) -> DagSpec:
         raise DslError(f"unknown schedule {spec.schedule!r}")
     n = committee.size
     for a in range(n):
-        g = BlockRef(0, a, genesis_digest(seed, a))
+        g = DagRef(0, a, genesis_digest(seed, a))
         spec.names[f"{author_letter(a)}0"] = g
         spec.ref_names[g] = f"{author_letter(a)}0"
-    latest_primary: dict[int, BlockRef] = {a: spec.names[f"{author_letter(a)}0"] for a in range(n)}
-    primaries: dict[int, dict[int, BlockRef]] = {0: dict(latest_primary)}
+    latest_primary: dict[int, DagRef] = {a: spec.names[f"{author_letter(a)}0"] for a in range(n)}
+    primaries: dict[int, dict[int, DagRef]] = {0: dict(latest_primary)}
 
-    def lookup(name: str) -> BlockRef:
+    def lookup(name: str) -> DagRef:
         if name not in spec.names:
             raise DslError(f"unknown block {name!r}")
         return spec.names[name]
@@ -242,9 +244,9 @@ def parse_dag(text: str) -> DagSpec:
                         raise DslError(f"author {who[0]} outside committee of {n}")
                     planned.append((a, len(who) - 1, items))
             prev = primaries.get(r - 1, {})
-            round_primaries: dict[int, BlockRef] = {}
+            round_primaries: dict[int, DagRef] = {}
             for a, variant, items in sorted(planned):
-                chosen: list[BlockRef] = []
+                chosen: list[DagRef] = []
                 item_list = [x.strip() for x in items.split(",") if x.strip()]
                 if "*" not in item_list and any(x.startswith("-") for x in item_list):
                     item_list.insert(0, "*")  # `[-D3]` reads "everything but D3"
@@ -318,10 +320,8 @@ def deliver(
 ) -> tuple[list, list]:
     """Insert `blocks` in `order` like a synchronizer: a block with missing ancestors waits in a buffer
     until they arrive. Calls try_commit after every accepted block; returns (commits, decisions)."""
-    from protocol.consensus.dag import InsertStatus
-
     dag = committer.dag
-    waiting: dict[BlockRef, list[TestBlock]] = {}
+    waiting: dict[DagRef, list[TestBlock]] = {}
     commits: list = []
     decisions: list = []
     for i in order if order is not None else range(len(blocks)):
@@ -358,8 +358,8 @@ def random_dag(
     n = committee.size
     stakes = committee.stakes
     quorum = committee.quorum
-    latest: dict[int, list[BlockRef]] = {a: [BlockRef(0, a, genesis_digest(seed, a))] for a in range(n)}
-    by_round: dict[int, dict[int, list[BlockRef]]] = {0: {a: list(v) for a, v in latest.items()}}
+    latest: dict[int, list[DagRef]] = {a: [DagRef(0, a, genesis_digest(seed, a))] for a in range(n)}
+    by_round: dict[int, dict[int, list[DagRef]]] = {0: {a: list(v) for a, v in latest.items()}}
     out: list[TestBlock] = []
     for r in range(1, rounds + 1):
         prev = by_round[r - 1]
@@ -368,7 +368,7 @@ def random_dag(
         rng.shuffle(missing)
         while sum(stakes[a] for a in producers) < quorum:
             producers.append(missing.pop())
-        here: dict[int, list[BlockRef]] = {}
+        here: dict[int, list[DagRef]] = {}
         for a in sorted(producers):
             for variant in range(rng.choice((1, 2)) if a in equivocators else 1):
                 own = rng.choice(latest[a])

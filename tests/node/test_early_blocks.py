@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from node.chain import EARLY_BYTES, EARLY_SENDER_BYTES, Chain
+from protocol.consensus.block import BadAuthor
 from protocol.consensus.core import WrongEpoch
-from protocol.consensus.dag import BadAuthor
 from protocol.crypto import Keypair, digest
 from protocol.errors import WrongChainError
 from protocol.messages import Block, SignedBlock

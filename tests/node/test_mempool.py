@@ -17,9 +17,9 @@ from node.mempool import (
     SenderQuotaExceeded,
     Underpriced,
 )
+from protocol.consensus.block_verifier import MAX_BLOCK_TX_BYTES
 from protocol.crypto import Keypair
 from protocol.economics.emission import UNIT
-from protocol.economics.fees import MAX_BLOCK_TX_BYTES
 from protocol.errors import TxRejected
 from protocol.messages import SetWeights, SignedTransaction, Transaction, Transfer
 from protocol.state.genesis import build_genesis
