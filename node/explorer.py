@@ -1,4 +1,4 @@
-"""The block explorer: one self-contained page served at GET / by node/api.py.
+"""The block explorer: one self-contained page served at GET / by node/api/routes_health.py.
 
 Plain JavaScript, inline SVG and CSS, no external assets (nodes may run offline). It polls the
 node's own API every two seconds: /status (head, round, latency, committee, peers), /commits

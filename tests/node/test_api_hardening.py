@@ -20,7 +20,8 @@ import pytest
 import trio
 from hypercorn.config import Config as HyperConfig
 
-from node.api import ApiLimits, TokenBuckets, build_app, serve_api
+from node.api.app import build_app, serve_api
+from node.api.guard import ApiLimits, TokenBuckets
 from node.config import load_config
 from node.daemon import Node
 from node.testing.procs import NodeProc, stop_all, wait_for
