@@ -5,7 +5,7 @@ tests drive it directly. Every method runs on the Trio thread; disk writes are s
 transactions (WAL).
 
 Commit path: accepted blocks are stored; each new commit's transactions (its blocks' payloads in
-linearised order) run through `State.apply_commit`; then the commit, its state root, and every
+linearised order) run through `apply_commit` (protocol/state/transition.py); then the commit, its state root, and every
 `snapshot_every` commits a state snapshot are written in one transaction. A crash between the
 two leaves the commit underived, and the restart derives it again from the stored blocks.
 """
@@ -31,7 +31,8 @@ from protocol.errors import ProtocolError, WrongChainError
 from protocol.messages import MAX_BLOCK_TXS, BlockRef, Commit, ReportEquivocation, SignedTransaction, Transaction
 from protocol.state.genesis import Genesis
 from protocol.state.governance import NETWORK_PARAMS
-from protocol.state.state import Receipt, State
+from protocol.state.state import State
+from protocol.state.transition import Receipt, apply_commit, check_tx
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,8 @@ class Chain:
             for rec in self.store.commits(state.height + 1, last.index):
                 commit = Commit.from_bytes(rec.data)
                 txs = self._payload_of(commit)
-                state.apply_commit(
-                    rec.index, txs, verified=frozenset(tx_digests(txs)), leader_round=commit.leader.round,
+                apply_commit(
+                    state, rec.index, txs, verified=frozenset(tx_digests(txs)), leader_round=commit.leader.round,
                     commit_digest=rec.digest,
                 )
                 if state.root() != rec.state_root:
@@ -403,8 +404,8 @@ class Chain:
     def _apply(self, c: Committed, state: State) -> CommitInfo:
         txs = [tx for v in c.vertices for tx in v.payload]
         verified = frozenset(d for d in tx_digests(txs) if d in self._verified)
-        receipts = state.apply_commit(
-            c.sub.index, txs, verified=verified, leader_round=c.sub.leader.round, commit_digest=c.sub.digest
+        receipts = apply_commit(
+            state, c.sub.index, txs, verified=verified, leader_round=c.sub.leader.round, commit_digest=c.sub.digest
         )
         root = state.root()
         commit = Commit(
@@ -464,7 +465,7 @@ class Chain:
         try:
             stx = SignedTransaction.from_bytes(data)
             # envelope, fee payable, call (at the next nonce)
-            self.state.check_tx(stx, allow_future_nonce=True, size=len(data))
+            check_tx(self.state, stx, allow_future_nonce=True, size=len(data))
         except ProtocolError as exc:  # counted with the mempool's own refusals, so a flood shows in /metrics
             self.mempool.count_refusal(getattr(exc, "rule", "decode"))
             raise

@@ -15,6 +15,7 @@ from protocol.consensus.linearizer import commit_digest
 from protocol.messages import Commit
 from protocol.state.genesis import load_genesis
 from protocol.state.state import State
+from protocol.state.transition import apply_commit
 
 
 def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
                 raise ValueError(f"block {ref.digest.hex()[:16]}… is corrupt")
             txs.extend(vertex_from_bytes(data).payload)
         if state is not None:
-            state.apply_commit(rec.index, txs, leader_round=c.leader.round, commit_digest=rec.digest)
+            apply_commit(state, rec.index, txs, leader_round=c.leader.round, commit_digest=rec.digest)
             if state.root() != rec.state_root:
                 raise ValueError("state root differs from a replay from genesis")
         checked += 1

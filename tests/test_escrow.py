@@ -28,8 +28,9 @@ from protocol.state.escrow import (
     MAX_OPEN_ESCROWS,
     fee_split,
 )
-from protocol.state.lifecycle import deregister
+from protocol.state.handlers.subnets import deregister
 from protocol.state.state import State
+from protocol.state.transition import check_tx
 from tests.test_state import CHAIN, KEYS, OWNER, Chain, make_chain, registered
 
 CLIENT, MINER, OTHER = KEYS[5], KEYS[6], KEYS[7]
@@ -207,7 +208,7 @@ def test_check_tx_and_snapshot_round_trip():
     root = c.state.root()
     from protocol.messages import SignedTransaction
 
-    c.state.check_tx(SignedTransaction.from_bytes(c.tx(MINER, claim(voucher(1, 6, 10)))))
+    check_tx(c.state, SignedTransaction.from_bytes(c.tx(MINER, claim(voucher(1, 6, 10)))))
     assert c.state.root() == root  # check_tx changes nothing
     loaded = State.load(c.state.snapshot())
     assert loaded.root() == root and loaded.escrows.get(1).spent == {5}

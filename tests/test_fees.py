@@ -33,6 +33,7 @@ from protocol.messages import (
 from protocol.state import governance
 from protocol.state.escrow import fee_split
 from protocol.state.genesis import GenesisError, build_genesis, parse_genesis
+from protocol.state.transition import check_tx
 from tests.test_escrow import CLIENT, proof, voucher
 from tests.test_state import CHAIN, KEYS, VAL, make_chain
 
@@ -92,7 +93,7 @@ def test_a_signer_who_cannot_pay_is_skipped_without_effect() -> None:
     assert c.state.next_nonce(POOR.public) == 0 and c.state.burned == burned
     assert c.state.balances[POOR.public] == 1000
     with pytest.raises(TxRejected, match="fee"):
-        c.state.check_tx(SignedTransaction.from_bytes(raw))
+        check_tx(c.state, SignedTransaction.from_bytes(raw))
 
 
 def test_mempool_check_judges_the_call_after_the_fee() -> None:
@@ -100,10 +101,10 @@ def test_mempool_check_judges_the_call_after_the_fee() -> None:
     everything = c.state.balances[KEYS[2].public]
     stx = SignedTransaction.from_bytes(c.tx(KEYS[2], Transfer(KEYS[3].public, everything)))
     with pytest.raises(TxRejected, match="balance"):
-        c.state.check_tx(stx)
+        check_tx(c.state, stx)
     fee = c.state.fee_of(stx)
     ok = SignedTransaction.from_bytes(c.tx(KEYS[2], Transfer(KEYS[3].public, everything - fee - 9), nonce=0))
-    c.state.check_tx(ok)  # the tip-free fee of this one is the same size
+    check_tx(c.state, ok)  # the tip-free fee of this one is the same size
     assert c.state.fee_hold is None
 
 
@@ -185,7 +186,7 @@ def test_a_claim_signed_by_its_miner_hotkey_pays_its_fee_from_the_miners_share()
     fee = BASE + BYTE * len(raw)
     assert is_fee_free(call, HOT.public) and claim_fee(len(raw), call, HOT.public, BASE, BYTE) == fee
     assert c.state.fee_of(SignedTransaction.from_bytes(raw)) == 0
-    c.state.check_tx(SignedTransaction.from_bytes(raw))  # the mempool admits it (before: rule "fee")
+    check_tx(c.state, SignedTransaction.from_bytes(raw))  # the mempool admits it (before: rule "fee")
     cold, burned = c.state.balances[COLD.public], c.state.burned
     (r,) = c.commit(raw)  # conservation checked
     assert r.ok, r.message
@@ -199,7 +200,7 @@ def test_a_claim_whose_miner_share_is_below_its_fee_is_refused() -> None:
     c = claim_chain()
     raw = c.tx(HOT, miner_claim(1, 1000))
     with pytest.raises(TxRejected, match="claim fee") as exc:
-        c.state.check_tx(SignedTransaction.from_bytes(raw))
+        check_tx(c.state, SignedTransaction.from_bytes(raw))
     assert "price queries higher" in str(exc.value)
     burned = c.state.burned
     (r,) = c.commit(raw)

@@ -9,6 +9,7 @@ from protocol.economics.emission import UNIT, block_emission
 from protocol.messages import AddStake, CreateSubnet, Propose, RemoveStake, Transfer, Vote
 from protocol.state.governance import ABSTAIN, EXECUTED, FAILED, MAX_OPEN_PROPOSALS, NO, PASSED, REJECTED, YES
 from protocol.state.state import State
+from protocol.state.transition import check_tx
 from tests.test_state import KEYS, VAL, Chain, make_chain
 
 DEPOSIT = 10 * UNIT
@@ -238,7 +239,7 @@ def test_check_tx_and_snapshot_round_trip_mid_vote():
     c.ok(D, Propose("subnet_immunity_period", 9, "m"))
     c.ok(A, Vote(1, YES))
     root = c.state.root()
-    c.state.check_tx(SignedTransaction.from_bytes(c.tx(B, Vote(1, NO))))
+    check_tx(c.state, SignedTransaction.from_bytes(c.tx(B, Vote(1, NO))))
     assert c.state.root() == root
     loaded = State.load(c.state.snapshot())
     assert loaded.root() == root and loaded.governance.proposals[1].votes == c.state.governance.proposals[1].votes

@@ -24,7 +24,8 @@ from protocol.messages import (
     Transfer,
 )
 from protocol.state.genesis import Endpoint, build_genesis
-from protocol.state.state import Receipt, State, epoch_due, next_epoch_height
+from protocol.state.state import State, epoch_due, next_epoch_height
+from protocol.state.transition import Receipt, apply_commit, check_tx
 
 CHAIN = "test-chain"
 KEYS = [Keypair(bytes([i + 1]) * 32) for i in range(12)]
@@ -47,7 +48,7 @@ class Chain:
         return SignedTransaction.create(Transaction(self.chain_id, key.public, nonce, call, tip), key).to_bytes()
 
     def commit(self, *txs: bytes) -> list[Receipt]:
-        receipts = self.state.apply_commit(self.state.height + 1, list(txs))
+        receipts = apply_commit(self.state, self.state.height + 1, list(txs))
         self.state.check_invariants()
         return receipts
 
@@ -117,7 +118,7 @@ def test_wrong_chain_and_bad_signature_and_garbage():
     (r,) = c.commit(stx.to_bytes())
     assert r.rule == "signature"
     # a verified digest skips the signature check (the node verified it already)
-    receipts = c.state.apply_commit(c.state.height + 1, [stx.to_bytes()], verified=frozenset({stx.digest}))
+    receipts = apply_commit(c.state, c.state.height + 1, [stx.to_bytes()], verified=frozenset({stx.digest}))
     assert receipts[0].ok
     (r,) = c.commit(b"\xff\x00garbage")
     assert r.rule == "decode" and not r.ok and r.signer is None
@@ -135,22 +136,22 @@ def test_failed_call_consumes_nonce_and_changes_nothing_else():
 def test_height_out_of_order():
     c = make_chain()
     with pytest.raises(StateError, match="height 5 out of order: state is at height 0"):
-        c.state.apply_commit(5, [])
+        apply_commit(c.state, 5, [])
 
 
 def test_check_tx_does_not_change_state():
     c = make_chain()
     root = c.state.root()
     good = SignedTransaction.from_bytes(c.tx(KEYS[2], Transfer(KEYS[3].public, 5), nonce=0))
-    c.state.check_tx(good)
+    check_tx(c.state, good)
     bad = SignedTransaction.from_bytes(c.tx(KEYS[2], Transfer(KEYS[3].public, 10**18), nonce=0))
     with pytest.raises(TxRejected) as e:
-        c.state.check_tx(bad)
+        check_tx(c.state, bad)
     assert e.value.rule == "balance"
     future = SignedTransaction.from_bytes(c.tx(KEYS[2], Transfer(KEYS[3].public, 10**18), nonce=3))
     with pytest.raises(TxRejected, match="ahead"):
-        c.state.check_tx(future)
-    c.state.check_tx(future, allow_future_nonce=True)
+        check_tx(c.state, future)
+    check_tx(c.state, future, allow_future_nonce=True)
     assert c.state.root() == root
 
 
@@ -472,7 +473,7 @@ def test_epoch_split_18_41_41_and_take():
 def test_no_subnets_no_minting():
     g = build_genesis(CHAIN, validators=[(VAL.public, 10 * UNIT, EP)])
     st = State.from_genesis(g)
-    st.apply_commit(1, [])
+    apply_commit(st, 1, [])
     assert st.issued == 10 * UNIT
 
 

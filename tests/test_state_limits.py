@@ -20,6 +20,7 @@ from protocol.messages import (
     SignedTransaction,
 )
 from protocol.state.state import State, next_epoch_height
+from protocol.state.transition import check_tx
 from tests.test_state import KEYS, OWNER, Chain, make_chain, permitted, registered
 
 AX = ("/ip4/1.2.3.4/tcp/5",)
@@ -70,7 +71,7 @@ def test_mempool_judges_registrations_at_the_next_height():
     c = make_chain({"max_registrations_per_block": 1})
     c.commit(reg(c, 2))
     root = c.state.root()
-    c.state.check_tx(SignedTransaction.from_bytes(reg(c, 3)))  # full at this height, empty at the next
+    check_tx(c.state, SignedTransaction.from_bytes(reg(c, 3)))  # full at this height, empty at the next
     assert c.state.root() == root
 
 
@@ -92,9 +93,9 @@ def test_registrations_per_interval():
     c.idle(8 - c.state.height)
     raw = reg(c, 5)
     with pytest.raises(TxRejected, match="next allowed at height 10, now 9"):  # mempool: judged at height 9
-        c.state.check_tx(SignedTransaction.from_bytes(raw))
+        check_tx(c.state, SignedTransaction.from_bytes(raw))
     c.idle(1)
-    c.state.check_tx(SignedTransaction.from_bytes(raw))  # at height 10 the interval restarts
+    check_tx(c.state, SignedTransaction.from_bytes(raw))  # at height 10 the interval restarts
     (r,) = c.commit(raw)
     assert r.ok, r.message
     assert c.state.height == 10 and (sn.regs_this_interval, sn.reg_interval_start) == (1, 10)
@@ -110,7 +111,7 @@ def test_interval_starts_at_subnet_creation_and_mempool_refuses_when_full():
     c.ok(KEYS[5], Register(1, KEYS[5].public, 100 * UNIT))  # height 6, interval from 5: 2 so far
     c.ok(KEYS[6], Register(1, KEYS[6].public, 100 * UNIT))  # height 7: 3
     with pytest.raises(TxRejected) as e:
-        c.state.check_tx(SignedTransaction.from_bytes(reg(c, 7)))
+        check_tx(c.state, SignedTransaction.from_bytes(reg(c, 7)))
     assert e.value.rule == "registrations per interval"
     assert str(e.value).endswith(
         "since height 5, limit 3 x target_registrations_per_interval 1 = 3 per 5 "
@@ -136,7 +137,7 @@ def test_serving_rate_limit():
     assert n.axon.peer_id == "12D3KooWxyz"
     c.idle(2)  # the mempool already judges the height the transaction would commit at
     raw = c.tx(KEYS[2], ServeAxon(1, "12D3KooWabc", AX))
-    c.state.check_tx(SignedTransaction.from_bytes(raw))
+    check_tx(c.state, SignedTransaction.from_bytes(raw))
     (r,) = c.commit(raw)
     assert r.ok, r.message
     assert n.served_at == first + 4 and n.axon.peer_id == "12D3KooWabc"

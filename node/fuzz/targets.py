@@ -79,6 +79,7 @@ from protocol.messages import (
 )
 from protocol.state.genesis import build_genesis
 from protocol.state.state import State
+from protocol.state.transition import apply_commit, check_tx
 
 CHAIN_ID = "tensornet-fuzz"
 NOW_MS = 10_000_000  # the verifier's clock: fixed, so a finding replays the same way
@@ -171,18 +172,18 @@ def state_fixture() -> StateFixture:
         _sign_tx(TEST_KEY, 5, OpenEscrow(1, UNIT, 3)),  # escrow 2: expired at the fuzzed height, can close
     ]
     for height, txs in ((1, setup), (2, setup2)):
-        bad = [r for r in state.apply_commit(height, txs) if not r.ok]
+        bad = [r for r in apply_commit(state, height, txs) if not r.ok]
         if bad:
             raise RuntimeError(f"fuzz state fixture: set-up transaction refused: {bad[0].rule}: {bad[0].message}")
     sn = state.subnet(2)
     epoch = sn.epoch_index
     # to the reveal epoch of netuid 2, and past an epoch of netuid 1 (validator permits are given there)
     while state.subnet(2).epoch_index < epoch + sn.hp.reveal_period or state.subnet(1).epoch_index < 1:
-        state.apply_commit(state.height + 1, [])
+        apply_commit(state, state.height + 1, [])
     # A fuzzed commit lands on height EPOCH_HEIGHT, where both subnets run Yuma over the fuzzed weights
     # (txs apply before the epoch, so a reveal there is still in its reveal epoch).
     while state.height + 1 < EPOCH_HEIGHT:
-        state.apply_commit(state.height + 1, [])
+        apply_commit(state, state.height + 1, [])
     nonce = state.next_nonce(TEST_KEY.public)
     calls: dict[str, Message] = {
         "transfer": Transfer(OTHER_KEY.public, 1000),
@@ -205,7 +206,7 @@ def state_fixture() -> StateFixture:
     txs = {kind: _sign_tx(TEST_KEY, nonce, call) for kind, call in calls.items()}
     for kind, raw in txs.items():  # every seed must get past every check, or the fixture is wrong
         try:
-            state.check_tx(SignedTransaction.from_bytes(raw))
+            check_tx(state, SignedTransaction.from_bytes(raw))
         except TxRejected as exc:
             raise RuntimeError(f"fuzz state fixture: seed {kind} refused: {exc}") from exc
     return StateFixture(state, txs, nonce)
@@ -343,7 +344,7 @@ def _tx_check(kind: str) -> Callable[[bytes], str]:
         stx = SignedTransaction.from_bytes(data)
         _canonical(stx, data)
         stx.verify(CHAIN_ID)
-        state_fixture().state.check_tx(stx)  # dry: the fixture never changes
+        check_tx(state_fixture().state, stx)  # dry: the fixture never changes
         return f"accepted:{stx.body.call.KIND}"
 
     check.__doc__ = f"decode, verify and mempool-check a {kind} transaction against the fixture state"
@@ -492,7 +493,7 @@ def check_state(data: bytes) -> str:
     if type(txs) is not list or any(type(t) is not bytes for t in txs):
         raise Rejected("a state input is a CBOR array of byte strings (signed transactions)")
     state = copy.deepcopy(state_fixture().state)  # 2x cheaper than State.load(snapshot)
-    receipts = state.apply_commit(state.height + 1, txs)
+    receipts = apply_commit(state, state.height + 1, txs)
     try:
         state.check_invariants()
     except ProtocolError as exc:

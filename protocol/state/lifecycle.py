@@ -1,6 +1,7 @@
 """Subnet lifecycle: each subnet's strength score, registration immunity, and which subnets a new one replaces.
 
-spec/economics.md §1 is normative. Pure integer rules; state.py stores the results and moves the funds.
+spec/economics.md §1 is normative. Pure integer rules and records; state.py stores them and
+handlers/subnets.py (create_subnet, deregister) moves the funds.
 
 - Score: an integer exponential moving average of the subnet's stake (the total stake of the hotkeys
   registered on it), updated once per commit height for every subnet:
@@ -15,13 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from protocol.economics.emission import apportion
 from protocol.errors import TxRejected
-
-if TYPE_CHECKING:
-    from protocol.state.state import State
 
 SCORE_PERIOD = 1024  # heights: the EMA's weight on each new sample is 1/SCORE_PERIOD
 
@@ -138,46 +135,3 @@ def final_payout(pot: int, last_emission: Sequence[int]) -> list[int] | None:
     if pot == 0 or sum(last_emission) == 0:
         return None
     return apportion(pot, list(last_emission))
-
-
-def deregister(st: State, netuid: int, replaced_by: bytes) -> Deregistration:
-    """Remove subnet `netuid` from `st`, settle its funds, and record it (spec/economics.md §1.3).
-
-    1. The pending owner pot goes to the owner's balance.
-    2. The pending miner and validator pots go to the hotkey owners' balances by `final_payout`; if no uid
-       was paid at the last epoch they return to the unissued supply (`issued` decreases).
-    3. The subnet, its neurons, weights, bonds, commits and score are removed.
-    4. Each of its hotkeys that is now registered on no subnet and has no consensus endpoint has every
-       stake position on it closed, in (coldkey, hotkey) order: the stake moves to the coldkey's balance.
-    """
-    sn = st.subnets[netuid]
-    owner_paid = sn.pending_owner
-    st.credit(sn.owner, owner_paid)
-    pot = sn.pending_miners + sn.pending_validators
-    shares = final_payout(pot, [n.emission for n in sn.neurons])
-    neurons_paid = unissued = 0
-    if shares is None:
-        unissued = pot
-        st.issued -= pot
-    else:
-        neurons_paid = pot
-        for n, share in zip(sn.neurons, shares, strict=True):
-            st.credit(st.hotkey_owner.get(n.hotkey, n.coldkey), share)
-    sn.pending_owner = sn.pending_miners = sn.pending_validators = 0
-    del st.subnets[netuid]
-    score = st.lifecycle.scores.pop(netuid, 0)
-    registered = {n.hotkey for other in st.subnets.values() for n in other.neurons}
-    closing = {n.hotkey for n in sn.neurons if n.hotkey not in registered and n.hotkey not in st.endpoints}
-    returned = positions = 0
-    for (cold, hot), amount in sorted(st.stakes.items()):
-        if hot in closing:
-            st.sub_stake(cold, hot, amount)
-            st.credit(cold, amount)
-            returned += amount
-            positions += 1
-    record = Deregistration(
-        netuid, sn.name, sn.owner, sn.created_at, st.height, replaced_by, score, len(sn.neurons), owner_paid,
-        neurons_paid, unissued, returned, positions,
-    )
-    st.lifecycle.history.append(record)
-    return record

@@ -1,18 +1,18 @@
-"""The chain state machine: accounts, stake, subnets, neurons, weights, emission, committee.
+"""The chain state: the data, its canonical encoding and root, and the ledger primitives that change it.
 
-Pure and deterministic: the same genesis and the same committed transactions give the same state
-root on every machine. spec/state.md is normative. Public API for the node:
+Pure and deterministic: the same genesis and the same committed transactions give the same state root on
+every machine. spec/state.md is normative. This module is the data only (as lighthouse's BeaconState never
+imports state_processing): it imports the records it is made of (genesis, escrow, governance, lifecycle,
+supply) and never protocol/state/transition.py or protocol/state/handlers/, which change it through the
+public primitives below (credit, debit, add_stake, sub_stake, claim_hotkey, need_*). So the arrows go one way:
+state.py <- handlers/ <- transition.py (spec/state.md §2).
 
     State.from_genesis(genesis) -> State
-    state.apply_commit(height, txs, *, verified=frozenset()) -> list[Receipt]
-        height must be state.height + 1 (the first commit is height 1). Each tx (SignedTransaction
-        bytes) is decoded, chain-checked, signature-checked (skipped when its digest is in
-        `verified`), nonce-checked, then applied or refused; a refusal is a Receipt with ok=False
-        and the rule. Then this height's emission is minted and due subnet epochs run.
-    state.check_tx(stx, *, allow_future_nonce=False) -> None    (mempool; raises TxRejected, no change)
     state.root() -> bytes;  state.snapshot() -> bytes;  State.load(data) -> State
     state.account(pubkey), state.subnet(netuid), state.metagraph(netuid), state.committee(),
-    state.next_nonce(pubkey)
+    state.next_nonce(pubkey), state.fee_of(stx), supply_of(state), state.check_invariants()
+
+The transition function (apply_commit, check_tx) is protocol/state/transition.py.
 """
 
 from __future__ import annotations
@@ -22,71 +22,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol import codec, crypto
-from protocol.economics import yuma
-from protocol.economics.emission import UNIT, apportion, block_emission, format_tokens, subnet_split, take
+from protocol.economics.emission import UNIT, format_tokens
 from protocol.economics.fees import claim_fee, tx_fee
-from protocol.economics.hyperparams import U16_MAX, Hyperparams
-from protocol.economics.pricing import bumped_burn, decayed_burn, subnet_price
-from protocol.economics.weights import (
-    MAX_UNREVEALED_COMMITS,
-    first_duplicate,
-    is_self_weight,
-    max_weight_exceeded,
-    upscale,
-    weights_commit_hash,
-)
-from protocol.errors import DecodeError, ProtocolError, StateError, TxRejected, WrongChainError
-from protocol.messages import (
-    AddStake,
-    ClaimPayment,
-    CloseEscrow,
-    CommitWeights,
-    CreateSubnet,
-    OpenEscrow,
-    Propose,
-    Register,
-    RemoveStake,
-    ReportEquivocation,
-    RevealWeights,
-    ServeAxon,
-    SetHyperparameter,
-    SetWeights,
-    SignedTransaction,
-    Transfer,
-    Vote,
-)
-from protocol.state import escrow, governance, lifecycle, slashing
+from protocol.economics.hyperparams import Hyperparams
+from protocol.economics.pricing import subnet_price
+from protocol.economics.weights import MAX_UNREVEALED_COMMITS
+from protocol.errors import DecodeError, StateError, TxRejected
+from protocol.messages import SignedTransaction
 from protocol.state.escrow import Escrows
 from protocol.state.genesis import Endpoint, Genesis
-from protocol.state.supply import supply_of
+from protocol.state.governance import Governance
+from protocol.state.lifecycle import Lifecycle, immune_until
+from protocol.state.supply import Supply
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
 SNAPSHOT_VERSION = 9  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
 # 7: transaction fee parameters; 8: fees_burned; 9: proposals snapshot stake positions (delegated votes)
 _SNAPSHOT_MAX = 1 << 34
-_PEER_ID_CHARS = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")  # base58btc
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What happened to one transaction of a commit. `digest` is the SignedTransaction digest
-    (BLAKE2b-256 of the raw bytes when they did not decode)."""
-
-    digest: bytes
-    ok: bool
-    rule: str = ""
-    message: str = ""
-    signer: bytes | None = None
-    nonce: int | None = None
-
-    @property
-    def executed(self) -> bool:
-        """It passed the envelope: its nonce is consumed and its fee paid, whatever its call did."""
-        return self.ok or self.rule not in ENVELOPE_RULES
-
-
-ENVELOPE_RULES = frozenset({"decode", "duplicate", "chain id", "nonce", "fee", "signature"})  # spec/state.md §3
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +286,8 @@ def next_epoch_height(height: int, netuid: int, tempo: int) -> int:
 
 
 class State:
-    """The whole chain state. Mutated only by apply_commit; everything else reads."""
+    """The whole chain state. Changed only by protocol/state/transition.py and the handlers it dispatches to,
+    through the ledger primitives; everything else reads."""
 
     def __init__(self, params: Params) -> None:
         self.params = params
@@ -351,8 +305,8 @@ class State:
         self.subnet_last_price = 0
         self.subnet_last_height: int | None = None
         self.escrows = Escrows()  # paid inference (protocol/state/escrow.py)
-        self.lifecycle = lifecycle.Lifecycle()  # subnet scores and deregistrations (spec/economics.md §1)
-        self.governance = governance.Governance()  # proposals, default hyperparameters (spec/economics.md §2)
+        self.lifecycle = Lifecycle()  # subnet scores and deregistrations (spec/economics.md §1)
+        self.governance = Governance()  # proposals, default hyperparameters (spec/economics.md §2)
         # consensus epochs (spec/consensus.md §7): the committee that orders this epoch's blocks
         self.epoch = 0
         self.epoch_committee: tuple[CommitteeMember, ...] = params.genesis_committee
@@ -469,6 +423,17 @@ class State:
             self.subnet_last_price, self.subnet_last_height, self.height + 1, p.subnet_min_burn, p.subnet_burn_interval
         )
 
+    def subnet_price_at(self, height: int) -> int:
+        """What create_subnet costs at `height`."""
+        p = self.params
+        return subnet_price(
+            self.subnet_last_price, self.subnet_last_height, height, p.subnet_min_burn, p.subnet_burn_interval
+        )
+
+    def sorted_subnets(self) -> list[Subnet]:
+        """The subnets in netuid order: every per-subnet step of a commit walks them in this order."""
+        return [self.subnets[n] for n in sorted(self.subnets)]
+
     def metagraph(self, netuid: int) -> list[dict[str, Any]]:
         """One row per uid, in uid order; u16 figures as stored (x / 65535)."""
         sn = self.subnets.get(netuid)
@@ -522,7 +487,7 @@ class State:
 
     def subnet_immunity(self, sn: Subnet) -> int:
         """The first height at which the subnet can be replaced by a new one (spec/economics.md §1)."""
-        return lifecycle.immune_until(sn.created_at, self.params.subnet_immunity_period)
+        return immune_until(sn.created_at, self.params.subnet_immunity_period)
 
     def total_stake(self) -> int:
         return sum(self.stakes.values())
@@ -616,8 +581,8 @@ class State:
             st.subnets = {s[0]: Subnet.from_obj(s) for s in o[10]}
             st.subnet_last_price, st.subnet_last_height = o[11], o[12]
             st.escrows = Escrows.from_obj(o[13])
-            st.lifecycle = lifecycle.Lifecycle.from_obj(o[14])
-            st.governance = governance.Governance.from_obj(o[15])
+            st.lifecycle = Lifecycle.from_obj(o[14])
+            st.governance = Governance.from_obj(o[15])
             e = o[16]
             st.epoch, st.epoch_seed, st.epoch_start, st.epoch_start_digest = e[0], e[3], e[4], e[5]
             st.epoch_committee, st.prev_committee = _members(e[1]), _members(e[2])
@@ -672,136 +637,7 @@ class State:
         if owner != coldkey:
             raise TxRejected("hotkey owner", f"hotkey {crypto.address(hotkey)} belongs to another coldkey")
 
-    # --- commits ----------------------------------------------------------------------------------------
-
-    def apply_commit(
-        self,
-        height: int,
-        txs: Sequence[bytes],
-        *,
-        verified: frozenset[bytes] = frozenset(),
-        leader_round: int | None = None,
-        commit_digest: bytes = bytes(32),
-    ) -> list[Receipt]:
-        """Apply one committed sub-DAG's transactions in order, then mint and run due epochs.
-
-        `leader_round` and `commit_digest` are the commit's (the driver passes them): a commit whose
-        leader round reaches `epoch_rounds` closes the consensus epoch (spec/consensus.md §7)."""
-        if height != self.height + 1:
-            raise StateError(f"commit height {height} out of order: state is at height {self.height}")
-        self.height = height
-        for sn in self.sorted_subnets():
-            sn.burn = decayed_burn(sn.burn, sn.hp.burn_half_life, sn.hp.min_burn, sn.hp.max_burn)
-            sn.regs_this_block = 0
-            if height - sn.reg_interval_start >= sn.hp.adjustment_interval:
-                sn.reg_interval_start, sn.regs_this_interval = height, 0
-        receipts: list[Receipt] = []
-        seen: set[bytes] = set()
-        for raw in txs:
-            receipts.append(self._apply_raw(bytes(raw), verified, seen))
-        governance.end_of_height(self)
-        self.lifecycle.update_scores({sn.netuid: self.subnet_stake(sn) for sn in self.sorted_subnets()})
-        self._mint()
-        for sn in self.sorted_subnets():
-            if epoch_due(height, sn.netuid, sn.hp.tempo):
-                self._run_epoch(sn)
-        if leader_round is not None and leader_round >= self.params.epoch_rounds:
-            self._close_epoch(commit_digest)
-        return receipts
-
-    def _close_epoch(self, closing_digest: bytes) -> None:
-        """The next consensus epoch: a fresh DAG under the committee chosen by stake now."""
-        nxt = self.committee()
-        self.prev_committee = self.epoch_committee
-        self.epoch_committee = nxt
-        self.epoch += 1
-        self.epoch_seed = epoch_seed(closing_digest, nxt)
-        self.epoch_start = self.height + 1
-        self.epoch_start_digest = closing_digest
-
-    def sorted_subnets(self) -> list[Subnet]:
-        """The subnets in netuid order: every per-subnet step of a commit walks them in this order."""
-        return [self.subnets[n] for n in sorted(self.subnets)]
-
-    def _apply_raw(self, raw: bytes, verified: frozenset[bytes], seen: set[bytes]) -> Receipt:
-        try:
-            stx = SignedTransaction.from_bytes(raw)
-        except DecodeError as exc:
-            return Receipt(crypto.digest(raw), False, "decode", str(exc))
-        dg = stx.digest
-        tx = stx.body
-        if dg in seen:
-            return Receipt(dg, False, "duplicate", "transaction already executed in this commit", tx.signer, tx.nonce)
-        seen.add(dg)
-        try:
-            fee = self._check_envelope(stx, len(raw), check_sig=dg not in verified, allow_future_nonce=False)
-        except TxRejected as exc:
-            return Receipt(dg, False, exc.rule, str(exc), tx.signer, tx.nonce)
-        self.nonces[tx.signer] = tx.nonce + 1
-        self.debit(tx.signer, fee)  # burned whether or not the call succeeds (spec/state.md §3)
-        self.burned += fee
-        self.fees_burned += fee
-        self.tx_size = len(raw)
-        try:
-            self._dispatch(tx.signer, tx.call, dry=False)
-        except TxRejected as exc:
-            return Receipt(dg, False, exc.rule, str(exc), tx.signer, tx.nonce)
-        return Receipt(dg, True, signer=tx.signer, nonce=tx.nonce)
-
-    def check_tx(self, stx: SignedTransaction, *, allow_future_nonce: bool = False, size: int | None = None) -> None:
-        """Mempool admission: raise TxRejected if `stx` would be refused now; never changes state.
-
-        With allow_future_nonce, a nonce above the next one passes the envelope checks and the call
-        checks are skipped (they depend on the transactions before it). The call is judged against the
-        balance left after the fee, as at apply time. `size` is the signed length when the caller holds the
-        bytes (canonical decoding makes it the encoded length), saving a re-encode per admission."""
-        size = len(stx.to_bytes()) if size is None else size
-        fee = self._check_envelope(stx, size, check_sig=True, allow_future_nonce=allow_future_nonce)
-        if stx.body.nonce == self.next_nonce(stx.body.signer):
-            self.fee_hold = (stx.body.signer, fee)
-            self.tx_size = size
-            try:
-                self._dispatch(stx.body.signer, stx.body.call, dry=True)
-            finally:
-                self.fee_hold = None
-
-    def _check_envelope(
-        self, stx: SignedTransaction, size: int | None, *, check_sig: bool, allow_future_nonce: bool
-    ) -> int:
-        """Chain id, nonce, the fee the signer must be able to pay, then the signature; returns the fee.
-
-        The signature comes last because it is the one costly check (~50 us): a flood of transactions from
-        keys that hold nothing, or with spent nonces, is refused by two lookups. Any failure skips the
-        transaction, so the order changes only which rule a refusal names."""
-        tx = stx.body
-        if tx.chain_id != self.chain_id:
-            raise TxRejected("chain id", f"transaction is for chain {tx.chain_id!r}, this chain is {self.chain_id!r}")
-        nxt = self.next_nonce(tx.signer)
-        if tx.nonce < nxt:
-            raise TxRejected("nonce", f"nonce {tx.nonce} is already used (next is {nxt}): a replay or stale")
-        if tx.nonce > nxt and not allow_future_nonce:
-            raise TxRejected(
-                "nonce",
-                f"nonce {tx.nonce} is ahead of the next nonce {nxt}; it can apply after nonces {nxt}..{tx.nonce - 1}",
-            )
-        fee = self.fee_of(stx, size)
-        have = self.balances.get(tx.signer, 0)
-        if have < fee:
-            raise TxRejected("fee", f"{fee_text(fee, have)} (short by {fee - have} units)")
-        if check_sig:
-            try:
-                stx.verify(self.chain_id)
-            except (WrongChainError, ProtocolError) as exc:
-                raise TxRejected("signature", str(exc)) from None
-        return fee
-
-    def _dispatch(self, signer: bytes, call: Any, *, dry: bool) -> None:
-        handler = _HANDLERS.get(type(call))
-        if handler is None:  # pragma: no cover - every Call type has a handler
-            raise TxRejected("unknown call", f"no handler for {type(call).__name__}")
-        handler(self, signer, call, dry)
-
-    # --- transactions -----------------------------------------------------------------------------------
+    # --- checks the handlers share (each raises TxRejected naming its rule) ---------------------------------
 
     def need_amount(self, amount: int) -> None:
         """TxRejected('amount') unless `amount` is positive."""
@@ -820,74 +656,6 @@ class State:
                 f"(short by {format_tokens(amount - have)})",
             )
 
-    def _tx_transfer(self, signer: bytes, c: Transfer, dry: bool) -> None:
-        self.need_amount(c.amount)
-        self.need_balance(signer, c.amount, "transfer")
-        if dry:
-            return
-        self.debit(signer, c.amount)
-        self.credit(c.dest, c.amount)
-
-    def _tx_add_stake(self, signer: bytes, c: AddStake, dry: bool) -> None:
-        self.need_amount(c.amount)
-        self.need_balance(signer, c.amount, "add_stake")
-        if dry:
-            return
-        self.hotkey_owner.setdefault(c.hotkey, signer)  # the first staker of a fresh hotkey owns it
-        self.debit(signer, c.amount)
-        self.add_stake(signer, c.hotkey, c.amount)
-
-    def _tx_remove_stake(self, signer: bytes, c: RemoveStake, dry: bool) -> None:
-        self.need_amount(c.amount)
-        have = self.stake_of(signer, c.hotkey)
-        if have < c.amount:
-            raise TxRejected(
-                "stake",
-                f"remove_stake of {format_tokens(c.amount)} but {crypto.address(signer)} has {format_tokens(have)} "
-                f"staked on {crypto.address(c.hotkey)} (short by {format_tokens(c.amount - have)})",
-            )
-        if dry:
-            return
-        self.sub_stake(signer, c.hotkey, c.amount)
-        self.credit(signer, c.amount)
-
-    def _tx_create_subnet(self, signer: bytes, c: CreateSubnet, dry: bool) -> None:
-        if not c.name.strip():
-            raise TxRejected("subnet name", "subnet name must not be blank")
-        victims = lifecycle.subnets_to_replace(
-            [lifecycle.SubnetInfo(n, sn.created_at, self.lifecycle.scores.get(n, 0)) for n, sn in self.subnets.items()],
-            height=self.height,
-            max_subnets=self.params.max_subnets,
-            immunity_period=self.params.subnet_immunity_period,
-        )
-        price = self.subnet_price_at(self.height)
-        if price > c.max_burn:
-            raise TxRejected(
-                "price limit",
-                f"subnet price is {price}, above max_burn {c.max_burn}; "
-                "the price falls each height until it reaches the floor",
-            )
-        self.need_balance(signer, price, "create_subnet")
-        if dry:
-            return
-        for victim in victims:
-            lifecycle.deregister(self, victim, signer)
-        netuid = next(n for n in range(1, 65536) if n not in self.subnets)
-        self.debit(signer, price)
-        self.burned += price
-        self.subnet_last_price, self.subnet_last_height = price, self.height
-        hp = self.governance.default_hp
-        self.subnets[netuid] = Subnet(
-            netuid, c.name, signer, self.height, hp, burn_start(hp), reg_interval_start=self.height
-        )
-        self.lifecycle.scores[netuid] = 0
-
-    def subnet_price_at(self, height: int) -> int:
-        p = self.params
-        return subnet_price(
-            self.subnet_last_price, self.subnet_last_height, height, p.subnet_min_burn, p.subnet_burn_interval
-        )
-
     def need_subnet(self, netuid: int) -> Subnet:
         """The subnet `netuid`, or TxRejected naming the root or the existing subnets."""
         if netuid == ROOT_NETUID:
@@ -898,129 +666,6 @@ class State:
             raise TxRejected("unknown subnet", f"subnet {netuid} does not exist (subnets: {known})")
         return sn
 
-    def _registration_caps(self, sn: Subnet, dry: bool) -> None:
-        """subtensor's burned-registration caps: fewer than max_registrations_per_block at this height and
-        fewer than 3 x target_registrations_per_interval since the interval began (65535: no cap). A dry
-        run (mempool) judges the next height, as apply_commit's step 1 will leave the counters there."""
-        hp = sn.hp
-        at, in_block = self.height, sn.regs_this_block
-        start, in_interval = sn.reg_interval_start, sn.regs_this_interval
-        if dry:
-            at, in_block = self.height + 1, 0
-            if at - start >= hp.adjustment_interval:
-                start, in_interval = at, 0
-        cap = hp.max_registrations_per_block
-        if cap != U16_MAX and in_block >= cap:
-            when = f"next allowed at height {at + 1}" if cap else "closed until the subnet owner raises it"
-            raise TxRejected(
-                "registrations per block",
-                f"{in_block} registrations on subnet {sn.netuid} at height {at}, "
-                f"max_registrations_per_block is {cap}; {when}",
-            )
-        target = hp.target_registrations_per_interval
-        if target != U16_MAX and in_interval >= 3 * target:
-            nxt = max(start + hp.adjustment_interval, at + 1)
-            when = f"next allowed at height {nxt}" if target else "closed until the subnet owner raises it"
-            raise TxRejected(
-                "registrations per interval",
-                f"{in_interval} registrations on subnet {sn.netuid} since height {start}, limit 3 x "
-                f"target_registrations_per_interval {target} = {3 * target} per {hp.adjustment_interval} "
-                f"heights (adjustment_interval); {when}, now {at}",
-            )
-
-    def _tx_register(self, signer: bytes, c: Register, dry: bool) -> None:
-        sn = self.need_subnet(c.netuid)
-        self._registration_caps(sn, dry)
-        if c.hotkey in sn.uid_of:
-            raise TxRejected(
-                "already registered",
-                f"hotkey {crypto.address(c.hotkey)} already has uid {sn.uid_of[c.hotkey]} on subnet {c.netuid}",
-            )
-        owner = self.hotkey_owner.get(c.hotkey, signer)
-        if owner != signer:
-            raise TxRejected(
-                "hotkey owner",
-                f"hotkey {crypto.address(c.hotkey)} belongs to coldkey {crypto.address(owner)}, not the signer",
-            )
-        price = sn.burn
-        if price > c.max_burn:
-            raise TxRejected(
-                "price limit",
-                f"registration burn on subnet {c.netuid} is {price}, above max_burn "
-                f"{c.max_burn}; it halves every {sn.hp.burn_half_life} heights",
-            )
-        self.need_balance(signer, price, "register")
-        prune = None
-        if len(sn.neurons) >= sn.hp.max_allowed_uids:
-            prune = self._neuron_to_prune(sn)
-            if prune is None:
-                raise TxRejected("subnet full", f"subnet {c.netuid} has {len(sn.neurons)} uids and none can be pruned")
-        if dry:
-            return
-        self.hotkey_owner.setdefault(c.hotkey, signer)
-        self.debit(signer, price)
-        self.burned += price
-        neuron = Neuron(c.hotkey, signer, self.height)
-        if prune is None:
-            sn.uid_of[c.hotkey] = len(sn.neurons)
-            sn.neurons.append(neuron)
-        else:
-            old = sn.neurons[prune]
-            del sn.uid_of[old.hotkey]
-            sn.commits.pop(old.hotkey, None)
-            sn.neurons[prune] = neuron
-            sn.uid_of[c.hotkey] = prune
-        sn.burn = bumped_burn(sn.burn, sn.hp.min_burn, sn.hp.max_burn)
-        sn.regs_this_block += 1
-        sn.regs_this_interval += 1
-
-    def _neuron_to_prune(self, sn: Subnet) -> int | None:
-        """subtensor's get_neuron_to_prune: lowest emission, then earliest registration, then lowest uid;
-        non-immune uids first while more than min_non_immune_uids of them remain, else immune ones."""
-        best_free: tuple[int, int, int] | None = None
-        best_immune: tuple[int, int, int] | None = None
-        free = 0
-        for uid, n in enumerate(sn.neurons):
-            key = (n.emission, n.registered_at, uid)
-            if self.height - n.registered_at < sn.hp.immunity_period:
-                best_immune = key if best_immune is None or key < best_immune else best_immune
-            else:
-                free += 1
-                best_free = key if best_free is None or key < best_free else best_free
-        if best_free is not None and free > sn.hp.min_non_immune_uids:
-            return best_free[2]
-        return None if best_immune is None else best_immune[2]
-
-    def _tx_serve_axon(self, signer: bytes, c: ServeAxon, dry: bool) -> None:
-        if not c.peer_id or not set(c.peer_id) <= _PEER_ID_CHARS:
-            raise TxRejected("peer id", f"peer id {c.peer_id!r} is not a base58 libp2p peer id")
-        for i, a in enumerate(c.multiaddrs):
-            if not a.startswith("/") or any(ch.isspace() for ch in a):
-                raise TxRejected("multiaddr", f"multiaddrs[{i}] = {a!r} is not a multiaddr")
-        ep = Endpoint(c.peer_id, tuple(c.multiaddrs))
-        if c.netuid == ROOT_NETUID:
-            stake = self.hotkey_stake.get(signer, 0)
-            if stake == 0:
-                raise TxRejected(
-                    "not staked",
-                    f"hotkey {crypto.address(signer)} has no stake; a consensus "
-                    "endpoint is for validators (stake first)",
-                )
-            if not dry:
-                self.endpoints[signer] = ep
-            return
-        sn = self.need_subnet(c.netuid)
-        neuron = sn.neurons[self.need_uid(sn, signer)]
-        now, limit, last = self.height + 1 if dry else self.height, sn.hp.serving_rate_limit, neuron.served_at
-        if limit and last and now - last < limit:
-            raise TxRejected(
-                "serving rate limit",
-                f"axon last served at height {last}, next allowed at {last + limit}, now {now} "
-                f"(serving_rate_limit {limit} on subnet {sn.netuid})",
-            )
-        if not dry:
-            neuron.axon, neuron.served_at = ep, self.height
-
     def need_uid(self, sn: Subnet, hotkey: bytes) -> int:
         """`hotkey`'s uid on `sn`, or TxRejected('not registered')."""
         uid = sn.uid_of.get(hotkey)
@@ -1030,289 +675,20 @@ class State:
             )
         return uid
 
-    def _check_weights(
-        self, sn: Subnet, hotkey: bytes, uids: Sequence[int], values: Sequence[int], version_key: int, *, reveal: bool
-    ) -> int:
-        """subtensor's do_set_weights checks, in its order; returns the signer's uid."""
-        if len(uids) != len(values):
-            raise TxRejected("weights length", f"{len(uids)} uids but {len(values)} values")
-        n = len(sn.neurons)
-        if len(uids) > n:
-            raise TxRejected("too many weights", f"{len(uids)} weights but subnet {sn.netuid} has {n} uids")
-        uid = self.need_uid(sn, hotkey)
-        stake = self.hotkey_stake.get(hotkey, 0)
-        if stake < sn.hp.weights_min_stake:
-            raise TxRejected(
-                "weights min stake", f"hotkey stake {stake} is below weights_min_stake {sn.hp.weights_min_stake}"
-            )
-        want = sn.hp.weights_version_key
-        if want != 0 and version_key < want:
-            raise TxRejected("version key", f"version_key {version_key} is below the subnet's {want}; upgrade")
-        neuron = sn.neurons[uid]
-        if not sn.hp.commit_reveal_enabled and neuron.last_update:
-            nxt = neuron.last_update + sn.hp.weights_rate_limit
-            if self.height < nxt:
-                raise TxRejected(
-                    "weights rate limit",
-                    f"last set at height {neuron.last_update}, next allowed at {nxt}, now {self.height}",
-                )
-        selfw = is_self_weight(uid, uids, values)
-        if not selfw and not neuron.validator_permit:
-            raise TxRejected(
-                "validator permit",
-                f"uid {uid} has no validator permit (permits go to the top "
-                f"{sn.hp.max_allowed_validators} by stake at each epoch); only a lone self-weight is allowed",
-            )
-        dup = first_duplicate(uids)
-        if dup is not None:
-            raise TxRejected("duplicate uids", f"uid {dup} appears more than once")
-        bad = [u for u in uids if u >= n]
-        if bad:
-            raise TxRejected("invalid uids", f"uid {bad[0]} does not exist on subnet {sn.netuid} (uids 0..{n - 1})")
-        need = min(sn.hp.min_allowed_weights, n)
-        if not selfw and len(values) < need:
-            raise TxRejected("min allowed weights", f"{len(values)} weights, at least {need} needed")
-        limit = sn.hp.max_weights_limit
-        stored = upscale(values)
-        top = max_weight_exceeded(uid, uids, stored, limit)
-        if top is not None:
-            heavy = uids[stored.index(max(stored))]
-            raise TxRejected(
-                "max weight limit",
-                f"uid {heavy} gets {(top * U16_MAX) >> 32}/65535 of the weight, above max_weights_limit "
-                f"{limit}/65535 on subnet {sn.netuid}; spread the weight over more uids",
-            )
-        return uid
-
-    def _store_weights(self, sn: Subnet, uid: int, uids: Sequence[int], values: Sequence[int]) -> None:
-        n = sn.neurons[uid]
-        n.weights = tuple(sorted(zip(uids, upscale(values), strict=True)))
-        n.last_update = self.height
-
-    def _tx_set_weights(self, signer: bytes, c: SetWeights, dry: bool) -> None:
-        sn = self.need_subnet(c.netuid)
-        if sn.hp.commit_reveal_enabled:
-            raise TxRejected(
-                "commit reveal enabled", f"subnet {c.netuid} takes weights by commit_weights and reveal_weights only"
-            )
-        uid = self._check_weights(sn, signer, c.uids, c.values, c.version_key, reveal=False)
-        if not dry:
-            self._store_weights(sn, uid, c.uids, c.values)
-
-    def _tx_commit_weights(self, signer: bytes, c: CommitWeights, dry: bool) -> None:
-        sn = self.need_subnet(c.netuid)
-        if not sn.hp.commit_reveal_enabled:
-            raise TxRejected("commit reveal disabled", f"subnet {c.netuid} takes weights by set_weights")
-        uid = self.need_uid(sn, signer)
-        neuron = sn.neurons[uid]
-        if neuron.last_commit:
-            nxt = neuron.last_commit + sn.hp.weights_rate_limit
-            if self.height < nxt:
-                raise TxRejected(
-                    "weights rate limit",
-                    f"last commit at height {neuron.last_commit}, next allowed at {nxt}, now {self.height}",
-                )
-        live, _ = sn.live_commits(signer)
-        if len(live) >= MAX_UNREVEALED_COMMITS:
-            first = live[0][1] + sn.hp.reveal_period
-            raise TxRejected(
-                "too many commits",
-                f"{len(live)} unrevealed commits (limit {MAX_UNREVEALED_COMMITS}); "
-                f"reveal or let expire the oldest (its reveal epoch is {first})",
-            )
-        if dry:
-            return
-        sn.commits[signer] = live + [(c.commit_hash, sn.epoch_index, self.height)]
-        neuron.last_commit = self.height
-
-    def _tx_reveal_weights(self, signer: bytes, c: RevealWeights, dry: bool) -> None:
-        sn = self.need_subnet(c.netuid)
-        if not sn.hp.commit_reveal_enabled:
-            raise TxRejected("commit reveal disabled", f"subnet {c.netuid} takes weights by set_weights")
-        live, expired = sn.live_commits(signer)
-        h = weights_commit_hash(signer, c.netuid, c.uids, c.values, c.salt, c.version_key)
-        pos = next((i for i, cm in enumerate(live) if cm[0] == h), None)
-        if pos is None:
-            if h in expired:
-                raise TxRejected(
-                    "commit expired",
-                    f"the commit was due for reveal in an earlier epoch; subnet "
-                    f"{c.netuid} is now in epoch {sn.epoch_index}",
-                )
-            if not live:
-                raise TxRejected(
-                    "no commit", f"no unrevealed weight commit for {crypto.address(signer)} on subnet {c.netuid}"
-                )
-            raise TxRejected(
-                "commit mismatch",
-                "hash of (hotkey, netuid, uids, values, salt, version_key) "
-                f"matches none of the {len(live)} unrevealed commits",
-            )
-        epoch = live[pos][1] + sn.hp.reveal_period
-        if sn.epoch_index != epoch:
-            wait = epoch - sn.epoch_index
-            at = next_epoch_height(self.height, sn.netuid, sn.hp.tempo) + (wait - 1) * (sn.hp.tempo + 1) + 1
-            raise TxRejected(
-                "reveal too early",
-                f"committed in epoch {live[pos][1]}, reveal in epoch {epoch} "
-                f"(from height {at}), now epoch {sn.epoch_index}",
-            )
-        uid = self._check_weights(sn, signer, c.uids, c.values, c.version_key, reveal=True)
-        if dry:
-            return
-        rest = live[pos + 1 :]
-        if rest:
-            sn.commits[signer] = rest
-        else:
-            sn.commits.pop(signer, None)
-        self._store_weights(sn, uid, c.uids, c.values)
-
-    def _tx_set_hyperparameter(self, signer: bytes, c: SetHyperparameter, dry: bool) -> None:
-        sn = self.need_subnet(c.netuid)
-        if signer != sn.owner:
-            raise TxRejected(
-                "not owner", f"only subnet {c.netuid}'s owner {crypto.address(sn.owner)} may set hyperparameters"
-            )
-        hp = sn.hp.with_value(c.name, c.value, n_uids=len(sn.neurons))
-        if not dry:
-            sn.hp = hp
-            sn.burn = max(hp.min_burn, min(hp.max_burn, sn.burn))
-
-    # --- emission and epochs --------------------------------------------------------------------------
-
-    def _tx_report_equivocation(self, signer: bytes, c: ReportEquivocation, dry: bool) -> None:
-        """Slash a committee member proven to have signed two blocks for one slot (spec/economics.md §4)."""
-        committees = {self.epoch: [m.hotkey for m in self.epoch_committee]}
-        if self.epoch > 0:
-            committees[self.epoch - 1] = [m.hotkey for m in self.prev_committee]
-        epoch, offender = slashing.check_evidence(c, self.params.chain_id, committees)
-        if (epoch, offender) in self.offences:
-            raise TxRejected(
-                "duplicate evidence", f"validator {crypto.address(offender)} was already slashed for epoch {epoch}"
-            )
-        if dry:
-            return
-        on_offender = [(ck, amount) for (ck, hk), amount in self.stakes.items() if hk == offender]
-        cuts, reward, burn = slashing.slash(on_offender, self.params.slash_ppm, self.params.reporter_reward_ppm)
-        for ck, cut in cuts:
-            self.sub_stake(ck, offender, cut)
-        self.credit(signer, reward)
-        self.burned += burn
-        self.offences.add((epoch, offender))
-        self.jailed[offender] = max(self.jailed.get(offender, -1), self.epoch)
-
-    def _mint(self) -> None:
-        """Mint this height's emission into the subnets' pending pots (split 18/41/41 at mint time)."""
-        if not self.subnets:
-            return
-        amount = block_emission(self.params.base_emission, self.issued)
-        if amount == 0:
-            return
-        subnets = self.sorted_subnets()
-        weights = [1] * len(subnets)
-        if self.params.subnet_share == "stake":
-            by_stake = [self.subnet_stake(sn) for sn in subnets]
-            if sum(by_stake):
-                weights = by_stake
-        for sn, share in zip(subnets, apportion(amount, weights), strict=True):
-            owner, miners, validators = subnet_split(share)
-            sn.pending_owner += owner
-            sn.pending_miners += miners
-            sn.pending_validators += validators
-        self.issued += amount
-
-    def _run_epoch(self, sn: Subnet) -> None:
-        """Yuma over the subnet, then pay the pots: owner cut to the owner's balance, miner pot by
-        Yuma's miner emission, validator pot by its validator emission (after the validator take)."""
-        self.credit(sn.owner, sn.pending_owner)
-        sn.pending_owner = 0
-        n = len(sn.neurons)
-        hp = sn.hp
-        if n:
-            pot = sn.pending_miners + sn.pending_validators
-            commit_blocks = None
-            if hp.commit_reveal_enabled:
-                commit_blocks = []
-                for nr in sn.neurons:
-                    live, _ = sn.live_commits(nr.hotkey)
-                    commit_blocks.append(live[0][2] if live else None)
-            out = yuma.epoch(
-                yuma.EpochInputs(
-                    block=self.height,
-                    stakes=[self.hotkey_stake.get(nr.hotkey, 0) for nr in sn.neurons],
-                    weights=[nr.weights for nr in sn.neurons],
-                    bonds=[nr.bonds for nr in sn.neurons],
-                    validator_permits=[nr.validator_permit for nr in sn.neurons],
-                    last_update=[nr.last_update for nr in sn.neurons],
-                    block_at_registration=[nr.registered_at for nr in sn.neurons],
-                    emission=pot,
-                    params=yuma.EpochParams(
-                        tempo=hp.tempo,
-                        activity_cutoff=hp.activity_cutoff,
-                        kappa=hp.kappa,
-                        bonds_moving_average=hp.bonds_moving_average,
-                        bonds_penalty=hp.bonds_penalty,
-                        liquid_alpha_enabled=hp.liquid_alpha_enabled,
-                        alpha_low=hp.alpha_low,
-                        alpha_high=hp.alpha_high,
-                        alpha_sigmoid_steepness=hp.alpha_sigmoid_steepness,
-                        max_allowed_validators=hp.max_allowed_validators,
-                        stake_threshold=hp.weights_min_stake,
-                        commit_reveal_enabled=hp.commit_reveal_enabled,
-                    ),
-                    last_epoch_block=sn.last_epoch_height,
-                    commit_blocks=commit_blocks,
-                )
-            )
-            miners, validators = self._epoch_payouts(sn, out)
-            for uid, nr in enumerate(sn.neurons):
-                nr.rank, nr.trust, nr.consensus = out.rank[uid], out.trust[uid], out.consensus[uid]
-                nr.incentive, nr.dividends, nr.validator_trust = (
-                    out.incentive[uid],
-                    out.dividends[uid],
-                    out.validator_trust[uid],
-                )
-                nr.validator_permit = out.validator_permits[uid]
-                nr.bonds = tuple(out.bonds[uid])
-                nr.emission = miners[uid] + validators[uid]
-                if miners[uid]:
-                    self.add_stake(self.hotkey_owner[nr.hotkey], nr.hotkey, miners[uid])
-                if validators[uid]:
-                    self._pay_dividend(nr.hotkey, validators[uid])
-        sn.epoch_index += 1
-        sn.last_epoch_height = self.height
-
-    def _epoch_payouts(self, sn: Subnet, out: yuma.EpochOutputs) -> tuple[list[int], list[int]]:
-        """Exact per-uid payouts from the two pots. A pot with no recipient on its side flows to the
-        other side (as subtensor pays everything to validators when no miner has incentive); when
-        neither side has a recipient (no stake at all), both pots stay pending for the next epoch."""
-        n = len(sn.neurons)
-        m_w, v_w = list(out.miner_emission), list(out.validator_emission)
-        m_pot, v_pot = sn.pending_miners, sn.pending_validators
-        has_m, has_v = sum(m_w) > 0, sum(v_w) > 0
-        if not has_m and not has_v:
-            return [0] * n, [0] * n
-        if not has_m:
-            m_pot, v_pot = 0, m_pot + v_pot
-        elif not has_v:
-            m_pot, v_pot = m_pot + v_pot, 0
-        miners = apportion(m_pot, m_w) if m_pot else [0] * n
-        validators = apportion(v_pot, v_w) if v_pot else [0] * n
-        sn.pending_miners = sn.pending_validators = 0
-        return miners, validators
-
-    def _pay_dividend(self, hotkey: bytes, amount: int) -> None:
-        """The hotkey owner keeps the validator take (18%); the rest goes to the hotkey's stakers pro rata."""
-        owner = self.hotkey_owner[hotkey]
-        stakers = sorted((c, a) for (c, h), a in self.stakes.items() if h == hotkey)
-        if not stakers:
-            self.add_stake(owner, hotkey, amount)
-            return
-        cut = take(amount)
-        shares = apportion(amount - cut, [a for _, a in stakers])
-        self.add_stake(owner, hotkey, cut)
-        for (c, _), s in zip(stakers, shares, strict=True):
-            self.add_stake(c, hotkey, s)
+def supply_of(st: State) -> Supply:
+    """The state's supply breakdown (O(accounts + stakes + escrows + proposals + subnets)): the one computation
+    of the conservation identity, for check_invariants, `GET /supply` and `tensornet chain supply`."""
+    return Supply(
+        height=st.height,
+        issued=st.issued,
+        burned=st.burned,
+        fees_burned=st.fees_burned,
+        balances=sum(st.balances.values()),
+        stake=st.total_stake(),
+        escrow=st.escrows.total(),
+        deposits=st.governance.escrowed(),
+        pending=st.total_pending(),
+    )
 
 
 def fee_text(fee: int, balance: int) -> str:
@@ -1329,33 +705,12 @@ def burn_start(hp: Hyperparams) -> int:
     return max(hp.min_burn, min(hp.max_burn, INITIAL_BURN))
 
 
-_HANDLERS = {
-    Transfer: State._tx_transfer,
-    AddStake: State._tx_add_stake,
-    RemoveStake: State._tx_remove_stake,
-    CreateSubnet: State._tx_create_subnet,
-    Register: State._tx_register,
-    ServeAxon: State._tx_serve_axon,
-    SetWeights: State._tx_set_weights,
-    CommitWeights: State._tx_commit_weights,
-    RevealWeights: State._tx_reveal_weights,
-    SetHyperparameter: State._tx_set_hyperparameter,
-    OpenEscrow: escrow.tx_open_escrow,
-    ClaimPayment: escrow.tx_claim_payment,
-    CloseEscrow: escrow.tx_close_escrow,
-    Propose: governance.tx_propose,
-    Vote: governance.tx_vote,
-    ReportEquivocation: State._tx_report_equivocation,
-}
-
 __all__ = [
     "State",
-    "Receipt",
     "CommitteeMember",
     "Neuron",
     "Subnet",
     "Params",
-    "StateError",
     "epoch_due",
     "next_epoch_height",
     "ROOT_NETUID",

@@ -1,15 +1,13 @@
-"""Where every issued unit is: the conservation identity, computed one way for the state's own invariant
-check, the `GET /supply` route and `tensornet chain supply` (spec/economics.md §7)."""
+"""Where every issued unit is: the conservation identity's record (spec/economics.md §7). It is computed one
+way, by protocol/state/state.py's `supply_of`, for the state's own invariant check, the `GET /supply` route
+and `tensornet chain supply`; the record sits below the state so the state can build it."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocol.economics.emission import decimal_tokens
-
-if TYPE_CHECKING:
-    from protocol.state.state import State
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +45,3 @@ class Supply:
             "identity": "issued == balances + stake + escrow + deposits + pending + burned",
             "balanced": self.balanced,
         }
-
-
-def supply_of(st: State) -> Supply:
-    """The state's supply breakdown (O(accounts + stakes + escrows + proposals + subnets))."""
-    return Supply(
-        height=st.height,
-        issued=st.issued,
-        burned=st.burned,
-        fees_burned=st.fees_burned,
-        balances=sum(st.balances.values()),
-        stake=st.total_stake(),
-        escrow=st.escrows.total(),
-        deposits=st.governance.escrowed(),
-        pending=st.total_pending(),
-    )

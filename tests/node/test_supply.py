@@ -28,7 +28,7 @@ from protocol.crypto import Keypair
 from protocol.economics.emission import UNIT, decimal_tokens
 from protocol.economics.fees import DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE
 from protocol.messages import SignedTransaction, Transaction, Transfer
-from protocol.state.supply import supply_of
+from protocol.state.state import supply_of
 from tests.test_chain import make_network, step
 from tests.test_state import KEYS, make_chain
 
