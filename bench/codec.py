@@ -88,8 +88,8 @@ def measure(name: str, msg: SignedBlock | SignedTransaction, min_time: float, re
     cls = type(msg)
     data = msg.to_bytes()
     kp = _key(1000) if cls is SignedBlock else _key(0)
-    body_bytes = msg.body.to_bytes()
-    sbytes = crypto.signing_bytes(cls.DOMAIN, CHAIN, body_bytes)
+    # The bytes the signature covers: a block's signature covers its header, not the whole body (spec/wire.md).
+    sbytes = crypto.signing_bytes(cls.DOMAIN, CHAIN, cls.covered(msg.body))
     vk = nacl.signing.VerifyKey(kp.public)
     sk = nacl.signing.SigningKey(kp.seed)
     sig = msg.signature

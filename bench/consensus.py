@@ -29,9 +29,11 @@ import httpx
 
 from node.testing.procs import NodeProc, state_roots_at, stop_all, wait_for
 from node.testnet.gen import account, generate
+from node.testnet.local import free_port_base
 from protocol import codec
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
+from protocol.testing.sim import Simulation
 
 UNIT = 10**9
 SENDERS = 512  # 64 gave ~47 tx/s per sender at 3,000 tx/s: past the nonce gap whenever commits lag 0.3 s
@@ -46,8 +48,6 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def inprocess_baseline(validators: int) -> float:
-    from protocol.testing.sim import Simulation
-
     sim = Simulation([1] * validators, seed=1)
     t0 = time.perf_counter()
     sim.run(2000)
@@ -135,8 +135,9 @@ def mempool_refused(statuses: list[dict]) -> dict[str, int]:
 def run(validators: int, seconds: float, tx_rate: int, workdir: Path) -> dict:
     chain_id = "bench"
     funded = {f"load{i}": SENDER_FUNDS for i in range(SENDERS)} if tx_rate else {}
-    plans, _ = generate(workdir, hosts=["127.0.0.1"] * validators, chain_id=chain_id, p2p_base=32400,
-                        api_base=28400, funded=funded)
+    base = free_port_base(2 * validators)  # free ports, so the bench can run beside tests and other testnets
+    plans, _ = generate(workdir, hosts=["127.0.0.1"] * validators, chain_id=chain_id, p2p_base=base,
+                        api_base=base + validators, funded=funded)
     nodes = [NodeProc(p.home, p.api).start() for p in plans]
     load = Load(chain_id, workdir, [p.api for p in plans], tx_rate, seconds) if tx_rate else None
     try:

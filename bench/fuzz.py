@@ -17,6 +17,9 @@ import sys
 import time
 from typing import Any
 
+from node.fuzz.engines import Harness
+from node.fuzz.mutate import Mutator
+from node.fuzz.targets import get, registry
 from protocol import codec
 from protocol.errors import ProtocolError
 
@@ -36,10 +39,6 @@ def _decode(data: bytes) -> None:
 
 
 def bench_target(name: str, n: int, resign: bool, seed: int = 1) -> dict[str, Any]:
-    from node.fuzz.engines import Harness
-    from node.fuzz.mutate import Mutator
-    from node.fuzz.targets import get
-
     t = get(name)
     seeds = t.seeds()
     for s in seeds:  # warm the fixtures and lazy imports before timing
@@ -74,8 +73,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--targets", default="", help="comma-separated names (default: all)")
     ap.add_argument("--sign-with-test-key", action="store_true", help="re-sign mutants")
     args = ap.parse_args(argv)
-    from node.fuzz.targets import registry
-
     names = [n for n in args.targets.split(",") if n] or list(registry())
     slow = {"state": 5, "dag": 2, "blocks_response": 2, "fetch_blocks": 2}
     rows = [bench_target(n, max(50, args.inputs // slow.get(n, 1)), args.sign_with_test_key) for n in names]

@@ -34,7 +34,20 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.pubsub import pubsub as pubsub_module
+from libp2p.pubsub import rpc_queue
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2pnet import hardening
+from p2pnet.gossip import Verdict, open_gossip, topic_name
+from p2pnet.host import open_host
 
 ROOT = Path(__file__).resolve().parents[1]
 MSG_SIZE = 300
@@ -48,12 +61,6 @@ CHAIN = "bench"
 
 
 async def child(mode: str, index: int) -> None:
-    import trio
-    from libp2p.crypto.ed25519 import create_new_key_pair
-
-    from p2pnet.gossip import Verdict, open_gossip, topic_name
-    from p2pnet.host import open_host
-
     topic = topic_name(CHAIN, "blocks")
     received: dict[int, list[int]] = {}  # round -> latencies (us)
 
@@ -98,8 +105,6 @@ async def child(mode: str, index: int) -> None:
 
                 def mesh() -> int:
                     return len(g.router.mesh.get(topic, ()))
-
-            from p2pnet import hardening
 
             pubsub = g.pubsub if mode == "tuned" else g
 
@@ -160,14 +165,6 @@ async def child(mode: str, index: int) -> None:
 
 def _default_pubsub(host):
     """py-libp2p's GossipSub with its default settings (heartbeat 1 s, see the module docstring)."""
-    from contextlib import asynccontextmanager
-
-    from libp2p.pubsub import pubsub as pubsub_module
-    from libp2p.pubsub import rpc_queue
-    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
-    from libp2p.pubsub.pubsub import Pubsub
-    from libp2p.tools.anyio_service import background_trio_service
-
     # p2pnet.hardening enlarges libp2p's queues process-wide; the baseline gets libp2p's own again.
     pubsub_module.RpcQueue = rpc_queue.RpcQueue
     pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = 32
@@ -386,8 +383,6 @@ def main() -> None:
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args()
     if args.child:
-        import trio
-
         trio.run(child, args.child, args.index)
         return
     if args.nodes < 2:

@@ -23,7 +23,7 @@ import numpy as np
 from protocol.economics.yuma import EpochInputs, EpochParams, epoch
 from protocol.testing import yuma_reference
 
-SIZES = ((256, 64), (4096, 256))
+SIZES = "256x64,4096x256"  # uids x validators
 
 
 def make_inputs(n: int, validators: int, seed: int = 7, yuma3: bool = True, liquid: bool = True) -> EpochInputs:
@@ -126,13 +126,25 @@ def bench(n: int, validators: int, runs: int, reference: bool = True) -> dict[st
     }
 
 
-def main() -> None:
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """`256x64,4096x256` -> [(256, 64), (4096, 256)]: uids x validators, at least one validator per size."""
+    sizes = []
+    for item in text.split(","):
+        n, _, v = item.partition("x")
+        if not (n.isdigit() and v.isdigit() and 1 <= int(v) <= int(n)):
+            raise argparse.ArgumentTypeError(f"size {item!r}: want UIDSxVALIDATORS with 1 <= VALIDATORS <= UIDS")
+        sizes.append((int(n), int(v)))
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", action="store_true", help="one JSON line per size (the default output)")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--no-reference", action="store_true", help="skip the pre-optimisation baseline")
-    args = ap.parse_args()
-    for n, v in SIZES:
+    ap.add_argument("--sizes", type=parse_sizes, default=parse_sizes(SIZES), help=f"UIDSxVALIDATORS,... ({SIZES})")
+    args = ap.parse_args(argv)
+    for n, v in args.sizes:
         res = bench(n, v, args.runs if n <= 256 else max(3, args.runs // 2), reference=not args.no_reference)
         print(json.dumps(res) if args.json else f"{n} uids x {v} validators: {res['median_ms']} ms ({res})")
 
