@@ -65,4 +65,5 @@ class MalformedFrame(LimitExceeded):
     """A frame that cannot be a frame at all (a varint prefix longer than 10 bytes or not minimal)."""
 
     def __init__(self, message: str) -> None:
+        self.detail = message
         super().__init__("malformed", message)

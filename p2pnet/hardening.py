@@ -63,6 +63,7 @@ from p2pnet import tuning
 from p2pnet.errors import LimitExceeded, P2PError, StreamOpenError
 from p2pnet.limits import PeerLimiter
 from p2pnet.meshsub import OrderedReaderMixin
+from protocol.errors import DecodeError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ async def reset_quietly(stream: Any) -> None:
 
 def violation_reason(exc: BaseException) -> str:
     """The PeerLimiter penalty reason for an exception raised while handling a peer's input."""
-    from protocol.errors import DecodeError, ValidationError
-
     if isinstance(exc, LimitExceeded):
         return exc.reason
     if isinstance(exc, DecodeError | ProtobufDecodeError | ParseError):

@@ -30,7 +30,8 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_uvarint
 
-from p2pnet.errors import P2PError
+from p2pnet.errors import MalformedFrame, P2PError
+from p2pnet.framing import READ_CHUNK, parse_uvarint
 from p2pnet.guard import transfer_time
 from p2pnet.limits import LogLimiter
 from p2pnet.metrics import Metrics
@@ -38,8 +39,6 @@ from p2pnet.metrics import Metrics
 log = logging.getLogger("p2pnet.reqresp")
 
 HEADER = 5  # kind + request id
-MAX_VARINT = 10
-READ_CHUNK = 64 * 1024
 DISCARD_LIMIT = 64 * 1024 * 1024  # an oversize frame longer than this resets the stream instead of being skipped
 MAX_ERROR_TEXT = 512
 ARRIVAL_SLACK = 1.0  # seconds added to a response's transfer time once its header has arrived
@@ -172,17 +171,16 @@ class FrameReader:
         return out
 
     async def _varint(self) -> int:
+        """The frame's length prefix; a malformed one is this stream's `ProtocolViolation` (the stream resets)."""
         while True:
-            value = 0
-            for i, byte in enumerate(self._buf[:MAX_VARINT]):
-                value |= (byte & 0x7F) << (7 * i)
-                if not byte & 0x80:
-                    if i > 0 and byte == 0:
-                        raise ProtocolViolation("non-minimal varint length prefix")
-                    del self._buf[: i + 1]
-                    return value
-            if len(self._buf) >= MAX_VARINT:
-                raise ProtocolViolation("varint length prefix longer than 10 bytes")
+            try:
+                head = parse_uvarint(self._buf)
+            except MalformedFrame as exc:
+                raise ProtocolViolation(exc.detail) from exc
+            if head is not None:
+                value, used = head
+                del self._buf[:used]
+                return value
             await self._fill()
 
     async def _skip(self, n: int) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from protocol.consensus.committee import Committee
-from protocol.consensus.core import Committed, Core, CoreParams, Vertex
+from protocol.consensus.core import Committed, Core, CoreParams, Vertex, vertex_from_bytes
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError
 from protocol.messages import Block, SignedBlock
@@ -151,8 +151,6 @@ class Simulation:
             (b"equivocation",), body.commit_votes,
         )
         signed = SignedBlock.create(twin_body, self.keys[n.index])
-        from protocol.consensus.core import vertex_from_bytes
-
         return vertex_from_bytes(signed.to_bytes())
 
     def _reschedule(self, n: SimNode) -> None:

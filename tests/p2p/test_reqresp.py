@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.utils.varint import encode_uvarint
 
 from p2pnet.handshake import STATUS_PROTOCOL, Handshake
 from p2pnet.host import open_host
 from p2pnet.reqresp import (
+    DISCARD_LIMIT,
+    HEADER,
     ErrorCode,
     FrameReader,
     PeerGone,
@@ -61,13 +64,22 @@ async def test_frame_reader_roundtrip_and_skip():
 
 
 @pytest.mark.parametrize(
-    "raw",
-    [b"\x03abc", b"\x80\x00", b"\x06\x09\x00\x00\x00\x01x", b"\xff" * 11],
-    ids=["short", "non-minimal", "bad-kind", "long-varint"],
+    ("raw", "why"),
+    [
+        (b"\x03abc", "shorter than its 5-byte header"),
+        (b"\x80\x00", "non-minimal varint length prefix"),
+        (b"\x06\x09\x00\x00\x00\x01x", "unknown frame kind 9"),
+        (b"\xff" * 11, "varint length prefix longer than 10 bytes"),
+        # over the discard limit: refused from the header alone, before any payload is read or allocated
+        (encode_uvarint(HEADER + DISCARD_LIMIT + 1) + b"\x01\x00\x00\x00\x01", "over the 67108864-byte discard"),
+    ],
+    ids=["short", "non-minimal", "bad-kind", "long-varint", "over-discard-limit"],
 )
-async def test_frame_reader_rejects_malformed(raw):
-    with pytest.raises(ProtocolViolation):
-        await FrameReader(_Bytes(raw, 64)).next(lambda k, r: 100)
+async def test_frame_reader_rejects_malformed(raw, why):
+    """The stream's own error type (ProtocolViolation, not the host guard's MalformedFrame) and the reason."""
+    with pytest.raises(ProtocolViolation, match=why) as err:
+        await FrameReader(_Bytes(raw, 3)).next(lambda k, r: 100)
+    assert type(err.value) is ProtocolViolation
 
 
 async def test_requests_share_one_persistent_stream_and_run_concurrently():
