@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from node.api.guard import ApiLimits
 from node.chain import Chain
 from node.metrics import NodeMetrics
 
 
+@runtime_checkable  # so a test can check that `Node` still has every member the handlers use
 class NodeView(Protocol):
     """Exactly the members of a node that the handlers read or call (read-only: plain attributes or properties)."""
 

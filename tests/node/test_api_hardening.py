@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from hypercorn.config import Config as HyperConfig
 
 from node.api.app import build_app, serve_api
 from node.api.guard import ApiLimits, TokenBuckets
+from node.api.view import NodeView
 from node.config import load_config
 from node.daemon import Node
 from node.testing.procs import NodeProc, stop_all, wait_for
@@ -82,6 +84,12 @@ BAD_PARAMS = [
     "/subnets/%201/weights",
     "/proposals/1.5",
 ]
+
+
+def test_a_node_is_what_the_api_may_see(node: Node) -> None:
+    """The API is typed against `NodeView`, not `Node` (no import circle): `Node` must keep every member."""
+    assert isinstance(node, NodeView)
+    assert not isinstance(SimpleNamespace(chain=node.chain, metrics=node.metrics), NodeView)  # it can fail
 
 
 @pytest.mark.parametrize("path", BAD_PARAMS)
