@@ -14,6 +14,7 @@ file held them all in a single 289-line function:
 - `params`: parameter parsing and JSON errors, shared by every route;
 - `routes_*`: module-level handlers by area (health, chain, state, subnets, txs), each `(ApiContext, Request)`;
 - `app`: `build_app` (the route table) and `serve_api` (the server thread); it only wires the rest.
-Arrows go down that list's reverse: routes import view and params, app imports everything, nothing imports app
-but the daemon. The Prometheus series live in node/metrics.py, which the daemon writes too.
+Imports go one way: guard and params import no other API module, view imports guard, the routes import view
+and params, and app imports them all; only the daemon (and tests) import app. The Prometheus series live in
+node/metrics.py, which the daemon writes too.
 """
