@@ -19,11 +19,11 @@ import trio
 from typer.testing import CliRunner
 
 from node.cli.app import build_app
-from node.daemon import Node
 from node.fuzz import engines, targets
 from node.fuzz.engines import Budget, Harness, run_random
 from node.fuzz.mutate import Mutator, encode_loose, walk
 from node.fuzz.targets import Target
+from node.sync import Fetcher
 from p2pnet.reqresp import Refused
 from protocol import codec
 from protocol.errors import ProtocolError
@@ -231,31 +231,28 @@ def test_repro_shows_a_diagnostic_of_non_canonical_input(app, tmp_path: Path) ->
     assert bad.exit_code == 0 and report["outcome"] == "rejected" and "not canonical" in report["decoded"]
 
 
-# --- fixes in node/daemon.py that fuzzing led to ---------------------------------------------------
+# --- fixes in node/service.py and node/sync.py that fuzzing led to --------------------------------
 
 
 def test_malformed_requests_are_refused_not_handler_errors() -> None:
     """A malformed FetchBlocks/FetchCommits is REFUSED (the peer's fault), not a handler failure that the
     server logs as a warning with attacker-chosen text (found by `fuzz live`)."""
-    for handler in (Node._serve_blocks, Node._serve_commits):
+    for handler in (targets._STUB_SERVICE.serve_blocks, targets._STUB_SERVICE.serve_commits):
         with pytest.raises(Refused, match="malformed"):
-            targets._drive(handler(targets._STUB_NODE, None, b"\xa1\x61x\x00"))
+            targets._drive(handler(None, b"\xa1\x61x\x00"))
 
 
 async def test_synced_blocks_are_counted() -> None:
-    """_request_blocks returns how many blocks the response added (the count line was unreachable, so a
+    """Fetcher.request_blocks returns how many blocks the response added (the count line was unreachable, so a
     catching-up node never woke its proposer for synced blocks)."""
     blocks = targets.dag_fixture().blocks[:3]
 
     async def request(peer, pid, data):
         return BlocksResponse(tuple(blocks)).to_bytes()
 
-    send, _recv = trio.open_memory_channel(10)
     arrived = trio.Event()
-    stub = SimpleNamespace(
-        stack=SimpleNamespace(reqresp=SimpleNamespace(request=request)),
-        chain=SimpleNamespace(receive_block=lambda data, sender=None: (["v"], ())),
-        metrics=None, _fetch_send=send, _block_arrived=arrived,
-    )
-    assert await Node._request_blocks(stub, None, FetchBlocks(0, (), 1, 2)) == 3
+    stack = SimpleNamespace(reqresp=SimpleNamespace(request=request))
+    chain = SimpleNamespace(receive_block=lambda data, sender=None: (["v"], ()))
+    fetcher = Fetcher(chain, None, stack=lambda: stack, wake=arrived.set, halt=None)
+    assert await fetcher.request_blocks(None, FetchBlocks(0, (), 1, 2)) == 3
     assert arrived.is_set()

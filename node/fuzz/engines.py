@@ -502,7 +502,7 @@ def run_hypothesis(harness: Harness, seeds: Sequence[bytes], budget: Budget, *, 
 
 # Coverage is only worth its cost in the code under test: instrument_all() would patch every loaded
 # function (26k here, over three minutes) including libp2p, numpy and the CLI.
-INSTRUMENTED = ("protocol", "protocol.consensus.core", "node.daemon", "node.chain", "node.mempool", "p2pnet.reqresp",
+INSTRUMENTED = ("protocol", "protocol.consensus.core", "node.service", "node.chain", "node.mempool", "p2pnet.reqresp",
                 "p2pnet.handshake")
 
 

@@ -28,10 +28,10 @@ from typing import Any
 import httpx
 import trio
 
-from node.daemon import BLOCKS_SPEC, COMMITS_SPEC
 from node.errors import NodeError
 from node.fuzz.mutate import Mutator, mutate_bytes
 from node.fuzz.targets import TEST_KEY, get, state_fixture
+from node.service import BLOCKS_SPEC, COMMITS_SPEC
 from p2pnet.discovery import DiscoveryConfig
 from p2pnet.nodekey import keypair_from_seed
 from p2pnet.reqresp import Kind, RequestError, encode_frame

@@ -19,11 +19,10 @@ import hashlib
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 from typing import Any
 
-from node.daemon import BLOCKS_SPEC, Node
 from node.errors import CliError
+from node.service import BLOCKS_SPEC, RequestService
 from node.storage import CommitRecord
 from p2pnet.handshake import mismatch
 from p2pnet.reqresp import FrameReader, Kind, ProtocolViolation, Refused, encode_frame
@@ -390,18 +389,22 @@ class _StubChain:
         return [b for r, b in dag_fixture().by_round if first <= r <= last][:limit]
 
 
-_STUB_NODE = SimpleNamespace(chain=_StubChain())
+def _no_push(peer: Any, data: bytes) -> Any:
+    raise FuzzInvariant("a fetch handler took a pushed block")
+
+
+_STUB_SERVICE = RequestService(_StubChain(), on_push=_no_push)  # type: ignore[arg-type]  # duck-typed Chain
 
 
 def check_fetch_blocks(data: bytes) -> str:
     """The daemon's /tensornet/blocks/1 handler, over the fixture's blocks; its answer must decode."""
-    resp = _drive(Node._serve_blocks(_STUB_NODE, None, data))
+    resp = _drive(_STUB_SERVICE.serve_blocks(None, data))
     return f"accepted:blocks={len(BlocksResponse.from_bytes(resp).blocks)}"
 
 
 def check_fetch_commits(data: bytes) -> str:
     """The daemon's /tensornet/commits/1 handler, over the fixture's commits; its answer must decode."""
-    resp = _drive(Node._serve_commits(_STUB_NODE, None, data))
+    resp = _drive(_STUB_SERVICE.serve_commits(None, data))
     return f"accepted:commits={len(CommitsResponse.from_bytes(resp).commits)}"
 
 
@@ -479,7 +482,7 @@ def check_frame(data: bytes) -> str:
         frames += 1
         if kind == Kind.REQUEST and payload is not None:
             try:
-                _drive(Node._serve_blocks(_STUB_NODE, None, payload))
+                _drive(_STUB_SERVICE.serve_blocks(None, payload))
             except (ProtocolError, Refused):
                 pass  # the server answers an ERROR frame for this one request and keeps the stream
     return f"accepted:frames={min(frames, 4)}"

@@ -35,7 +35,7 @@ import httpx
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 
-from node.daemon import BLOCKS_SPEC, COMMITS_SPEC, OWN_LAST_SPEC, PUSH_SPEC
+from node.service import BLOCKS_SPEC, COMMITS_SPEC, OWN_LAST_SPEC, PUSH_SPEC
 from p2pnet.discovery import DiscoveryConfig
 from p2pnet.errors import P2PError
 from p2pnet.gossip import Verdict

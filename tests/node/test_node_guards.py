@@ -12,10 +12,12 @@ import pytest
 import trio
 from starlette.testclient import TestClient
 
-from node.api import build_app
+from node.api.app import build_app
 from node.chain import Chain
 from node.config import load_config
-from node.daemon import FAR_BEHIND, HEALTH_GRACE_S, STALL_TIMEOUTS, Node
+from node.daemon import Node
+from node.health import HEALTH_GRACE_S, STALL_TIMEOUTS
+from node.sync import FAR_BEHIND
 from node.testnet.gen import account, generate
 from p2pnet.gossip import Verdict
 from p2pnet.limits import INVALID_SIGNATURE, PeerLimiter
@@ -86,37 +88,37 @@ def refusal(coro: Any) -> Refused:
     ],
 )
 def test_bad_block_ranges_are_refused_and_charged(node: Node, req: FetchBlocks) -> None:
-    exc = refusal(node._serve_blocks("peer", req.to_bytes()))
+    exc = refusal(node.service.serve_blocks("peer", req.to_bytes()))
     assert exc.penalty == "bad_request"
 
 
 @pytest.mark.parametrize("req", [FetchCommits(0, U64_MAX), FetchCommits(U64_MAX, U64_MAX), FetchCommits(9, 2)])
 def test_bad_commit_ranges_are_refused_and_charged(node: Node, req: FetchCommits) -> None:
-    exc = refusal(node._serve_commits("peer", req.to_bytes()))
+    exc = refusal(node.service.serve_commits("peer", req.to_bytes()))
     assert exc.penalty == "bad_request"
 
 
 def test_a_later_epoch_is_refused_without_charge(node: Node) -> None:
     """An honest peer a whole epoch ahead may ask for its epoch's blocks: nothing here, no fault."""
     for coro in (
-        node._serve_blocks("peer", FetchBlocks(U64_MAX, (), 1, 2).to_bytes()),
-        node._serve_own_last("peer", FetchOwnLast(U64_MAX, 0).to_bytes()),
+        node.service.serve_blocks("peer", FetchBlocks(U64_MAX, (), 1, 2).to_bytes()),
+        node.service.serve_own_last("peer", FetchOwnLast(U64_MAX, 0).to_bytes()),
     ):
         assert refusal(coro).penalty is None
-    assert refusal(node._serve_own_last("peer", b"\xa1\x61x\x00")).penalty == "bad_request"
+    assert refusal(node.service.serve_own_last("peer", b"\xa1\x61x\x00")).penalty == "bad_request"
 
 
 def test_good_requests_are_still_served(node: Node) -> None:
     from protocol.messages import BlocksResponse, CommitsResponse
 
-    blocks = trio.run(node._serve_blocks, "peer", FetchBlocks(0, (), 1, 9).to_bytes())
-    commits = trio.run(node._serve_commits, "peer", FetchCommits(1, 40).to_bytes())
+    blocks = trio.run(node.service.serve_blocks, "peer", FetchBlocks(0, (), 1, 9).to_bytes())
+    commits = trio.run(node.service.serve_commits, "peer", FetchCommits(1, 40).to_bytes())
     assert BlocksResponse.from_bytes(blocks).blocks == ()
     assert CommitsResponse.from_bytes(commits).commits == ()
 
 
 def test_an_invalid_pushed_block_is_refused_with_the_invalid_block_penalty(node: Node) -> None:
-    exc = refusal(node._serve_push("peer", b"\xa1\x61x\x00"))
+    exc = refusal(node.service.serve_push("peer", b"\xa1\x61x\x00"))
     assert exc.penalty == "invalid_block"
 
 
@@ -128,7 +130,7 @@ def test_a_pushed_block_with_a_forged_signature_is_proof_of_fault(node: Node) ->
     data = SignedBlock.create(block, Keypair(b"\x77" * 32)).to_bytes()
     limiter = node.stack.host.limiter
     limiter.set_protected(["mallory"])
-    exc = refusal(node._serve_push("mallory", data))
+    exc = refusal(node.service.serve_push("mallory", data))
     assert exc.penalty == "invalid_block"
     assert limiter.violations[INVALID_SIGNATURE] == 1
     assert limiter.is_banned("mallory")
@@ -139,10 +141,10 @@ def test_a_pushed_block_with_a_forged_signature_is_proof_of_fault(node: Node) ->
 
 
 def test_one_peer_claiming_round_2_64_does_not_fail_health_or_steer_sync(node: Node) -> None:
-    node.started -= HEALTH_GRACE_S + 1
+    node.health.started -= HEALTH_GRACE_S + 1
     claims(node, a=(0, 1), b=(0, 2), liar=(U64_MAX, U64_MAX))
     assert node.sync_distance() <= 2
-    assert node._far_ahead_peer() is None, "sync followed the liar's height"
+    assert node.sync.far_ahead_peer() is None, "sync followed the liar's height"
     with TestClient(build_app(node)) as client:
         r = client.get("/health")
     assert r.status_code == 200, r.json()
@@ -152,13 +154,13 @@ def test_one_peer_claiming_round_2_64_does_not_fail_health_or_steer_sync(node: N
 def test_sync_prefers_peers_whose_claims_brought_blocks(node: Node) -> None:
     far = FAR_BEHIND + 100
     claims(node, a=(far, 1), b=(far, 1), liar=(U64_MAX, 1))
-    first = node._far_ahead_peer()
+    first = node.sync.far_ahead_peer()
     assert first is not None
-    node._note_probe(first, 0)  # it claimed to be ahead and sent nothing
-    second = node._far_ahead_peer()
+    node.sync.note_probe(first, 0)  # it claimed to be ahead and sent nothing
+    second = node.sync.far_ahead_peer()
     assert second is not None and second != first
-    node._note_probe(first, 5)  # now its blocks came: no longer held against it
-    assert node._fruitless.get(first) is None
+    node.sync.note_probe(first, 5)  # now its blocks came: no longer held against it
+    assert node.sync.fruitless.get(first) is None
 
 
 # --- honest /health (defect 4) -------------------------------------------------------------------------
@@ -167,7 +169,7 @@ def test_sync_prefers_peers_whose_claims_brought_blocks(node: Node) -> None:
 def test_health_fails_with_no_chain_peers_after_the_grace_period(node: Node) -> None:
     with TestClient(build_app(node)) as client:
         assert client.get("/health").status_code == 200, "a node just started must not flap to failing"
-        node.started -= HEALTH_GRACE_S + 1
+        node.health.started -= HEALTH_GRACE_S + 1
         r = client.get("/health")
         assert r.status_code == 503
         assert "no chain peers" in r.json()["reasons"]
@@ -187,14 +189,14 @@ def test_health_fails_when_the_committee_goes_on_without_us(net: tuple[list[Any]
               for i, p in enumerate(plans[1:], 1)]
     step(others, clock, 30)
     assert others[0].height > 0
-    node.started -= HEALTH_GRACE_S + 1
+    node.health.started -= HEALTH_GRACE_S + 1
     claims(node, a=(0, 0), b=(0, 0))  # peers connected, and claiming nothing: proof comes from blocks
     for data in others[0].blocks_by_round(0, 15, 1 << 30, 1000):
         node.chain.receive_block(data, "a")
     assert node.chain.height == 0
     assert node.health_reasons() and all("no commit" not in r for r in node.health_reasons())
     assert any(r.startswith("behind") for r in node.health_reasons())
-    node._last_commit_at -= STALL_TIMEOUTS * node.chain.params.leader_timeout_ms / 1000 + 1
+    node.health.last_commit_at -= STALL_TIMEOUTS * node.chain.params.leader_timeout_ms / 1000 + 1
     assert any(r.startswith("no commit") for r in node.health_reasons())
     for c in others:
         c.close()
@@ -213,8 +215,8 @@ def test_gossiped_transaction_with_a_forged_signature_is_rejected(tmp_path: Path
             body = Transaction(CHAIN, kp.public, 0, Transfer(bytes(32), 1), 0)
             return SignedTransaction(body, bytes(64)).to_bytes()
 
-        assert n._on_tx("peer", tx(rich)) is Verdict.REJECT
-        assert n._on_tx("peer", tx(poor)) is Verdict.IGNORE
+        assert n.gossip_in.on_tx("peer", tx(rich)) is Verdict.REJECT
+        assert n.gossip_in.on_tx("peer", tx(poor)) is Verdict.IGNORE
     finally:
         n.close()
 
@@ -223,7 +225,7 @@ def test_p2p_charges_and_bans_reach_metrics(node: Node) -> None:
     """Issue 13: what peers are charged for is visible to an operator in /metrics, not only in logs."""
     from prometheus_client import generate_latest
 
-    exc = refusal(node._serve_blocks("mallory", FetchBlocks(0, (), 9, 2).to_bytes()))
+    exc = refusal(node.service.serve_blocks("mallory", FetchBlocks(0, (), 9, 2).to_bytes()))
     node.stack.host.limiter.penalize("mallory", exc.penalty)
     node.stack.metrics.charges["/tensornet/blocks/1:bad_request"] += 1
     node.stack.host.limiter.ban("eve")
