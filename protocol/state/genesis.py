@@ -254,7 +254,9 @@ def _endpoint(obj: dict[str, Any], path: str) -> Endpoint | None:
 
 
 def parse_genesis(text: str | bytes) -> Genesis:
-    """Parse and check a genesis JSON document; raise GenesisError naming the path of any problem."""
+    """Parse and check a genesis JSON document; raise GenesisError naming the path of any problem.
+
+    Just over 80 lines only because the Genesis call names each of its ~20 parameters with its bounds."""
     try:
         doc = json.loads(
             text,
@@ -277,39 +279,7 @@ def parse_genesis(text: str | bytes) -> Genesis:
             raise GenesisError(f"balances[{addr!r}]: the same account is listed twice")
         balances[k] = _int(balances_obj[addr], f"balances[{addr!r}]")
 
-    stakes = []
-    for i, s in enumerate(_list(d.get("stakes", []), "stakes")):
-        p = f"stakes[{i}]"
-        s = _map(s, p, {"coldkey", "hotkey", "amount"})
-        stakes.append(
-            StakeEntry(
-                _key(s["coldkey"], p + ".coldkey"),
-                _key(s["hotkey"], p + ".hotkey"),
-                _int(s["amount"], p + ".amount", 1),
-            )
-        )
-
-    committee = []
-    seen: set[bytes] = set()
-    for i, c in enumerate(_list(d.get("committee", []), "committee")):
-        p = f"committee[{i}]"
-        c = _map(c, p, {"hotkey", "stake"}, {"coldkey", "peer_id", "multiaddrs"})
-        hot = _key(c["hotkey"], p + ".hotkey")
-        if hot in seen:
-            raise GenesisError(f"{p}.hotkey: validator listed twice")
-        seen.add(hot)
-        cold = _key(c["coldkey"], p + ".coldkey") if "coldkey" in c else hot
-        committee.append(CommitteeEntry(hot, cold, _int(c["stake"], p + ".stake", 1), _endpoint(c, p)))
-
-    subnets = []
-    for i, s in enumerate(_list(d.get("subnets", []), "subnets")):
-        p = f"subnets[{i}]"
-        s = _map(s, p, {"owner", "name"}, {"hyperparameters"})
-        try:
-            hp = Hyperparams.from_obj(s.get("hyperparameters", {}), p + ".hyperparameters")
-        except ProtocolError as exc:
-            raise GenesisError(str(exc)) from None
-        subnets.append(SubnetEntry(_key(s["owner"], p + ".owner"), _str(s["name"], p + ".name", 64), hp))
+    stakes, committee, subnets = _stakes(d), _committee(d), _subnets(d)
 
     em = _map(d.get("emission", {}), "emission", set(), {"base_per_height", "subnet_share"})
     cons_keys = {"epoch_rounds", "committee_size", "committee_min_stake", "slash_ppm", "reporter_reward_ppm"}
@@ -367,6 +337,52 @@ def parse_genesis(text: str | bytes) -> Genesis:
     )
     check_genesis(g)
     return g
+
+
+def _stakes(d: dict) -> list[StakeEntry]:
+    """The `stakes` list: each (coldkey, hotkey, amount) checked."""
+    stakes = []
+    for i, s in enumerate(_list(d.get("stakes", []), "stakes")):
+        p = f"stakes[{i}]"
+        s = _map(s, p, {"coldkey", "hotkey", "amount"})
+        stakes.append(
+            StakeEntry(
+                _key(s["coldkey"], p + ".coldkey"),
+                _key(s["hotkey"], p + ".hotkey"),
+                _int(s["amount"], p + ".amount", 1),
+            )
+        )
+    return stakes
+
+
+def _committee(d: dict) -> list[CommitteeEntry]:
+    """The `committee` list: each validator once, with its stake and optional endpoint."""
+    committee = []
+    seen: set[bytes] = set()
+    for i, c in enumerate(_list(d.get("committee", []), "committee")):
+        p = f"committee[{i}]"
+        c = _map(c, p, {"hotkey", "stake"}, {"coldkey", "peer_id", "multiaddrs"})
+        hot = _key(c["hotkey"], p + ".hotkey")
+        if hot in seen:
+            raise GenesisError(f"{p}.hotkey: validator listed twice")
+        seen.add(hot)
+        cold = _key(c["coldkey"], p + ".coldkey") if "coldkey" in c else hot
+        committee.append(CommitteeEntry(hot, cold, _int(c["stake"], p + ".stake", 1), _endpoint(c, p)))
+    return committee
+
+
+def _subnets(d: dict) -> list[SubnetEntry]:
+    """The `subnets` list: owner, name and checked hyperparameters."""
+    subnets = []
+    for i, s in enumerate(_list(d.get("subnets", []), "subnets")):
+        p = f"subnets[{i}]"
+        s = _map(s, p, {"owner", "name"}, {"hyperparameters"})
+        try:
+            hp = Hyperparams.from_obj(s.get("hyperparameters", {}), p + ".hyperparameters")
+        except ProtocolError as exc:
+            raise GenesisError(str(exc)) from None
+        subnets.append(SubnetEntry(_key(s["owner"], p + ".owner"), _str(s["name"], p + ".name", 64), hp))
+    return subnets
 
 
 def _list(v: Any, path: str) -> list:

@@ -1,8 +1,8 @@
 """The chain state: the data, its canonical encoding and root, and the ledger primitives that change it.
 
 Pure and deterministic: the same genesis and the same committed transactions give the same state root on
-every machine. spec/state.md is normative. This module is the data only (as lighthouse's BeaconState never
-imports state_processing): it imports the records it is made of (genesis, escrow, governance, lifecycle,
+every machine. spec/state.md is normative. This module is the data only, as lighthouse's BeaconState never
+imports state_processing. It imports the records it is made of (genesis, escrow, governance, lifecycle,
 supply) and never protocol/state/transition.py or protocol/state/handlers/, which change it through the
 public primitives below (credit, debit, add_stake, sub_stake, claim_hotkey, need_*). So the arrows go one way:
 state.py <- handlers/ <- transition.py (spec/state.md §2).
