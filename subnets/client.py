@@ -26,7 +26,8 @@ from typing import Any
 
 import trio
 
-from node.client.api_client import ApiError, FeePolicy, NodeClient, format_amount
+from node.client.amounts import format_amount
+from node.client.api_client import ApiError, FeePolicy, NodeClient
 from node.errors import NodeError
 from node.log import get_logger
 from protocol import codec, crypto
@@ -34,6 +35,7 @@ from protocol.crypto import Keypair
 from protocol.economics.emission import format_tokens
 from protocol.errors import ProtocolError
 from protocol.messages import CloseEscrow, OpenEscrow, SignedQuery, SignedVoucher, Voucher
+from subnets.miner import CarriedError
 
 log = get_logger(__name__)
 
@@ -119,7 +121,7 @@ class SubnetClient:
     # --- chain (blocking) ------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from subnets import registry
+        from subnets import registry  # start-up time: torch (the tasks); close-escrow needs no task
 
         self.chain_id = self.api.status()["chain_id"]
         try:
@@ -203,11 +205,11 @@ class SubnetClient:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[SubnetClient]:
         """A libp2p stack to reach the miners (an ephemeral node key)."""
+        # start-up time: libp2p and torch (through the axon's tasks) load only when the client queries
         from libp2p.crypto.ed25519 import create_new_key_pair
 
         from p2pnet.stack import open_stack
         from subnets.axon import PAID_SPEC, SPEC
-        from subnets.miner import CarriedError
 
         carried = CarriedError()
         async with open_stack(create_new_key_pair(), listen=[f"/ip4/{self.listen_host}/tcp/0"]) as stack, carried:
@@ -226,7 +228,7 @@ class SubnetClient:
 
     async def query(self, payload: bytes, max_price: int, escrow_id: int | None = None) -> PaidAnswer:
         """Pay one miner to answer `payload` (the task's query bytes) at no more than `max_price` units."""
-        from subnets.axon import QueryError, QueryStatus, build_query, query_miner
+        from subnets.axon import QueryError, QueryStatus, build_query, query_miner  # start-up time: libp2p, torch
 
         if self._stack is None:
             raise ClientError("query() needs an open session(): `async with client.session():`")
@@ -281,7 +283,7 @@ class SubnetClient:
 
     async def _price(self, peer: Any, hotkey: bytes, timeout: float) -> int | None:
         """The miner's price, from a free query without a permit (`PAYMENT_REQUIRED`); None if it sells none."""
-        from subnets.axon import QueryStatus, build_query, query_miner
+        from subnets.axon import QueryStatus, build_query, query_miner  # start-up time: libp2p, torch
 
         probe = build_query(self.key, self.chain_id, self.netuid, b"", miner=hotkey)
         result = await query_miner(self._stack.reqresp, peer, probe, hotkey, timeout)
@@ -294,7 +296,7 @@ class SubnetClient:
         return price
 
     async def _connect(self, peer_id: str, addrs: list[str]) -> Any:
-        from p2pnet.host import as_peer_id
+        from p2pnet.host import as_peer_id  # start-up time: libp2p
 
         peer = as_peer_id(peer_id)
         host = self._stack.host

@@ -8,7 +8,7 @@ installed gets a placeholder that says which issue will build it, so
 with the traceback only under `--debug`. Usage errors (a bad option value, a missing option, an unknown
 command) are one line too, exit 2: `error: --value: '4x8' is not an integer`; `--debug` shows typer's box.
 
-Command modules import their helpers from here (`emit`, the shared options, `unlock_coldkey`);
+Command modules import their helpers from here (`emit`, the shared options, `unlock_coldkey`, `load_hotkey`);
 importing this module does not import the command modules, so there is no import cycle.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import errno
+import functools
 import importlib
 import json
 import sys
@@ -43,12 +44,15 @@ __all__ = [
     "HomeOption",
     "HotkeyOption",
     "JsonOption",
+    "NodeOption",
     "PasswordFileOption",
     "WalletOption",
     "build_app",
     "cli_password",
+    "coldkey_when_needed",
     "emit",
     "get_app",
+    "load_hotkey",
     "main",
     "print_error",
     "prompt_password",
@@ -97,6 +101,7 @@ PasswordFileOption = Annotated[
 ]
 WalletOption = Annotated[str, typer.Option("--wallet", "-w", help="Wallet name.")]
 HotkeyOption = Annotated[str, typer.Option("--hotkey", "-k", help="Hotkey name within the wallet.")]
+NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -196,6 +201,16 @@ def unlock_coldkey(home: Path | None, wallet: str, password_file: Path | None) -
     """Load wallet `wallet` and decrypt its coldkey, as any command that moves funds needs."""
     loaded = Wallet.load(home, wallet)
     return loaded.coldkey(cli_password(password_file, what=f"coldkey of wallet {wallet!r}"))
+
+
+def coldkey_when_needed(home: Path | None, wallet: str, password_file: Path | None) -> Callable[[], Keypair]:
+    """`unlock_coldkey` on the first call only: a long-running command asks for the password only if it pays."""
+    return functools.cache(lambda: unlock_coldkey(home, wallet, password_file))
+
+
+def load_hotkey(home: Path | None, wallet: str, hotkey: str) -> Keypair:
+    """Hotkey `hotkey` of wallet `wallet` (stored unencrypted: no password)."""
+    return Wallet.load(home, wallet).hotkey(hotkey)
 
 
 # --- the app -----------------------------------------------------------------------------------

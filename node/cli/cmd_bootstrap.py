@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import trio
 import typer
 
 from node.cli.app import HomeOption, JsonOption
+from node.client.home import resolve_home
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,8 @@ def bootstrap(
     as_json: JsonOption = False,
 ) -> None:
     """Print this node's full multiaddr, then serve discovery until SIGINT/SIGTERM (exit 0)."""
-    from node.client.home import resolve_home
+    import trio  # start-up time: trio, libp2p
+
     from p2pnet.bootstrap import run_bootstrap
 
     trio.run(lambda: run_bootstrap(resolve_home(home), listen, as_json=as_json, bootstrap=list(peer or [])))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from node.cli.app import JsonOption, emit
+from node.cli.app import JsonOption, NodeOption, emit
+from node.cli.submit import fetch
 from node.errors import CliError
+from protocol.state.supply import Supply
 
 chain_app = typer.Typer(help="Audit the chain: where every issued unit is.", no_args_is_help=True)
-NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -20,8 +21,6 @@ def register(app: typer.Typer) -> None:
 def check_supply(obj: dict[str, Any]) -> None:
     """Recompute the conservation identity from the node's figures (protocol/state/supply.py, the same function
     the node's invariant check uses), so the audit trusts the node's numbers, not its verdict."""
-    from protocol.state.supply import Supply
-
     try:
         fields = {k: int(obj[k]) for k in Supply.__slots__}
     except (KeyError, TypeError, ValueError) as exc:
@@ -40,10 +39,7 @@ def supply(node: NodeOption = None, as_json: JsonOption = False) -> None:
 
     Exits 1 if issued != balances + stake + escrow + deposits + pending + burned, recomputed here from the
     node's figures."""
-    from node.client.api_client import NodeClient
-
-    with NodeClient(node) as c:
-        obj = c.get("/supply")
+    obj = fetch(node, "/supply")
     check_supply(obj)
     if as_json:
         emit(obj, True)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from node.cli.app import JsonOption, emit, print_error, stdout_console
+from node.errors import CliError
+from protocol import codec
+from protocol.errors import ProtocolError
 
 fuzz_app = typer.Typer(help="Fuzz the protocol's messages.", no_args_is_help=True)
 
@@ -31,8 +35,6 @@ class Engine(enum.StrEnum):
 def _quiet_network_logs() -> None:
     """The node bans the fuzzer on purpose; py-libp2p then logs every refused stream at length, and httpx logs
     every health poll. The report says all of it in one place, so those loggers only speak on errors."""
-    import logging
-
     import libp2p.host.basic_host  # noqa: F401 - load py-libp2p's loggers now, so their levels can be set
 
     prefixes = ("libp2p", "httpx", "httpcore", "p2pnet", "multiaddr", "async_service")
@@ -48,7 +50,7 @@ def register(app: typer.Typer) -> None:
 @fuzz_app.command("list")
 def list_targets(as_json: JsonOption = False) -> None:
     """Every fuzz target, with what it exercises."""
-    from node.fuzz.targets import registry
+    from node.fuzz.targets import registry  # start-up time: libp2p, hypothesis
 
     rows = [{"name": t.name, "description": t.description} for t in registry().values()]
     if as_json:
@@ -80,7 +82,7 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Fuzz one target with structure-aware mutants; crashes, hangs and memory blow-ups become findings."""
-    from node.fuzz import corpus as corpus_mod
+    from node.fuzz import corpus as corpus_mod  # start-up time: libp2p, hypothesis
     from node.fuzz import engines, targets
 
     t = targets.get(target)
@@ -151,8 +153,7 @@ def repro(
     as_json: JsonOption = False,
 ) -> None:
     """Replay one input deterministically: show it decoded, then its outcome (exit 1 if it still crashes)."""
-    from node.errors import CliError
-    from node.fuzz import engines, targets
+    from node.fuzz import engines, targets  # start-up time: libp2p, hypothesis
 
     if not file.is_file():
         raise CliError(f"{file} is not a file")
@@ -201,9 +202,6 @@ def repro(
 
 def diagnostic(data: bytes, limit: int = 2000) -> str:
     """The input as readable text: strict decode if it is canonical, else cbor2's lenient reading."""
-    from protocol import codec
-    from protocol.errors import ProtocolError
-
     try:
         return _short(repr(codec.decode(data)), limit)
     except ProtocolError as exc:
@@ -229,15 +227,14 @@ def capture(
     as_json: JsonOption = False,
 ) -> None:
     """Make a seed corpus from the real messages of a local network."""
-    from node.errors import CliError
-    from node.fuzz import corpus as corpus_mod
+    from node.fuzz import corpus as corpus_mod  # start-up time: libp2p, hypothesis
 
     if (node is None) == (home is None):
         raise CliError("give exactly one of --node URL or --home DIR")
     if home is not None:
         counts = corpus_mod.capture_home(home, out)
     else:
-        import trio
+        import trio  # start-up time
 
         _quiet_network_logs()
         counts = trio.run(corpus_mod.capture_node, node, out, peer)
@@ -260,7 +257,7 @@ def live(
     as_json: JsonOption = False,
 ) -> None:
     """Send mutants to a running node over libp2p; check it keeps answering and committing."""
-    import trio
+    import trio  # start-up time: trio, libp2p
 
     from node.fuzz.live import node_info, run_live
 

@@ -15,11 +15,18 @@ from typing import Annotated, Any
 
 import typer
 
-from node.cli.app import HomeOption, JsonOption, PasswordFileOption, WalletOption, emit
+from node.cli.app import HomeOption, JsonOption, NodeOption, PasswordFileOption, WalletOption, emit, unlock_coldkey
 from node.cli.feeflags import MaxFeeOption, TipOption
+from node.cli.submit import fetch, signing_client, submit, submitted
+from node.client.home import resolve_home
+from node.client.wallet import read_hotkey
+from node.config import VALIDATOR_KEY_FILE
+from node.errors import CliError, NodeError
+from protocol import crypto
+from protocol.economics.emission import decimal_tokens
+from protocol.messages import Propose, Vote
 
 gov_app = typer.Typer(help="Propose and vote on network parameter changes.", no_args_is_help=True)
-NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
 CHOICE_CODES = {"no": 0, "yes": 1, "abstain": 2}
 POLL_S = 0.3  # between inclusion checks of `propose --wait`
 ValidatorOption = Annotated[bool, typer.Option(
@@ -36,11 +43,6 @@ def register(app: typer.Typer) -> None:
 def _signer(home: Path | None, wallet: str, password_file: Path | None, validator: bool,
            hotkey_file: Path | None) -> Any:
     """The key that signs: a hotkey file, the node home's validator key, or the wallet's coldkey."""
-    from node.client.home import resolve_home
-    from node.client.wallet import read_hotkey
-    from node.config import VALIDATOR_KEY_FILE
-    from node.errors import CliError
-
     if validator and hotkey_file is not None:
         raise CliError("--validator and --hotkey-file both name the signing key: give one")
     if validator:
@@ -50,9 +52,7 @@ def _signer(home: Path | None, wallet: str, password_file: Path | None, validato
         return read_hotkey(path)
     if hotkey_file is not None:
         return read_hotkey(hotkey_file)
-    from node.cli.cmd_tx import _cold
-
-    return _cold(home, wallet, password_file)
+    return unlock_coldkey(home, wallet, password_file)
 
 
 def _included(c: Any, signer: bytes, nonce: int, call: Any, known: int, digest: str, timeout: float) -> dict:
@@ -60,9 +60,6 @@ def _included(c: Any, signer: bytes, nonce: int, call: Any, known: int, digest: 
 
     The node keeps no receipts: the nonce shows the transaction executed, and the new proposal is the
     lowest id above `known` (the newest id before signing) with this proposer, parameter, value and memo."""
-    from node.errors import NodeError
-    from protocol import crypto
-
     deadline = time.monotonic() + timeout
     while int(c.account(signer).get("nonce", 0)) <= nonce:  # the chain's next nonce, not the mempool's
         if time.monotonic() > deadline:
@@ -96,25 +93,17 @@ def propose(
     as_json: JsonOption = False,
 ) -> None:
     """Propose a parameter change; the deposit is locked until the tally. Prints the proposal id."""
-    from node.cli import feeflags
-    from node.cli.cmd_tx import _submit
-    from node.client.api_client import NodeClient
-    from protocol import crypto
-    from protocol.messages import Propose
-
     call, key = Propose(param, value, memo), _signer(home, wallet, password_file, validator, hotkey_file)
     if not wait:
-        _submit(node, key, call, as_json, tip, max_fee)
+        submit(node, key, call, as_json, tip, max_fee)
         return
-    with NodeClient(node, fees=feeflags.policy(tip, max_fee, as_json)) as c:
+    with signing_client(node, tip, max_fee, as_json) as c:
         newest = c.get("/proposals")
         known = newest[0]["id"] if newest else 0
-        digest = c.send(key, call).hex()
-        p = _included(c, key.public, c.sent[-1].tx.nonce, call, known, digest, timeout)
-        sent = feeflags.report(c.sent)
-    emit({"kind": call.KIND, "signer": crypto.address(key.public), "digest": digest, **sent,
-          **{k: p[k] for k in ("id", "created_at", "voting_ends", "executes_at", "status")}},
-         as_json, title="proposed")
+        digest = c.send(key, call)
+        p = _included(c, key.public, c.sent[-1].tx.nonce, call, known, digest.hex(), timeout)
+    made = {k: p[k] for k in ("id", "created_at", "voting_ends", "executes_at", "status")}
+    emit({**submitted(c, key, call, digest), **made}, as_json, title="proposed")
 
 
 @gov_app.command("vote")
@@ -133,23 +122,16 @@ def vote(
 ) -> None:
     """Vote once on an open proposal. A coldkey votes its own stake; a hotkey (--validator, --hotkey-file) votes
     the stake delegated to it, except where a delegator votes itself (spec/economics.md §2.4)."""
-    from node.cli.cmd_tx import _submit
-    from node.errors import NodeError
-    from protocol.messages import Vote
-
     if choice not in CHOICE_CODES:
         raise NodeError(f"--choice must be yes, no or abstain, got {choice!r}")
     key = _signer(home, wallet, password_file, validator, hotkey_file)
-    _submit(node, key, Vote(proposal, CHOICE_CODES[choice]), as_json, tip, max_fee)
+    submit(node, key, Vote(proposal, CHOICE_CODES[choice]), as_json, tip, max_fee)
 
 
 @gov_app.command("list")
 def list_(node: NodeOption = None, as_json: JsonOption = False) -> None:
     """Every proposal, newest first, with its tally and status."""
-    from node.client.api_client import NodeClient
-
-    with NodeClient(node) as c:
-        rows = c.get("/proposals")
+    rows = fetch(node, "/proposals")
     view = [
         {k: r[k] for k in ("id", "parameter", "value", "status", "yes", "no", "abstain", "voting_ends", "executes_at")}
         for r in rows
@@ -179,15 +161,10 @@ def tally_view(p: dict[str, Any]) -> dict[str, Any]:
 def show(proposal: int, node: NodeOption = None, as_json: JsonOption = False) -> None:
     """One proposal: tally, turnout against the quorum and yes against the threshold (percentages), the
     height voting ends and the height it executes if it passes, its votes (while voting) and outcome."""
-    from node.client.api_client import NodeClient
-
-    with NodeClient(node) as c:
-        p = tally_view(c.get(f"/proposals/{proposal}"))
+    p = tally_view(fetch(node, f"/proposals/{proposal}"))
     if as_json:
         emit(p, True)
         return
-    from protocol.economics.emission import decimal_tokens
-
     votes = [{**v, "weight": f"{decimal_tokens(v['weight'])} token"} for v in p.pop("votes", [])]
     mark = {True: "reached", False: "not reached"}
     emit({"proposal": f"{p['id']}: {p['parameter']} = {p['value']} ({p['status']})",
@@ -208,10 +185,7 @@ def show(proposal: int, node: NodeOption = None, as_json: JsonOption = False) ->
 @gov_app.command("params")
 def params(node: NodeOption = None, as_json: JsonOption = False) -> None:
     """The governance rules now in force and every governable parameter with its value and bounds."""
-    from node.client.api_client import NodeClient
-
-    with NodeClient(node) as c:
-        g = c.get("/governance")
+    g = fetch(node, "/governance")
     if as_json:
         emit(g, True)
         return

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from node.cli.app import JsonOption, emit, stdout_console
+from node.errors import CliError
 
 netns_app = typer.Typer(help="One network namespace per node on this Linux host (needs root).",
                         no_args_is_help=True)
@@ -46,7 +47,7 @@ def up_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Create a bridge and HOSTS namespaces, write a genesis and homes, start a node in each; leave it running."""
-    from node.testnet.netns import up
+    from node.testnet.netns import up  # start-up time: libp2p, httpx
 
     state = up(directory.absolute(), hosts, delay, loss, round_ms=round_ms)
     rows = [{"name": h["name"], "ns": h["ns"], "ip": h["ip"], "api": h["api"], "pid": h["pid"]}
@@ -63,7 +64,7 @@ def up_cmd(
 @netns_app.command("down")
 def down_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) -> None:
     """Kill every node and remove every namespace, veth and bridge recorded in --dir."""
-    from node.testnet.netns import down
+    from node.testnet.netns import down  # start-up time: libp2p, httpx
 
     emit(down(directory.absolute()), as_json, title="removed")
 
@@ -71,7 +72,7 @@ def down_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) ->
 @netns_app.command("status")
 def status_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) -> None:
     """Each host: namespace, IP, process state, height, peers, state root."""
-    from node.testnet.netns import status
+    from node.testnet.netns import status  # start-up time: libp2p, httpx
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     emit(status(directory.absolute()), as_json, title="netns hosts")
@@ -89,7 +90,7 @@ def _perturbation(action: str, doc: str) -> None:
     """One command per action; they differ only in the action and its help."""
 
     def command(names: HostsArg, directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) -> None:
-        from node.testnet.netns import perturb
+        from node.testnet.netns import perturb  # start-up time: libp2p, httpx
 
         emit(perturb(directory.absolute(), names, action), as_json, title=f"{action} (state before)")
 
@@ -104,7 +105,7 @@ for _action, _doc in PERTURBATIONS.items():
 @netns_app.command("partition")
 def partition_cmd(names: HostsArg, directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) -> None:
     """Cut these hosts off from all the others, both ways (blackhole routes); `heal` undoes it."""
-    from node.testnet.netns import partition
+    from node.testnet.netns import partition  # start-up time: libp2p, httpx
 
     emit(partition(directory.absolute(), names), as_json, title="partition")
 
@@ -112,7 +113,7 @@ def partition_cmd(names: HostsArg, directory: DirOption = DEFAULT_DIR, as_json: 
 @netns_app.command("heal")
 def heal_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) -> None:
     """Remove every partition."""
-    from node.testnet.netns import heal
+    from node.testnet.netns import heal  # start-up time: libp2p, httpx
 
     emit(heal(directory.absolute()), as_json, title="healed")
 
@@ -120,7 +121,7 @@ def heal_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) ->
 @netns_app.command("join")
 def join_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) -> None:
     """Add a late host: a new namespace whose node joins through node0 (`node join`) and syncs."""
-    from node.testnet.netns import join
+    from node.testnet.netns import join  # start-up time: libp2p, httpx
 
     h = join(directory.absolute())
     emit({k: h[k] for k in ("name", "ns", "ip", "api", "pid")}, as_json, title="joined")
@@ -144,8 +145,7 @@ def check_cmd(
 
     Uses the netns testnet in --dir if there is one, else creates one with --hosts and removes it after.
     """
-    from node.errors import CliError
-    from node.testnet.netns_check import Check, CheckSpec
+    from node.testnet.netns_check import Check, CheckSpec  # start-up time: libp2p, httpx
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     spec = CheckSpec(hosts=hosts, kill=kill, pause=pause, partition=partition, delay=delay, loss=loss,

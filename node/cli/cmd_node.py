@@ -9,6 +9,12 @@ from typing import Annotated
 import typer
 
 from node.cli.app import HomeOption, JsonOption, emit
+from node.cli.submit import fetch
+from node.client.home import ensure_private_dir, resolve_home
+from node.client.wallet import read_hotkey
+from node.config import CONFIG_FILE, GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, load_config, write_config
+from node.errors import NodeError
+from protocol.state.genesis import load_genesis
 
 node_app = typer.Typer(help="Run a full or validator node.", no_args_is_help=True)
 db_app = typer.Typer(help="Inspect the node's database.", no_args_is_help=True)
@@ -28,12 +34,6 @@ def _split(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def _home(home: Path | None) -> Path:
-    from node.client.home import resolve_home
-
-    return resolve_home(home)
-
-
 @node_app.command("init")
 def init(
     genesis: Annotated[Path, typer.Option("--genesis", help="The chain's genesis.json.")],
@@ -48,14 +48,9 @@ def init(
     as_json: JsonOption = False,
 ) -> None:
     """Create a node home: config.toml (commented), genesis.json, node key, optional validator key."""
-    from node.client.home import ensure_private_dir
-    from node.client.wallet import read_hotkey
-    from node.config import CONFIG_FILE, GENESIS_FILE, VALIDATOR_KEY_FILE, NodeConfig, write_config
-    from node.errors import NodeError
-    from p2pnet.nodekey import load_or_create_node_key, peer_id_of
-    from protocol.state.genesis import load_genesis
+    from p2pnet.nodekey import load_or_create_node_key, peer_id_of  # start-up time: libp2p
 
-    home = _home(home)
+    home = resolve_home(home)
     g = load_genesis(str(genesis))  # refuse a bad genesis before writing anything
     if (home / CONFIG_FILE).exists() and not force:
         raise NodeError(f"{home / CONFIG_FILE} exists; pass --force to overwrite it")
@@ -98,10 +93,9 @@ def run(
     metrics: Annotated[int | None, typer.Option("--metrics", help="Also serve /metrics on this port.")] = None,
 ) -> None:
     """Run the node until SIGINT/SIGTERM; config.toml supplies whatever flags leave out."""
-    from node.config import load_config
-    from node.daemon import run_node
+    from node.daemon import run_node  # start-up time: trio, libp2p
 
-    home = _home(home)
+    home = resolve_home(home)
     cfg = load_config(home).override(bootnodes=_split(bootnodes), validator=validator, api=api, listen=_split(listen))
     run_node(home, cfg, metrics_port=metrics)
 
@@ -115,10 +109,9 @@ def join(
     api: ApiOption = None,
 ) -> None:
     """Initialise a home (if needed) pointed at a running network, then sync and follow it."""
-    from node.config import CONFIG_FILE, load_config, write_config
-    from node.daemon import run_node
+    from node.daemon import run_node  # start-up time: trio, libp2p
 
-    home = _home(home)
+    home = resolve_home(home)
     if not (home / CONFIG_FILE).exists():
         init(genesis=genesis, home=home, validator_key=None, listen=listen, api=api, bootnodes=bootstrap,
              force=False, as_json=False)
@@ -136,10 +129,7 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Height, round, peers and sync distance of a running node."""
-    from node.client.api_client import NodeClient
-
-    with NodeClient(node or _api_url(home)) as client:
-        s = client.status()
+    s = fetch(node or _api_url(home), "/status")
     view = {k: s[k] for k in ("chain_id", "height", "round", "peers", "sync_distance", "validator", "mempool")}
     view["state_root"] = s["state_root"][:16] + "…"
     view["commit_latency_ms_p50"] = s.get("commit_latency_ms_p50")
@@ -147,9 +137,7 @@ def status(
 
 
 def _api_url(home: Path | None) -> str | None:
-    from node.config import CONFIG_FILE, load_config
-
-    h = _home(home)
+    h = resolve_home(home)
     if (h / CONFIG_FILE).exists():
         return "http://" + load_config(h).api
     return None
@@ -162,10 +150,9 @@ def db_check(
     as_json: JsonOption = False,
 ) -> None:
     """Verify the store: SQLite integrity, the commit hash chain, stored blocks, and state roots."""
-    from node.dbcheck import check_store
-    from node.errors import NodeError
+    from node.dbcheck import check_store  # start-up time: sqlite3, numpy
 
-    home = _home(home)
+    home = resolve_home(home)
     report = check_store(home, replay=replay)
     emit(report, as_json, title="database check")
     if report["problems"]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from node.cli.app import JsonOption, emit
+from node.cli.app import JsonOption, NodeOption, emit
+from node.cli.submit import fetch
+from protocol import crypto
 
 subnet_app = typer.Typer(help="Create, register on and inspect subnets.", no_args_is_help=True)
-NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -23,10 +22,7 @@ def list_(node: NodeOption = None, as_json: JsonOption = False) -> None:
     The score is the moving average of the subnet's stake; at the subnet limit a new subnet replaces
     the lowest-scored subnet that is past its immunity (spec/economics.md §1).
     """
-    from node.client.api_client import NodeClient
-
-    with NodeClient(node) as c:
-        rows = c.get("/subnets")
+    rows = fetch(node, "/subnets")
     view = [
         {
             **{k: r[k] for k in ("netuid", "name", "owner", "neurons", "tempo", "burn", "score")},
@@ -40,20 +36,14 @@ def list_(node: NodeOption = None, as_json: JsonOption = False) -> None:
 @subnet_app.command("deregistered")
 def deregistered(node: NodeOption = None, as_json: JsonOption = False) -> None:
     """Subnets removed to make room for new ones: when, by whom, and what was paid out or returned."""
-    from node.client.api_client import NodeClient
-
-    with NodeClient(node) as c:
-        rows = c.get("/subnets/deregistered")
+    rows = fetch(node, "/subnets/deregistered")
     emit(rows, as_json, title="deregistered subnets")
 
 
 @subnet_app.command("show")
 def show(netuid: int, node: NodeOption = None, as_json: JsonOption = False) -> None:
     """One subnet's settings, lifecycle (score, immunity), concentration and hyperparameters."""
-    from node.client.api_client import NodeClient
-
-    with NodeClient(node) as c:
-        obj = c.get(f"/subnets/{netuid}")
+    obj = fetch(node, f"/subnets/{netuid}")
     if as_json:
         emit(obj, True)
         return
@@ -66,11 +56,7 @@ def show(netuid: int, node: NodeOption = None, as_json: JsonOption = False) -> N
 @subnet_app.command("metagraph")
 def metagraph(netuid: int, node: NodeOption = None, as_json: JsonOption = False) -> None:
     """Per uid: hotkey, stake, incentive, dividends, emission, permit."""
-    from node.client.api_client import NodeClient
-    from protocol import crypto
-
-    with NodeClient(node) as c:
-        rows = c.metagraph(netuid)
+    rows = fetch(node, f"/subnets/{netuid}/metagraph")
     if as_json:
         emit(rows, True)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import signal
@@ -17,6 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from node.cli.app import JsonOption, emit, stderr_console, stdout_console
+from node.cli.cmd_netns import register as register_netns
+from node.client.amounts import parse_amount
+from node.errors import CliError, NodeError
 
 testnet_app = typer.Typer(help="Start or join a multi-machine testnet.", no_args_is_help=True)
 
@@ -30,8 +34,6 @@ ExecutionDelayOption = Annotated[int, typer.Option(
 
 
 def register(app: typer.Typer) -> None:
-    from node.cli.cmd_netns import register as register_netns
-
     register_netns(testnet_app)
     app.add_typer(testnet_app, name="testnet")
 
@@ -154,9 +156,7 @@ def up(
     Exits 0 only if every process stayed up, every subnet paid its epochs and every node has the
     same state root; --json prints one JSON object on the last line.
     """
-    from node.client.api_client import parse_amount
-    from node.errors import CliError, NodeError
-    from node.testnet.local import Testnet, TestnetSpec
+    from node.testnet.local import Testnet, TestnetSpec  # start-up time: libp2p, httpx
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll request otherwise
     spec = TestnetSpec(directory=directory.absolute(), validators=validators, subnets=subnets, miners=miners,
@@ -204,7 +204,7 @@ def down_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Stop a testnet left running by `up --detach` (SIGTERM, then SIGKILL after the deadline)."""
-    from node.testnet.local import down
+    from node.testnet.local import down  # start-up time: libp2p, httpx
 
     emit(down(directory.absolute(), deadline), as_json, title="stopped")
 
@@ -212,7 +212,7 @@ def down_cmd(
 @testnet_app.command("clean")
 def clean_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) -> None:
     """Stop whatever still runs, then delete the testnet directory."""
-    from node.testnet.local import clean
+    from node.testnet.local import clean  # start-up time: libp2p, httpx
 
     emit(clean(directory.absolute()), as_json, title="cleaned")
 
@@ -220,7 +220,7 @@ def clean_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) -
 @testnet_app.command("status")
 def status_cmd(directory: DirOption = DEFAULT_DIR, as_json: JsonOption = False) -> None:
     """Which of the testnet's processes still run."""
-    from node.testnet.local import read_pids, running
+    from node.testnet.local import read_pids, running  # start-up time: libp2p, httpx
 
     live = {e["name"] for e in running(directory.absolute())}
     emit([{"name": e["name"], "role": e["role"], "pid": e["pid"], "running": e["name"] in live}
@@ -235,7 +235,7 @@ def logs_cmd(
     follow_: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
 ) -> None:
     """Show the testnet's process logs."""
-    from node.testnet.local import follow, log_files, tail_file
+    from node.testnet.local import follow, log_files, tail_file  # start-up time: libp2p, httpx
 
     files = log_files(directory.absolute(), names)
     for f in files:
@@ -266,10 +266,7 @@ def gen(
     """Write a genesis and one node home per host, ready to copy to the machines (spec/testnet.md).
 
     Every key is drawn at random; the homes (0700) hold each validator's keys: copy each to its host only."""
-    import ipaddress
-
-    from node.errors import CliError
-    from node.testnet.gen import VALIDATOR_BALANCE, check_gov_windows, generate
+    from node.testnet.gen import VALIDATOR_BALANCE, check_gov_windows, generate  # start-up time: libp2p, httpx
 
     host_list = [h.strip() for h in hosts.split(",") if h.strip()]
     if not host_list:

@@ -10,65 +10,46 @@ command that signs).
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from node.cli.app import HomeOption, HotkeyOption, JsonOption, PasswordFileOption, WalletOption, emit
+from node.cli.app import (
+    HomeOption,
+    HotkeyOption,
+    JsonOption,
+    NodeOption,
+    PasswordFileOption,
+    WalletOption,
+    load_hotkey,
+    unlock_coldkey,
+)
 from node.cli.feeflags import MaxFeeOption, TipOption
+from node.cli.submit import submit
+from node.client.amounts import parse_amount
+from node.errors import NodeError
+from protocol.crypto import parse_address
+from protocol.messages import (
+    AddStake,
+    CommitWeights,
+    CreateSubnet,
+    Register,
+    RemoveStake,
+    RevealWeights,
+    ServeAxon,
+    SetHyperparameter,
+    SetWeights,
+    Transfer,
+)
 
 tx_app = typer.Typer(help="Build, sign and submit transactions.", no_args_is_help=True)
-NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(tx_app, name="tx")
 
 
-def _submit(
-    node: str | None, keypair: Any, call: Any, as_json: bool, tip: str = "0", max_fee: str | None = None,
-    **extra: Any,
-) -> None:
-    """Quote the fee, show it (and the balance after it) before signing, refuse above --fee, then submit."""
-    from node.cli import feeflags
-    from node.client.api_client import NodeClient
-    from protocol import crypto
-
-    with NodeClient(node, fees=feeflags.policy(tip, max_fee, as_json)) as c:
-        digest = c.send(keypair, call)
-        sent = feeflags.report(c.sent)
-    emit({"kind": call.KIND, "signer": crypto.address(keypair.public), "digest": digest.hex(), **sent, **extra},
-         as_json, title="submitted")
-
-
-def _cold(home: Path | None, wallet: str, password_file: Path | None) -> Any:
-    from node.cli.app import unlock_coldkey
-
-    return unlock_coldkey(home, wallet, password_file)
-
-
-def _hot(home: Path | None, wallet: str, hotkey: str) -> Any:
-    from node.client.wallet import Wallet
-
-    return Wallet.load(home, wallet).hotkey(hotkey)
-
-
-def _key(text: str) -> bytes:
-    from protocol.crypto import parse_address
-
-    return parse_address(text)
-
-
-def _amount(text: str) -> int:
-    from node.client.api_client import parse_amount
-
-    return parse_amount(text)
-
-
 def _u16_list(text: str, what: str) -> tuple[int, ...]:
-    from node.errors import NodeError
-
     try:
         values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
@@ -91,9 +72,8 @@ def transfer(
     as_json: JsonOption = False,
 ) -> None:
     """Send tokens from the wallet's coldkey."""
-    from protocol.messages import Transfer
-
-    _submit(node, _cold(home, wallet, password_file), Transfer(_key(to), _amount(amount)), as_json, tip, max_fee)
+    cold = unlock_coldkey(home, wallet, password_file)
+    submit(node, cold, Transfer(parse_address(to), parse_amount(amount)), as_json, tip, max_fee)
 
 
 @tx_app.command("add-stake")
@@ -109,10 +89,8 @@ def add_stake(
     as_json: JsonOption = False,
 ) -> None:
     """Stake from the coldkey to a hotkey."""
-    from protocol.messages import AddStake
-
-    call = AddStake(_key(hotkey_address), _amount(amount))
-    _submit(node, _cold(home, wallet, password_file), call, as_json, tip, max_fee)
+    call = AddStake(parse_address(hotkey_address), parse_amount(amount))
+    submit(node, unlock_coldkey(home, wallet, password_file), call, as_json, tip, max_fee)
 
 
 @tx_app.command("remove-stake")
@@ -128,10 +106,8 @@ def remove_stake(
     as_json: JsonOption = False,
 ) -> None:
     """Move stake back to the coldkey's balance."""
-    from protocol.messages import RemoveStake
-
-    call = RemoveStake(_key(hotkey_address), _amount(amount))
-    _submit(node, _cold(home, wallet, password_file), call, as_json, tip, max_fee)
+    call = RemoveStake(parse_address(hotkey_address), parse_amount(amount))
+    submit(node, unlock_coldkey(home, wallet, password_file), call, as_json, tip, max_fee)
 
 
 @tx_app.command("create-subnet")
@@ -147,9 +123,8 @@ def create_subnet(
     as_json: JsonOption = False,
 ) -> None:
     """Burn the current subnet price and become the owner of a new subnet."""
-    from protocol.messages import CreateSubnet
-
-    _submit(node, _cold(home, wallet, password_file), CreateSubnet(name, _amount(max_burn)), as_json, tip, max_fee)
+    cold = unlock_coldkey(home, wallet, password_file)
+    submit(node, cold, CreateSubnet(name, parse_amount(max_burn)), as_json, tip, max_fee)
 
 
 @tx_app.command("register")
@@ -166,11 +141,9 @@ def register_neuron(
     as_json: JsonOption = False,
 ) -> None:
     """Register the wallet's hotkey on a subnet, paying the burn from the coldkey."""
-    from protocol.messages import Register
-
-    hot = _hot(home, wallet, hotkey)
-    call = Register(netuid, hot.public, _amount(max_burn))
-    _submit(node, _cold(home, wallet, password_file), call, as_json, tip, max_fee)
+    hot = load_hotkey(home, wallet, hotkey)
+    call = Register(netuid, hot.public, parse_amount(max_burn))
+    submit(node, unlock_coldkey(home, wallet, password_file), call, as_json, tip, max_fee)
 
 
 @tx_app.command("serve-axon")
@@ -187,9 +160,7 @@ def serve_axon(
     as_json: JsonOption = False,
 ) -> None:
     """Announce where this hotkey serves (netuid 0: the validator's consensus endpoint)."""
-    from protocol.messages import ServeAxon
-
-    _submit(node, _hot(home, wallet, hotkey), ServeAxon(netuid, peer_id, tuple(multiaddr)), as_json, tip, max_fee)
+    submit(node, load_hotkey(home, wallet, hotkey), ServeAxon(netuid, peer_id, tuple(multiaddr)), as_json, tip, max_fee)
 
 
 @tx_app.command("set-weights")
@@ -207,10 +178,8 @@ def set_weights(
     as_json: JsonOption = False,
 ) -> None:
     """Set weights directly (subnets without commit-reveal)."""
-    from protocol.messages import SetWeights
-
     call = SetWeights(netuid, _u16_list(uids, "uids"), _u16_list(values, "values"), version_key)
-    _submit(node, _hot(home, wallet, hotkey), call, as_json, tip, max_fee)
+    submit(node, load_hotkey(home, wallet, hotkey), call, as_json, tip, max_fee)
 
 
 @tx_app.command("commit-weights")
@@ -229,14 +198,13 @@ def commit_weights(
     as_json: JsonOption = False,
 ) -> None:
     """Commit a hash of weights; reveal them later with the printed salt."""
-    from protocol.economics.weights import weights_commit_hash
-    from protocol.messages import CommitWeights
+    from protocol.economics.weights import weights_commit_hash  # start-up time: numpy
 
-    hot = _hot(home, wallet, hotkey)
+    hot = load_hotkey(home, wallet, hotkey)
     salt_b = bytes.fromhex(salt) if salt else secrets.token_bytes(16)
     u, v = _u16_list(uids, "uids"), _u16_list(values, "values")
     h = weights_commit_hash(hot.public, netuid, u, v, salt_b, version_key)
-    _submit(node, hot, CommitWeights(netuid, h), as_json, tip, max_fee, commit_hash=h.hex(), salt=salt_b.hex())
+    submit(node, hot, CommitWeights(netuid, h), as_json, tip, max_fee, commit_hash=h.hex(), salt=salt_b.hex())
 
 
 @tx_app.command("reveal-weights")
@@ -255,10 +223,8 @@ def reveal_weights(
     as_json: JsonOption = False,
 ) -> None:
     """Reveal committed weights in the reveal epoch."""
-    from protocol.messages import RevealWeights
-
     call = RevealWeights(netuid, _u16_list(uids, "uids"), _u16_list(values, "values"), bytes.fromhex(salt), version_key)
-    _submit(node, _hot(home, wallet, hotkey), call, as_json, tip, max_fee)
+    submit(node, load_hotkey(home, wallet, hotkey), call, as_json, tip, max_fee)
 
 
 @tx_app.command("set-hyperparameter")
@@ -275,6 +241,5 @@ def set_hyperparameter(
     as_json: JsonOption = False,
 ) -> None:
     """Change one of your subnet's hyperparameters (owner only, within bounds)."""
-    from protocol.messages import SetHyperparameter
-
-    _submit(node, _cold(home, wallet, password_file), SetHyperparameter(netuid, name, value), as_json, tip, max_fee)
+    cold = unlock_coldkey(home, wallet, password_file)
+    submit(node, cold, SetHyperparameter(netuid, name, value), as_json, tip, max_fee)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from node.client.amounts import format_amount, parse_amount
+
 if TYPE_CHECKING:  # node.client.api_client pulls in httpx: imported when a command runs, not when the CLI starts
     from node.client.api_client import FeePolicy, Quote
 
@@ -23,15 +25,13 @@ MaxFeeOption = Annotated[
 
 def policy(tip: str = "0", max_fee: str | None = None, as_json: bool = False) -> FeePolicy:
     """The FeePolicy for `--tip TIP --fee MAX`; the fee line goes to stderr unless the output is --json."""
-    from node.client.api_client import FeePolicy, parse_amount
+    from node.client.api_client import FeePolicy  # start-up time: httpx
 
     return FeePolicy(parse_amount(tip), None if max_fee is None else parse_amount(max_fee), None if as_json else show)
 
 
 def show(q: Quote, balance: int) -> None:
     """'<kind>: fee 0.0003 token (300000 units); balance 5 -> 4.9997 after the fee', on stderr."""
-    from node.client.api_client import format_amount
-
     typer.echo(f"{q.tx.call.KIND}: fee {format_amount(q.fee)} token ({q.fee} units); balance "
                f"{format_amount(balance)} -> {format_amount(max(balance - q.fee, 0))} after the fee", err=True)
 

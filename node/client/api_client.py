@@ -12,11 +12,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
 
+from node.client.amounts import format_amount
 from node.errors import NodeError
 from protocol import crypto
 from protocol.crypto import Keypair
@@ -24,7 +24,6 @@ from protocol.economics.fees import tx_fee
 from protocol.messages import SignedTransaction, Transaction
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
-UNIT = 10**9
 
 
 class ApiError(NodeError):
@@ -34,23 +33,6 @@ class ApiError(NodeError):
         self.rule = rule
         self.status = status
         super().__init__(message)
-
-
-def parse_amount(text: str) -> int:
-    """'1.5' tokens -> 1_500_000_000 units, exactly (no float)."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise NodeError(f"amount {text!r} is not a number (use tokens, e.g. 1.5)") from None
-    units = value * UNIT
-    if value < 0 or units != units.to_integral_value():
-        raise NodeError(f"amount {text!r} must be >= 0 with at most 9 decimals")
-    return int(units)
-
-
-def format_amount(units: int) -> str:
-    whole, frac = divmod(units, UNIT)
-    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else str(whole)
 
 
 @dataclass(frozen=True)

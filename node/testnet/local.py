@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from node import plugins
-from node.client.api_client import ApiError, NodeClient, format_amount
+from node.client.amounts import format_amount
+from node.client.api_client import ApiError, NodeClient
 from node.client.home import ensure_private_dir
 from node.errors import NodeError
 from node.testnet.gen import (

@@ -6,17 +6,37 @@ Amounts are in tokens (e.g. 0.01); `--json` prints one JSON document.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from node.cli.app import HomeOption, JsonOption, PasswordFileOption, WalletOption, emit
+from node.cli import feeflags
+from node.cli.app import (
+    HomeOption,
+    JsonOption,
+    NodeOption,
+    PasswordFileOption,
+    WalletOption,
+    emit,
+    stdout_console,
+    unlock_coldkey,
+)
 from node.cli.feeflags import MaxFeeOption, TipOption
+from node.cli.submit import fetch
+from node.client.amounts import format_amount, parse_amount
 from node.errors import CliError
+from protocol import crypto
+from protocol.crypto import parse_address
+from protocol.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from node.client.api_client import FeePolicy
+    from subnets.client import SubnetClient
 
 client_app = typer.Typer(help="Pay for queries to a subnet's miners.", no_args_is_help=True)
-NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
 ExpiresOption = Annotated[
     int, typer.Option("--expires-in", help="Heights a new escrow stays claimable (then close it to get the rest).")
 ]
@@ -26,20 +46,22 @@ def register(app: typer.Typer) -> None:
     app.add_typer(client_app, name="client")
 
 
+@contextmanager
 def _client(home: Path | None, wallet: str, password_file: Path | None, node: str | None, netuid: int,
-            *, setup: bool = True, **kwargs: Any) -> Any:
-    from node.cli.app import unlock_coldkey
-    from subnets.client import SubnetClient
+            fees: FeePolicy, *, setup: bool = True, **kwargs: Any) -> Iterator[SubnetClient]:
+    """The coldkey's SubnetClient under the fee flags, set up for `netuid` unless `setup` is false; closed after."""
+    from subnets.client import SubnetClient  # start-up time: trio, httpx
 
-    client = SubnetClient(unlock_coldkey(home, wallet, password_file), netuid, node, **kwargs)
-    if setup:
-        client.setup()
-    return client
+    client = SubnetClient(unlock_coldkey(home, wallet, password_file), netuid, node, fees=fees, **kwargs)
+    try:
+        if setup:
+            client.setup()
+        yield client
+    finally:
+        client.close()
 
 
 def _escrow_json(info: dict[str, Any]) -> dict[str, Any]:
-    from node.client.api_client import format_amount
-
     return {**info, "remaining_tokens": format_amount(int(info["remaining"]))}
 
 
@@ -78,10 +100,8 @@ def query(
     Give the input in the subnet's own form (compute: --rows/--cols [--inner --seed] or --input FILE.npy;
     text: --text or --input FILE), or any subnet's query as CBOR with --input-cbor.
     """
-    import trio
+    import trio  # start-up time: trio, torch
 
-    from node.cli import feeflags
-    from node.client.api_client import parse_amount
     from subnets.task import CliInput
 
     given = CliInput(file=input_file, text=text, rows=rows, cols=cols, inner=inner, seed=seed)
@@ -91,14 +111,11 @@ def query(
     if input_cbor is None and not natural:
         raise CliError("no query input: give the subnet's input options (see --help) or --input-cbor FILE")
     cbor = _read(input_cbor, "--input-cbor") if input_cbor is not None else None
-    client = _client(home, wallet, password_file, node, subnet, timeout_s=timeout_s,
-                     deposit=None if deposit is None else parse_amount(deposit), expires_in=expires_in,
-                     fees=feeflags.policy(tip, max_fee, as_json))
-    try:
+    with _client(home, wallet, password_file, node, subnet, timeout_s=timeout_s,
+                 deposit=None if deposit is None else parse_amount(deposit), expires_in=expires_in,
+                 fees=feeflags.policy(tip, max_fee, as_json)) as client:
         payload = client.task.parse_cli_input(given) if cbor is None else _checked_cbor(client.task, cbor)
         answer = trio.run(client.query_once, payload, parse_amount(max_price), escrow)
-    finally:
-        client.close()
     if out is not None:
         out.write_bytes(answer.payload)
     result = {**answer.to_json(), **feeflags.report(client.api.sent),  # chain fees of an escrow it opened
@@ -115,8 +132,6 @@ def _read(path: Path, flag: str) -> bytes:
 
 def _checked_cbor(task: Any, data: bytes) -> bytes:
     """Check a raw query before paying for it: a bad file fails here, not at the miner."""
-    from protocol.errors import ProtocolError
-
     try:
         task.decode_query(data)
     except ProtocolError as exc:
@@ -125,9 +140,6 @@ def _checked_cbor(task: Any, data: bytes) -> bytes:
 
 
 def _render_answer(result: dict[str, Any], answer_text: str) -> None:
-    from node.cli.app import stdout_console
-    from node.client.api_client import format_amount
-
     console = stdout_console()
     console.print(f"uid {result['uid']} ({result['miner']}) answered in {result['latency_ms']} ms for "
                   f"{format_amount(int(result['price']))} token, from escrow {result['escrow_id']}", markup=False)
@@ -148,14 +160,8 @@ def open_escrow(
     as_json: JsonOption = False,
 ) -> None:
     """Lock tokens for paid queries to a subnet; waits until the escrow is on chain."""
-    from node.cli import feeflags
-    from node.client.api_client import parse_amount
-
-    client = _client(home, wallet, password_file, node, subnet, fees=feeflags.policy(tip, max_fee, as_json))
-    try:
+    with _client(home, wallet, password_file, node, subnet, feeflags.policy(tip, max_fee, as_json)) as client:
         info = client.open_escrow(parse_amount(amount), expires_in)
-    finally:
-        client.close()
     emit({**_escrow_json(info), **feeflags.report(client.api.sent)}, as_json, title="escrow opened")
 
 
@@ -171,14 +177,8 @@ def close_escrow(
     as_json: JsonOption = False,
 ) -> None:
     """Take back what an expired escrow still holds."""
-    from node.cli import feeflags
-    from node.client.api_client import format_amount
-
-    client = _client(home, wallet, password_file, node, 0, setup=False, fees=feeflags.policy(tip, max_fee, as_json))
-    try:
+    with _client(home, wallet, password_file, node, 0, feeflags.policy(tip, max_fee, as_json), setup=False) as client:
         refunded = client.close_escrow(escrow)
-    finally:
-        client.close()
     emit({"escrow_id": escrow, "refunded": refunded, "refunded_tokens": format_amount(refunded),
           **feeflags.report(client.api.sent)}, as_json, title="escrow closed")
 
@@ -190,9 +190,5 @@ def escrows(
     as_json: JsonOption = False,
 ) -> None:
     """List a client's open escrows (no password needed)."""
-    from node.client.api_client import NodeClient
-    from protocol.crypto import parse_address
-
-    with NodeClient(node) as c:
-        rows = c.escrows_of(parse_address(address))
+    rows = fetch(node, f"/accounts/{crypto.address(parse_address(address))}/escrows")
     emit([_escrow_json(r) for r in rows], as_json, title="open escrows")

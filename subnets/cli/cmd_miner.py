@@ -5,15 +5,26 @@ The heavy parts (torch, libp2p) load inside the commands, so `tensornet --help` 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from node.cli.app import HomeOption, JsonOption, PasswordFileOption, WalletOption, emit
+from node.cli.app import (
+    HomeOption,
+    JsonOption,
+    NodeOption,
+    PasswordFileOption,
+    WalletOption,
+    coldkey_when_needed,
+    emit,
+)
+from node.client.amounts import parse_amount
+from node.client.home import resolve_home
+from node.errors import CliError
 
 miner_app = typer.Typer(help="Serve a subnet's task from local GPUs.", no_args_is_help=True)
-NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -62,11 +73,8 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Register one hotkey per worker, start the workers, restart crashed ones, stop on Ctrl-C."""
-    import trio
+    import trio  # start-up time: trio, libp2p, torch
 
-    from node.cli.app import unlock_coldkey
-    from node.client.api_client import parse_amount
-    from node.client.home import resolve_home
     from subnets.miner import HostConfig, Supervisor, parse_faults, parse_kv, plan_devices
 
     root = resolve_home(home)
@@ -93,7 +101,7 @@ def run(
         price=parse_amount(price),
         max_waiting=max_waiting,
     )
-    sup = Supervisor(cfg, lambda: unlock_coldkey(root, wallet, password_file))
+    sup = Supervisor(cfg, coldkey_when_needed(root, wallet, password_file))
     sup.prepare()
     summary = trio.run(sup.run)
     if as_json:
@@ -110,11 +118,6 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Show the last status a running (or stopped) miner host wrote."""
-    import json
-
-    from node.client.home import resolve_home
-    from node.errors import CliError
-
     path = Path(resolve_home(home)) / "miners" / wallet / f"sn{subnet}" / "status.json"
     try:
         summary = json.loads(path.read_text())

@@ -6,10 +6,22 @@ from typing import Annotated
 
 import typer
 
-from node.cli.app import HomeOption, HotkeyOption, JsonOption, PasswordFileOption, WalletOption, emit
+from node.cli.app import (
+    HomeOption,
+    HotkeyOption,
+    JsonOption,
+    NodeOption,
+    PasswordFileOption,
+    WalletOption,
+    coldkey_when_needed,
+    emit,
+    load_hotkey,
+)
+from node.client.amounts import parse_amount
+from node.client.home import resolve_home
+from node.errors import CliError
 
 validator_app = typer.Typer(help="Score a subnet's miners and set weights.", no_args_is_help=True)
-NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (default $TENSORNET_NODE).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -39,20 +51,15 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Register and stake if needed, then query, score and set weights until Ctrl-C."""
-    import trio
+    import trio  # start-up time: trio, libp2p, torch
 
-    from node.cli.app import unlock_coldkey
-    from node.client.api_client import parse_amount
-    from node.client.home import resolve_home
-    from node.client.wallet import Wallet
-    from node.errors import CliError
     from subnets.miner import parse_kv
     from subnets.validator import Validator, ValidatorConfig
 
     if sample < 1 or interval_s <= 0 or step_s <= 0:
         raise CliError("--sample must be >= 1, --interval-s and --step-s > 0")
     root = resolve_home(home)
-    hot = Wallet.load(root, wallet).hotkey(hotkey)
+    hot = load_hotkey(root, wallet, hotkey)
     cfg = ValidatorConfig(
         home=root,
         wallet=wallet,
@@ -68,14 +75,7 @@ def run(
         listen_host=listen_host,
         timeout_s=query_timeout_s,
     )
-    cold_cache: list = []
-
-    def coldkey():  # unlocked once, and only if registration or staking needs it
-        if not cold_cache:
-            cold_cache.append(unlock_coldkey(root, wallet, password_file))
-        return cold_cache[0]
-
-    v = Validator(cfg, coldkey, hot)
+    v = Validator(cfg, coldkey_when_needed(root, wallet, password_file), hot)
     v.setup()
     summary = trio.run(v.run)
     emit(summary, as_json, title=f"validator, subnet {subnet}")

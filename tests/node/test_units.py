@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node.client.api_client import format_amount, parse_amount
+from node.client.amounts import format_amount, parse_amount
 from node.config import ConfigError, NodeConfig, load_config, write_config
 from node.errors import NodeError
 from node.storage import CommitRecord, Store, StoreError
