@@ -39,7 +39,7 @@ import trio
 from libp2p.peer.id import ID
 
 from node.log import get_logger
-from p2pnet.reqresp import ProtocolSpec, Refused, ReqResp
+from p2pnet.reqresp import ProtocolSpec, Refused, ReqResp, RequestError
 from protocol import codec
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError
@@ -420,8 +420,6 @@ async def query_miner(
     Raises `QueryError` when no trustworthy response arrives: a transport failure, a reply not signed by
     the miner's registered hotkey, or one for another request. A refusal is a result, not an error.
     """
-    from p2pnet.reqresp import RequestError
-
     if signed.body.miner != miner_hotkey:
         raise QueryError("the query names another miner than the one asked (build it with miner=its hotkey)")
     started = time.monotonic()

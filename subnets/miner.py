@@ -20,6 +20,7 @@ the worker's life (once per home), `corrupt-answer` flips a bit of every answer 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -34,11 +35,14 @@ from typing import Any
 
 import trio
 
+from node import log as node_log
 from node.client.api_client import NodeClient
+from node.client.wallet import Wallet, read_hotkey
 from node.errors import NodeError
 from node.log import get_logger
 from protocol.crypto import Keypair
 from protocol.messages import Register, ServeAxon
+from subnets.payments import PaymentConfig, PaymentDesk
 
 log = get_logger(__name__)
 
@@ -138,7 +142,7 @@ def plan_devices(gpus: str, cpu_workers: int, env: Mapping[str, str] | None = No
         raise MinerError("--cpu-workers must be at least 1")
     if gpus == "none":
         return ["cpu"] * cpu_workers
-    from subnets.device import cuda_count, visible_gpu_ids
+    from subnets.device import cuda_count, visible_gpu_ids  # start-up time: torch
 
     env = dict(os.environ if env is None else env)
     count = cuda_count(env)
@@ -274,8 +278,6 @@ class _FaultyMiner:
 
 def _flip_first_bit(message: Any) -> Any:
     """The same message with the lowest bit of its first byte string flipped: well-formed, wrong."""
-    import dataclasses
-
     for f in dataclasses.fields(message):
         value = getattr(message, f.name)
         if isinstance(value, bytes) and value:
@@ -289,15 +291,14 @@ def _flip_first_bit(message: Any) -> Any:
 async def run_worker(cfg: WorkerConfig) -> int:
     """One worker's life: load the task and model, listen, announce, serve until a signal. Returns the
     exit code (0 on a clean stop, EXIT_FATAL when the model failed)."""
+    # start-up time: torch and libp2p load in the worker processes, never in the supervisor
     import torch
 
-    from node.client.wallet import read_hotkey
     from p2pnet.nodekey import load_or_create_node_key, peer_id_of
     from p2pnet.stack import open_stack
     from subnets import registry
     from subnets.axon import Axon, AxonConfig, PermitCache
     from subnets.device import select_device
-    from subnets.payments import PaymentConfig, PaymentDesk
 
     torch.set_num_threads(max(1, cfg.threads))
     directory = Path(cfg.directory)
@@ -431,8 +432,6 @@ def _announce(listen_addr: str, announce_host: str) -> str:
 
 def worker_main(config_path: str) -> int:
     """Entry point of a worker process (`python -m subnets.miner worker CONFIG`)."""
-    from node import log as node_log
-
     node_log.configure(os.environ.get("TENSORNET_LOG_FORMAT", "text"), os.environ.get("TENSORNET_LOG_LEVEL", "info"))
     cfg = WorkerConfig.load(config_path)
     return trio.run(run_worker, cfg)
@@ -490,8 +489,6 @@ class Supervisor:
     on SIGINT/SIGTERM (SIGTERM, then SIGKILL after `stop_grace_s`)."""
 
     def __init__(self, cfg: HostConfig, coldkey: Callable[[], Keypair]) -> None:
-        from node.client.wallet import Wallet
-
         self.cfg = cfg
         self.coldkey = coldkey
         self.wallet = Wallet.load(cfg.home, cfg.wallet)

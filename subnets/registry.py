@@ -10,7 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from subnets.compute import ComputeTask
 from subnets.task import ConfigError, Task, UnknownTaskError
+from subnets.text import TextTask
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TASKS: dict[str, type[Task[Any, Any]]] = {}
@@ -47,12 +49,5 @@ def names() -> list[str]:
     return sorted(_TASKS)
 
 
-def _register_shipped() -> None:
-    from subnets.compute import ComputeTask
-    from subnets.text import TextTask
-
-    register(ComputeTask)
-    register(TextTask)
-
-
-_register_shipped()
+register(ComputeTask)
+register(TextTask)

@@ -36,10 +36,16 @@ import trio
 from node.client.api_client import ApiError, NodeClient
 from node.errors import NodeError
 from node.log import get_logger
+from p2pnet.host import as_peer_id
+from p2pnet.nodekey import load_or_create_node_key
+from p2pnet.stack import open_stack
 from protocol.crypto import Keypair
 from protocol.economics.weights import weights_commit_hash
 from protocol.messages import AddStake, CommitWeights, Register, RevealWeights, SetWeights
 from protocol.state.state import next_epoch_height
+from subnets import registry
+from subnets.axon import SPEC, QueryError, QueryStatus, build_query, query_miner
+from subnets.miner import CarriedError
 from subnets.scoring import MovingScores
 from subnets.task import challenge_seed
 
@@ -149,8 +155,6 @@ class Validator:
 
     def setup(self) -> None:
         """Register and stake if needed; load the task. Runs before the event loop."""
-        from subnets import registry
-
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.load_state()
         c = self.client
@@ -215,8 +219,6 @@ class Validator:
         return rows[: self.cfg.sample]
 
     async def _query_one(self, stack: Any, row: dict[str, Any], chain_digest: bytes, nonce: bytes) -> None:
-        from subnets.axon import QueryError, QueryStatus, build_query, query_miner
-
         uid = int(row["uid"])
         self.last_queried[uid] = time.monotonic()
         peer_id, addrs = row["axon"][0], row["axon"][1]
@@ -249,8 +251,6 @@ class Validator:
         log.debug("scored", uid=uid, score=score, average=avg, latency_ms=result.latency_ms)
 
     async def _drop_peer(self, stack: Any, peer_id: str) -> None:
-        from p2pnet.host import as_peer_id
-
         self.dialled.pop(peer_id, None)
         try:
             peer = as_peer_id(peer_id)
@@ -260,8 +260,6 @@ class Validator:
         await stack.host.disconnect(peer)
 
     async def _connect(self, host: Any, peer_id: str, addrs: list[str]) -> Any:
-        from p2pnet.host import as_peer_id
-
         peer = as_peer_id(peer_id)
         if host.is_connected(peer) and self.dialled.get(peer_id) == tuple(addrs):
             return peer
@@ -418,11 +416,6 @@ class Validator:
 
     async def run(self) -> dict[str, Any]:
         """Until SIGINT/SIGTERM; returns a summary."""
-        from p2pnet.nodekey import load_or_create_node_key
-        from p2pnet.stack import open_stack
-        from subnets.axon import SPEC
-        from subnets.miner import CarriedError
-
         key = load_or_create_node_key(self.root)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
             carried = CarriedError()
