@@ -108,7 +108,8 @@ def test_root_is_the_definition_in_any_insertion_order(entries, rnd):
         tree.update({k: entries[k] for k in order[:n]})
         order = order[n:]
     assert tree.root == want
-    assert dict(tree.items()) == entries
+    listed = list(tree.items())
+    assert dict(listed) == entries and [crypto.digest(k) for k, _ in listed] == sorted(map(crypto.digest, entries))
 
 
 @settings(max_examples=150, deadline=None)
@@ -139,6 +140,27 @@ def test_proofs_for_present_and_absent_keys(entries, probes):
         if tree.root != EMPTY:
             with pytest.raises(ProofError):
                 proof.verify(reference_root({**entries, b"\xff\xff\xff\xff": b""}), key, value, pf)
+
+
+def test_a_long_shared_prefix_is_a_chain_that_collapses_on_delete():
+    """Two keys whose paths share 12+ bits hang below a chain of one-sided internal nodes; deleting one folds the
+    chain back into the other's leaf, and a third key off the chain still proves."""
+    seen: dict[int, bytes] = {}
+    for i in range(1 << 16):
+        k = b"p%d" % i
+        top = int.from_bytes(crypto.digest(k)[:2], "big") >> 4
+        if top in seen:
+            a, b = seen[top], k
+            break
+        seen[top] = k
+    tree = fresh({a: b"A", b: b"B", b"c": b"C"})
+    assert tree.root == reference_root({a: b"A", b: b"B", b"c": b"C"})
+    assert len(tree.prove(a)[1].siblings) >= 12
+    tree.update({b: None})
+    assert tree.root == reference_root({a: b"A", b"c": b"C"})
+    assert len(tree.prove(a)[1].siblings) < 12
+    for key, value in ((a, b"A"), (b, None), (b"c", b"C")):
+        proof.verify(tree.root, key, value, tree.prove(key)[1])
 
 
 def test_past_roots_stay_readable_from_the_same_store():
