@@ -138,8 +138,9 @@ class Tree:
             return self._build(depth, [it for it in batch if it[2] is not None], 0, None)
         left, right = enc[1:33], enc[33:65]
         mid = _split(items, lo, hi, depth)
-        lnode, lleaf = self._update(left, depth + 1, items, lo, mid)
-        rnode, rleaf = self._update(right, depth + 1, items, mid, hi)
+        # An untouched side is not visited: most of the batch's paths part ways near the top.
+        lnode, lleaf = self._update(left, depth + 1, items, lo, mid) if lo < mid else (left, None)
+        rnode, rleaf = self._update(right, depth + 1, items, mid, hi) if mid < hi else (right, None)
         if lnode == left and rnode == right:
             return node, False
         return self._join(lnode, lleaf, rnode, rleaf)
