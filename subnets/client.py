@@ -26,13 +26,12 @@ from typing import Any
 
 import trio
 
-from node.client.amounts import format_amount
 from node.client.api_client import ApiError, FeePolicy, NodeClient
 from node.errors import NodeError
 from node.log import get_logger
 from protocol import codec, crypto
 from protocol.crypto import Keypair
-from protocol.economics.emission import format_tokens
+from protocol.economics.emission import decimal_tokens, format_tokens
 from protocol.errors import ProtocolError
 from protocol.messages import CloseEscrow, OpenEscrow, SignedQuery, SignedVoucher, Voucher
 from subnets.miner import CarriedError
@@ -79,7 +78,7 @@ class PaidAnswer:
             "uid": self.uid,
             "miner": crypto.address(self.miner),
             "price": self.price,
-            "price_tokens": format_amount(self.price),
+            "price_tokens": decimal_tokens(self.price),
             "escrow_id": self.escrow_id,
             "voucher_nonce": self.voucher_nonce,
             "voucher_digest": self.voucher_digest.hex(),
@@ -148,7 +147,7 @@ class SubnetClient:
             if new:
                 return new[0]
             if time.monotonic() > deadline:
-                raise ClientError(f"open_escrow ({format_amount(amount)} tokens) did not land within {wait_s:.0f}s")
+                raise ClientError(f"open_escrow ({decimal_tokens(amount)} tokens) did not land within {wait_s:.0f}s")
             time.sleep(0.3)
 
     def close_escrow(self, escrow_id: int, wait_s: float = 60.0) -> int:

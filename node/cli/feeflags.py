@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from node.client.amounts import format_amount, parse_amount
+from node.client.amounts import parse_amount
+from protocol.economics.emission import decimal_tokens
 
 if TYPE_CHECKING:  # node.client.api_client pulls in httpx: imported when a command runs, not when the CLI starts
     from node.client.api_client import FeePolicy, Quote
@@ -32,8 +33,8 @@ def policy(tip: str = "0", max_fee: str | None = None, as_json: bool = False) ->
 
 def show(q: Quote, balance: int) -> None:
     """'<kind>: fee 0.0003 token (300000 units); balance 5 -> 4.9997 after the fee', on stderr."""
-    typer.echo(f"{q.tx.call.KIND}: fee {format_amount(q.fee)} token ({q.fee} units); balance "
-               f"{format_amount(balance)} -> {format_amount(max(balance - q.fee, 0))} after the fee", err=True)
+    typer.echo(f"{q.tx.call.KIND}: fee {decimal_tokens(q.fee)} token ({q.fee} units); balance "
+               f"{decimal_tokens(balance)} -> {decimal_tokens(max(balance - q.fee, 0))} after the fee", err=True)
 
 
 def report(sent: list[Quote]) -> dict[str, int]:

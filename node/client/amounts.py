@@ -1,4 +1,5 @@
-"""Amounts as users type and read them: tokens with up to 9 decimals, exactly (no float).
+"""Amounts as users type them: tokens with up to 9 decimals, exactly (no float). They print with
+protocol.economics.emission.decimal_tokens.
 
 Apart from node.client.api_client (httpx) so that the CLI can parse its amount flags without loading the HTTP stack.
 """
@@ -22,7 +23,3 @@ def parse_amount(text: str) -> int:
         raise NodeError(f"amount {text!r} must be >= 0 with at most 9 decimals")
     return int(units)
 
-
-def format_amount(units: int) -> str:
-    whole, frac = divmod(units, UNIT)
-    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else str(whole)

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
-from node.client.amounts import format_amount
 from node.errors import NodeError
 from protocol import crypto
 from protocol.crypto import Keypair
+from protocol.economics.emission import decimal_tokens
 from protocol.economics.fees import tx_fee
 from protocol.messages import SignedTransaction, Transaction
 
@@ -45,8 +45,8 @@ class Quote:
     def check(self, max_fee: int | None) -> None:
         if max_fee is not None and self.fee > max_fee:
             raise NodeError(
-                f"the fee would be {format_amount(self.fee)} token ({self.fee} units), above the maximum "
-                f"{format_amount(max_fee)} ({max_fee} units): not signed"
+                f"the fee would be {decimal_tokens(self.fee)} token ({self.fee} units), above the maximum "
+                f"{decimal_tokens(max_fee)} ({max_fee} units): not signed"
             )
 
     def sign(self, keypair: Keypair) -> bytes:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from node import plugins
-from node.client.amounts import format_amount
 from node.client.api_client import ApiError, NodeClient
 from node.client.home import ensure_private_dir
 from node.errors import NodeError
@@ -42,6 +41,7 @@ from node.testnet.gen import (
 )
 from protocol import crypto
 from protocol.crypto import Keypair
+from protocol.economics.emission import decimal_tokens
 from protocol.messages import AddStake, Register, SetWeights
 from protocol.state.state import epoch_due
 
@@ -395,7 +395,7 @@ def neuron_argv(plan: Plan, n: Neuron, node_url: str, port: int, weights_interva
     ]
     if n.role == "miner":
         fault = ["--fault", f"0:{n.fault}"] if n.fault else []
-        price = ["--price", format_amount(plan.spec.price)] if plan.spec.price else []
+        price = ["--price", decimal_tokens(plan.spec.price)] if plan.spec.price else []
         return [*tensornet_argv(), "miner", "run", *common, "--gpus", "none", "--cpu-workers", "1",
                 "--base-port", str(port), "--status-interval-s", "5", *fault, *price]
     return [*tensornet_argv(), "validator", "run", *common, "--stake", str(VALIDATOR_SELF_STAKE // UNIT),

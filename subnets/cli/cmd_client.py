@@ -26,10 +26,11 @@ from node.cli.app import (
 )
 from node.cli.feeflags import MaxFeeOption, TipOption
 from node.cli.submit import fetch
-from node.client.amounts import format_amount, parse_amount
+from node.client.amounts import parse_amount
 from node.errors import CliError
 from protocol import crypto
 from protocol.crypto import parse_address
+from protocol.economics.emission import decimal_tokens
 from protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _client(home: Path | None, wallet: str, password_file: Path | None, node: st
 
 
 def _escrow_json(info: dict[str, Any]) -> dict[str, Any]:
-    return {**info, "remaining_tokens": format_amount(int(info["remaining"]))}
+    return {**info, "remaining_tokens": decimal_tokens(int(info["remaining"]))}
 
 
 @client_app.command("query")
@@ -142,7 +143,7 @@ def _checked_cbor(task: Any, data: bytes) -> bytes:
 def _render_answer(result: dict[str, Any], answer_text: str) -> None:
     console = stdout_console()
     console.print(f"uid {result['uid']} ({result['miner']}) answered in {result['latency_ms']} ms for "
-                  f"{format_amount(int(result['price']))} token, from escrow {result['escrow_id']}", markup=False)
+                  f"{decimal_tokens(int(result['price']))} token, from escrow {result['escrow_id']}", markup=False)
     console.print(answer_text, markup=False, highlight=False)
 
 
@@ -179,7 +180,7 @@ def close_escrow(
     """Take back what an expired escrow still holds."""
     with _client(home, wallet, password_file, node, 0, feeflags.policy(tip, max_fee, as_json), setup=False) as client:
         refunded = client.close_escrow(escrow)
-    emit({"escrow_id": escrow, "refunded": refunded, "refunded_tokens": format_amount(refunded),
+    emit({"escrow_id": escrow, "refunded": refunded, "refunded_tokens": decimal_tokens(refunded),
           **feeflags.report(client.api.sent)}, as_json, title="escrow closed")
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from node.client.amounts import format_amount, parse_amount
+from node.client.amounts import parse_amount
 from node.config import ConfigError, NodeConfig, load_config, write_config
 from node.errors import NodeError
 from node.storage import CommitRecord, Store, StoreError
+from protocol.economics.emission import decimal_tokens
 
 
 def test_config_round_trips_and_flags_override(tmp_path: Path) -> None:
@@ -48,7 +49,7 @@ def test_missing_config_says_how_to_fix(tmp_path: Path) -> None:
 def test_amounts_are_exact() -> None:
     assert parse_amount("1.5") == 1_500_000_000
     assert parse_amount("0.000000001") == 1
-    assert format_amount(1_500_000_000) == "1.5"
+    assert decimal_tokens(1_500_000_000) == "1.5"
     for bad in ("-1", "0.0000000001", "abc"):
         with pytest.raises(NodeError):
             parse_amount(bad)
