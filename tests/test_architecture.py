@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 PACKAGES = ("protocol", "p2pnet", "node", "subnets", "bench", "tests")
 SKIP_TOP = {"build", "dist", "testnet"}  # outputs at the root (`make run` writes ./testnet), not code
 
@@ -133,6 +133,12 @@ INNER_RULES = (
         ("protocol.state.transition", "protocol.state.handlers"),
         "the state data never imports its processing (only transition.py and handlers/ use handlers/)",
         "give the data a primitive (a method on the record) and let the handler call it",
+    ),
+    InnerRule(
+        "protocol.state", ("protocol.state.state",), ("protocol.state.transition", "protocol.state.handlers"),
+        "the records the state is made of (genesis, escrow, governance, lifecycle, ...) never import State; "
+        "state.py imports them (spec/state.md)",
+        "take the values you need as arguments, or move the rule into a handler",
     ),
     InnerRule(
         "node", ("node.daemon",), (),
