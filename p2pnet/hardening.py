@@ -2,7 +2,7 @@
 
 The numbers are those of /work/shared/research/py-libp2p-0.8.1.md. Each fix is a subclass (swapped
 in for the instance we build, so other libp2p objects are untouched) or, where libp2p binds a name at
-import time, a module-level patch applied once by `install()`. tests/p2p/test_hardening.py attacks a
+import time, a module-level patch applied once by `install()`. tests/p2pnet/test_hardening.py attacks a
 real host for each one.
 
 Public API (used by p2pnet.host and p2pnet.gossip):

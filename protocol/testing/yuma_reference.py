@@ -1,5 +1,6 @@
 """The Yuma epoch as protocol/economics/yuma.py computed it before the speed-up (tensornet main @ f4ac776), kept as the
-oracle that tests/test_yuma_reference.py compares the fast epoch with, bit for bit, and as the baseline that
+oracle that tests/protocol/economics/test_yuma_reference.py compares the fast epoch with, bit for bit, and as the
+baseline that
 ``python -m bench.yuma`` times beside it.  Not consensus code: nothing in protocol/ imports it.  It carries
 its own copies of the numpy kernels it used then (``_old_*``), so the baseline stays the old path.
 """

@@ -12,7 +12,7 @@ from node.concentration import (
 )
 from protocol.economics.emission import UNIT
 from protocol.messages import AddStake, Register
-from tests.test_state import KEYS, VAL, make_chain
+from tests.protocol.state.test_state import KEYS, VAL, make_chain
 
 
 def test_nakamoto_and_top_share():

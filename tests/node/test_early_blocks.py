@@ -14,7 +14,7 @@ from protocol.crypto import Keypair, digest
 from protocol.errors import WrongChainError
 from protocol.messages import Block, SignedBlock
 from protocol.state.genesis import build_genesis
-from tests.test_chain import FakeClock, step
+from tests.node.test_chain import FakeClock, step
 
 UNIT = 10**9
 EPOCH_ROUNDS = 8

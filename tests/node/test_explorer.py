@@ -16,7 +16,7 @@ import pytest
 from node.explorer import PAGE
 from node.testnet.local import tensornet_argv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 

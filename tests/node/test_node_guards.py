@@ -36,7 +36,7 @@ from protocol.messages import (
     Transfer,
 )
 from protocol.state.genesis import load_genesis
-from tests.test_chain import FakeClock, step
+from tests.node.test_chain import FakeClock, step
 
 U64_MAX = (1 << 64) - 1
 CHAIN = "guards-chain"

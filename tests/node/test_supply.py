@@ -30,8 +30,8 @@ from protocol.economics.emission import UNIT, decimal_tokens
 from protocol.economics.fees import DEFAULT_BASE_FEE, DEFAULT_BYTE_FEE
 from protocol.messages import SignedTransaction, Transaction, Transfer
 from protocol.state.state import supply_of
-from tests.test_chain import make_network, step
-from tests.test_state import KEYS, make_chain
+from tests.node.test_chain import make_network, step
+from tests.protocol.state.test_state import KEYS, make_chain
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """A chain node in its own OS process, driven over stdin/stdout with JSON lines (multi-process tests).
 
-    python -m tests.p2p.node_proc --home DIR --bootstrap ADDR [--chain testnet]
+    python -m tests.p2pnet.node_proc --home DIR --bootstrap ADDR [--chain testnet]
 
 Prints {"event": "ready", "peer_id", "addr"} once up, {"event": "msg", "data": hex, "source"} for each
 delivered gossip message, and answers commands read from stdin:

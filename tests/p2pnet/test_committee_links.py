@@ -85,7 +85,7 @@ async def test_an_idle_peer_that_answers_pings_is_kept():
 async def test_a_frozen_peer_is_dropped_as_a_zombie_and_redialled_when_it_runs_again(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TENSORNET_LOG_LEVEL="warning")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.p2p.node_proc", "--home", str(tmp_path / "b"), "--target", "0"],
+        [sys.executable, "-m", "tests.p2pnet.node_proc", "--home", str(tmp_path / "b"), "--target", "0"],
         cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:

@@ -23,7 +23,7 @@ from libp2p.utils.varint import encode_uvarint
 from p2pnet.host import Host, open_host
 from p2pnet.limits import Limits, LogLimiter, MiB
 from p2pnet.reqresp import FrameReader, Kind, PeerGone, ProtocolSpec, Refused, RemoteError, ReqResp, encode_frame
-from tests.p2p.test_stream_limits import cut_off, wait_until
+from tests.p2pnet.test_stream_limits import cut_off, wait_until
 
 LIMITS = Limits(read_deadline=2.0, default_message_cap=16 * MiB, max_message_size=16 * MiB)
 SPEC = ProtocolSpec(

@@ -23,7 +23,7 @@ from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_byt
 from p2pnet import hardening
 from p2pnet.errors import DialError, StreamOpenError
 from p2pnet.limits import Limits
-from tests.p2p.conftest import (
+from tests.p2pnet.conftest import (
     ECHO,
     assert_serves,
     open_fds,
@@ -346,7 +346,7 @@ async def test_large_gossip_message_and_oversize_refused():
             # pubsub runs: only then does b serve /meshsub)
             stream = await a.new_stream(b.peer_id, [MESHSUB])
             await stream.write(_varint(13 * 1024 * 1024) + b"x" * 100)
-            # refused from its length prefix, and charged to the sender (tests/p2p/test_stream_limits.py
+            # refused from its length prefix, and charged to the sender (tests/p2pnet/test_stream_limits.py
             # shows repeated oversize frames banning the peer)
             await wait_until(lambda: b.limiter.violations["oversize"] >= 1)
             assert b.limiter.score(str(a.peer_id)) < 0

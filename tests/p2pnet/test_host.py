@@ -13,7 +13,7 @@ from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from p2pnet.errors import ConfigError, DialError, NodeKeyError, PeerBanned, StreamOpenError
 from p2pnet.host import open_host
 from p2pnet.nodekey import FILE_NAME, load_node_key, load_or_create_node_key, peer_id_of, write_node_key
-from tests.p2p.conftest import ECHO, running_host, running_hosts
+from tests.p2pnet.conftest import ECHO, running_host, running_hosts
 
 # --- node key ------------------------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ class Child:
 
 
 def _node(home: Path, bootstrap: str) -> Child:
-    child = Child([sys.executable, "-m", "tests.p2p.node_proc", "--home", str(home), "--bootstrap", bootstrap])
+    child = Child([sys.executable, "-m", "tests.p2pnet.node_proc", "--home", str(home), "--bootstrap", bootstrap])
     return child
 
 

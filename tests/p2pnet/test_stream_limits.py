@@ -12,7 +12,7 @@ from p2pnet import hardening
 from p2pnet.errors import DialError, StreamOpenError
 from p2pnet.limits import Limits
 from p2pnet.reqresp import Kind, PeerGone, ProtocolSpec, ReqResp, encode_frame
-from tests.p2p.conftest import assert_serves, running_hosts
+from tests.p2pnet.conftest import assert_serves, running_hosts
 
 MESHSUB = hardening.GOSSIP_PROTOCOLS[0]
 

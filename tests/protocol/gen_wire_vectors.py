@@ -1,9 +1,11 @@
-"""Regenerate spec/vectors/wire/*.json: `python -m tests.gen_wire_vectors` (deterministic: same bytes every run).
+"""Regenerate spec/vectors/wire/*.json: `python -m tests.protocol.gen_wire_vectors`.
+
+Deterministic: the same bytes every run.
 
 Each vector names a top-level message type and carries the wire bytes in hex, the decoded form in a
 JSON-friendly diagnostic notation (`diag`), the test key seed that signed it, the signature, the chain id it was
 signed for, the chain id a receiver verifies against, and the expected verdict: "ok" or the name of the
-protocol.errors class the receiver must raise. tests/test_wire_vectors.py checks every verdict.
+protocol.errors class the receiver must raise. tests/protocol/test_wire_vectors.py checks every verdict.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from protocol.messages import (
     Transfer,
 )
 
-OUT = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "wire"
+OUT = Path(__file__).resolve().parents[2] / "spec" / "vectors" / "wire"
 CHAIN = "tensornet-vectors"
 OTHER_CHAIN = "tensornet-elsewhere"
 
@@ -329,8 +331,8 @@ def build() -> dict[str, list[dict[str, Any]]]:
 
 # --- spec/wire.md field tables ------------------------------------------------------------------
 
-SPEC = Path(__file__).resolve().parent.parent / "spec" / "wire.md"
-BEGIN = "<!-- BEGIN GENERATED: python -m tests.gen_wire_vectors -->"
+SPEC = Path(__file__).resolve().parents[2] / "spec" / "wire.md"
+BEGIN = "<!-- BEGIN GENERATED: python -m tests.protocol.gen_wire_vectors -->"
 END = "<!-- END GENERATED -->"
 
 
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             SPEC.write_text(spec_text())
             print(f"{SPEC}: field tables regenerated")
     if stale:
-        print("stale vectors (run python -m tests.gen_wire_vectors):", ", ".join(stale))
+        print("stale vectors (run python -m tests.protocol.gen_wire_vectors):", ", ".join(stale))
         return 1
     return 0
 

@@ -1,7 +1,7 @@
 """Every wire vector in spec/vectors/wire/*.json gives its stated verdict.
 
 A failure after a deliberate wire change means the vectors must be regenerated and reviewed:
-`python -m tests.gen_wire_vectors` (the diff is the wire change).
+`python -m tests.protocol.gen_wire_vectors` (the diff is the wire change).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from protocol import codec, errors
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError
 from protocol.testing import wire_strategies
-from tests.gen_wire_vectors import INTENDED, SPEC, build, diag, spec_text
+from tests.protocol.gen_wire_vectors import INTENDED, SPEC, build, diag, spec_text
 
-DIR = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "wire"
+DIR = Path(__file__).resolve().parents[2] / "spec" / "vectors" / "wire"
 FILES = sorted(DIR.glob("*.json"))
 VECTORS = [(f.name, v) for f in FILES for v in json.loads(f.read_text())]
 TYPES = {cls.__name__: cls for cls in wire_strategies.all_message_types()}
-REGEN = "wire format changed? regenerate and review: python -m tests.gen_wire_vectors"
+REGEN = "wire format changed? regenerate and review: python -m tests.protocol.gen_wire_vectors"
 
 
 def test_vector_files_exist_and_cover_every_kind_of_failure():

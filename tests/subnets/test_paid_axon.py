@@ -27,7 +27,7 @@ from subnets.axon import PAID_SPEC, SPEC, Axon, AxonConfig, PermitCache, QuerySt
 from subnets.client import sign_voucher
 from subnets.compute import ComputeTask
 from subnets.payments import PaymentConfig, PaymentDesk
-from tests.test_state import CHAIN, KEYS, Chain, make_chain, registered
+from tests.protocol.state.test_state import CHAIN, KEYS, Chain, make_chain, registered
 
 torch.set_num_threads(1)
 NETUID = 1

@@ -21,7 +21,7 @@ import pytest
 
 from node.testnet.gen import generate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 
 

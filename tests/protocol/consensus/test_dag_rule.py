@@ -18,7 +18,7 @@ from protocol.consensus.dag_state import InsertStatus
 from protocol.consensus.linearizer import CommittedSubDag
 from protocol.testing.dag_dsl import DagSpec, deliver, parse_dag
 
-VECTOR_DIR = Path(__file__).resolve().parents[1] / "spec" / "vectors" / "dag"
+VECTOR_DIR = Path(__file__).resolve().parents[3] / "spec" / "vectors" / "dag"
 VECTORS = sorted(VECTOR_DIR.glob("*.dag"))
 
 

@@ -34,8 +34,8 @@ from protocol.state import governance
 from protocol.state.escrow import fee_split
 from protocol.state.genesis import GenesisError, build_genesis, parse_genesis
 from protocol.state.transition import check_tx
-from tests.test_escrow import CLIENT, proof, voucher
-from tests.test_state import CHAIN, KEYS, VAL, make_chain
+from tests.protocol.state.test_escrow import CLIENT, proof, voucher
+from tests.protocol.state.test_state import CHAIN, KEYS, VAL, make_chain
 
 BASE, BYTE = 100_000, 1_000
 POOR = KEYS[11]

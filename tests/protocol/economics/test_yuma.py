@@ -21,7 +21,7 @@ from protocol.economics.yuma import (
     max_upscale_u16,
 )
 
-VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "yuma"
+VECTORS = Path(__file__).resolve().parents[3] / "spec" / "vectors" / "yuma"
 U16 = 65535
 
 

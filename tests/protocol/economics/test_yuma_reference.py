@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bench.yuma import make_inputs
 from protocol.economics.yuma import EpochInputs, EpochParams, epoch
 from protocol.testing import yuma_reference
-from tests.test_yuma import epoch_inputs
+from tests.protocol.economics.test_yuma import epoch_inputs
 
 
 @st.composite

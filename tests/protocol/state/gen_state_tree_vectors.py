@@ -1,7 +1,8 @@
-"""Regenerate spec/vectors/state_tree.json: `python -m tests.gen_state_tree_vectors` (deterministic).
+"""Regenerate spec/vectors/state_tree.json: `python -m tests.protocol.state.gen_state_tree_vectors` (deterministic).
 
 Roots come from `reference_root`, the recursive definition in spec/state-tree.md §2 written out plainly (it never
-touches protocol/state/tree.py), so the file states the definition and tests/test_state_tree.py checks the
+touches protocol/state/tree.py), so the file states the definition and
+tests/protocol/state/test_state_tree.py checks the
 incremental tree against it. Proofs come from the tree and are refused here unless protocol.proof accepts them.
 """
 
@@ -14,7 +15,7 @@ from protocol import codec, crypto, proof
 from protocol.state import keys
 from protocol.state.tree import MemoryStore, Tree
 
-OUT = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "state_tree.json"
+OUT = Path(__file__).resolve().parents[3] / "spec" / "vectors" / "state_tree.json"
 
 
 def reference_root(entries: dict[bytes, bytes], depth: int = 0) -> bytes:
@@ -86,7 +87,7 @@ def build() -> dict:
         proof.verify(root, key, value, pf)  # refuse to write a vector the verifier rejects
         proofs.append({"key": key.hex(), "value": None if value is None else value.hex(), "proof": pf.to_bytes().hex()})
     return {
-        "doc": "spec/state-tree.md; regenerate with python -m tests.gen_state_tree_vectors and review the diff",
+        "doc": "spec/state-tree.md; regenerate: python -m tests.protocol.state.gen_state_tree_vectors; review the diff",
         "keys": [{"family": n, "fields": [_field(f) for f in fields], "key": key.hex()} for n, fields, key in KEYS],
         "maps": [
             {"name": n, "entries": [[k.hex(), v.hex()] for k, v in sorted(m.items())], "root": reference_root(m).hex()}

@@ -31,7 +31,7 @@ from protocol.state.escrow import (
 from protocol.state.handlers.subnets import deregister
 from protocol.state.state import State
 from protocol.state.transition import check_tx
-from tests.test_state import CHAIN, KEYS, OWNER, Chain, make_chain, registered
+from tests.protocol.state.test_state import CHAIN, KEYS, OWNER, Chain, make_chain, registered
 
 CLIENT, MINER, OTHER = KEYS[5], KEYS[6], KEYS[7]
 QUERY = crypto.digest(b"a query")

@@ -10,7 +10,7 @@ from protocol.messages import AddStake, CreateSubnet, Propose, RemoveStake, Tran
 from protocol.state.governance import ABSTAIN, EXECUTED, FAILED, MAX_OPEN_PROPOSALS, NO, PASSED, REJECTED, YES
 from protocol.state.state import State
 from protocol.state.transition import check_tx
-from tests.test_state import KEYS, VAL, Chain, make_chain
+from tests.protocol.state.test_state import KEYS, VAL, Chain, make_chain
 
 DEPOSIT = 10 * UNIT
 A, B, C, D = KEYS[2], KEYS[3], KEYS[4], KEYS[5]  # A: 60, B: 30, C: 10 staked (plus VAL's 10 genesis stake)

@@ -11,7 +11,7 @@ from protocol.economics.emission import UNIT
 from protocol.messages import AddStake, CreateSubnet, Register, RemoveStake, ServeAxon, SetWeights, Transfer
 from protocol.state.lifecycle import SCORE_PERIOD, SubnetInfo, final_payout, next_score, subnets_to_replace
 from protocol.state.state import State
-from tests.test_state import KEYS, OWNER, Chain, make_chain
+from tests.protocol.state.test_state import KEYS, OWNER, Chain, make_chain
 
 BIG = 10**15  # a max_burn that never refuses
 

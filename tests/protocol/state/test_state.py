@@ -69,7 +69,7 @@ class Chain:
 
 def make_chain(hp: dict | None = None, **params) -> Chain:
     """A one-subnet chain. Fees are off unless `params` sets them, so the call tests read exact balances;
-    tests/test_fees.py and the property tests run with fees on."""
+    tests/protocol/economics/test_fees.py and the property tests run with fees on."""
     hp = {"tempo": 10, "max_allowed_uids": 8, "weights_rate_limit": 5, "min_non_immune_uids": 0} | (hp or {})
     g = build_genesis(
         CHAIN,

@@ -21,7 +21,7 @@ from protocol.messages import (
 )
 from protocol.state.state import State, next_epoch_height
 from protocol.state.transition import check_tx
-from tests.test_state import KEYS, OWNER, Chain, make_chain, permitted, registered
+from tests.protocol.state.test_state import KEYS, OWNER, Chain, make_chain, permitted, registered
 
 AX = ("/ip4/1.2.3.4/tcp/5",)
 

@@ -21,7 +21,7 @@ from protocol.messages import (
     Transfer,
 )
 from protocol.state.state import State
-from tests.test_state import KEYS, Chain, make_chain
+from tests.protocol.state.test_state import KEYS, Chain, make_chain
 
 N_KEYS = 8
 key_i = st.integers(0, N_KEYS - 1)

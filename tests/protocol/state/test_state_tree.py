@@ -1,7 +1,8 @@
 """The authenticated state tree (spec/state-tree.md): incremental roots equal the definition, proofs bind.
 
 The roots are checked against `reference_root`, the spec's recursive definition written out plainly, and against
-spec/vectors/state_tree.json (regenerate with `python -m tests.gen_state_tree_vectors` after a deliberate change).
+spec/vectors/state_tree.json (regenerate with `python -m tests.protocol.state.gen_state_tree_vectors` after a
+deliberate change).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from protocol.proof import EMPTY, Proof, ProofError
 from protocol.state import keys
 from protocol.state.keys import BadKeyError, Family
 from protocol.state.tree import MemoryStore, Tree, TreeError
-from tests.gen_state_tree_vectors import build, reference_root
+from tests.protocol.state.gen_state_tree_vectors import build, reference_root
 
-VECTORS = json.loads((Path(__file__).resolve().parent.parent / "spec" / "vectors" / "state_tree.json").read_text())
-REGEN = "tree hashing or key layout changed? regenerate and review: python -m tests.gen_state_tree_vectors"
+VECTORS = json.loads((Path(__file__).resolve().parents[3] / "spec" / "vectors" / "state_tree.json").read_text())
+REGEN = "tree hashing or key layout changed? regenerate, review: python -m tests.protocol.state.gen_state_tree_vectors"
 
 # Short keys collide in their first path bits often enough to exercise deep shared prefixes and re-compression.
 key_st = st.binary(min_size=1, max_size=3)
@@ -250,7 +251,7 @@ def test_proof_module_stands_alone():
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
     assert proof.h(b"x") == crypto.digest(b"x")
 
 
