@@ -4,7 +4,7 @@ protocol/economics/fees.py binds only bigger transactions).
 
 Before issue 13's fixes a deadline cut a big block's write halfway, the receiver read the half frame as garbage,
 charged its honest sender as malformed, and validators banned one another until the chain stopped. Here every
-connection that touches node0 crosses a relay capped at RATE_KIB KiB/s in each direction (tests/slow_link_relay.py
+connection that touches node0 crosses a relay capped at RATE_KIB KiB/s in each direction (tests/node/slow_link_relay.py
 over node.testnet.netns_relay), so a full block takes seconds to cross, past the 3 s push deadline's old assumptions.
 
 During and after LOAD_SECONDS of load: no honest validator bans another (their logs, /status `bans`), no
@@ -34,7 +34,7 @@ from node.testnet.local import free_port_base
 from protocol import codec
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
-from tests.slow_link_relay import tcp_links
+from tests.node.slow_link_relay import tcp_links
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +141,7 @@ def test_big_blocks_over_a_throttled_link_ban_no_one(tmp_path: Path) -> None:
     routes = [a for i in range(N) for a in ("--route", f"{adv + i}:{priv + i}")]
     relay_log = open(tmp_path / "relay.log", "wb")  # noqa: SIM115 - the child owns it
     relay = subprocess.Popen(
-        [sys.executable, "-m", "tests.slow_link_relay", *routes,
+        [sys.executable, "-m", "tests.node.slow_link_relay", *routes,
          "--slow-port", str(adv + SLOW), "--slow-pid", str(nodes[SLOW].proc.pid), "--rate-kib", str(RATE_KIB)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=relay_log,
     )

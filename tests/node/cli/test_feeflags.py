@@ -24,7 +24,7 @@ from protocol.economics.emission import UNIT
 from protocol.errors import TxRejected
 from protocol.messages import SignedTransaction, Transfer
 from protocol.state.genesis import build_genesis
-from tests.test_cli_errors import leaf_commands
+from tests.node.cli.test_cli_errors import leaf_commands
 
 CHAIN_ID = "fee-flags"
 VAL, ALICE, BOB = Keypair(b"\x01" * 32), Keypair(b"\x02" * 32), Keypair(b"\x03" * 32)

@@ -31,7 +31,7 @@ from node.testnet.local import TestnetError as NetError
 from node.testnet.local import TestnetSpec as NetSpec
 from protocol.state.state import epoch_due
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _snap(height: int, owner: int, stakes: dict[str, int]) -> Snapshot:

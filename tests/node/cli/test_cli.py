@@ -17,7 +17,7 @@ from node.cli.app import GROUPS, build_app, emit, load_command_module
 from node.errors import CliError, WrongPasswordError
 
 PW = "hunter2 but longer"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ On one loopback a relay sees every dialer as 127.0.0.1, so it asks the kernel wh
 (local port = the accepted connection's peer port) is found in /proc/net/tcp, and it is the slow node's when
 that process holds its inode. Connections into the slow node's own port are all slow. Linux only, like the test.
 
-`python -m tests.slow_link_relay --route 31000:31004 ... --slow-port 31000 --slow-pid PID --rate-kib 384`
+`python -m tests.node.slow_link_relay --route 31000:31004 ... --slow-port 31000 --slow-pid PID --rate-kib 384`
 serves until killed and logs one line per connection ("slow"/"fast", the port it came to) on stderr.
 """
 
@@ -135,7 +135,7 @@ async def serve(routes: list[tuple[int, int]], slow_port: int, slow_pid: int, ra
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tests.slow_link_relay", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tests.node.slow_link_relay", description=__doc__.splitlines()[0])
     p.add_argument("--route", action="append", required=True, help="LISTEN_PORT:TO_PORT on 127.0.0.1")
     p.add_argument("--slow-port", type=int, required=True, help="the slow node's advertised port")
     p.add_argument("--slow-pid", type=int, required=True, help="the slow node's process")
