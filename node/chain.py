@@ -259,7 +259,7 @@ class Chain:
         gc = -1
         if last is not None and last.index >= state.epoch_start:
             records = self.store.commits(max(state.epoch_start, last.index - 200), last.index)
-            self.core.committer.restore([_sub_from_record(r) for r in records])
+            self.core.committer.restore([_sub_from_record(r) for r in records], self._stored_parents)
             gc = self.core.committer.gc_round
             self.core.dag.prune(gc)
         now = self.now_ms()
@@ -275,6 +275,13 @@ class Chain:
         # blocks stored but not yet committed when we stopped: derive those commits now
         self._commit_ready(state)
         return state
+
+    def _stored_parents(self, ref: DagRef) -> tuple[DagRef, ...]:
+        """A committed block's parents, from the store (leader reputation replays its window, spec/consensus.md)."""
+        data = self.store.get_block(ref.digest)
+        if data is None:
+            raise StoreError(f"committed block {ref.digest.hex()[:16]}… is not stored: run `tensornet node db check`")
+        return vertex_from_bytes(data).parents
 
     def _payload_of(self, commit: Commit) -> list[bytes]:
         txs: list[bytes] = []

@@ -110,8 +110,8 @@ class Committee:
 
     # -- leader schedule -------------------------------------------------------------------------------
 
-    def _pick(self, h: bytes, excluded: frozenset[int]) -> int:
-        """Stake-weighted draw among authorities not in `excluded`, from a 256-bit hash.
+    def draw(self, h: bytes, excluded: frozenset[int]) -> int:
+        """Stake-weighted draw among authorities not in `excluded`, from a 256-bit hash (§2; reputation swaps, §2.1).
 
         x = int(h) mod W over the remaining stake W, then the first authority whose cumulative remaining
         stake exceeds x. The modulo bias is below W/2^256, i.e. nil.
@@ -137,11 +137,11 @@ class Committee:
     def leader(self, round: int, epoch_seed: bytes) -> int:
         """The authority index of the (first) leader of `round`.
 
-        Seed = BLAKE2b-256(epoch_seed || round as u64 big-endian); the draw is stake-weighted (`_pick`).
+        Seed = BLAKE2b-256(epoch_seed || round as u64 big-endian); the draw is stake-weighted (`draw`).
         """
         if round < 0:
             raise ValueError("round must be >= 0")
-        return self._pick(blake2b256(bytes(epoch_seed) + round.to_bytes(8, "big")), frozenset())
+        return self.draw(blake2b256(bytes(epoch_seed) + round.to_bytes(8, "big")), frozenset())
 
     def leaders(self, round: int, epoch_seed: bytes, count: int) -> tuple[int, ...]:
         """`count` distinct leaders of `round`: a stake-weighted draw without replacement.
@@ -156,6 +156,6 @@ class Committee:
         h = blake2b256(bytes(epoch_seed) + round.to_bytes(8, "big"))
         chosen: list[int] = []
         for _ in range(count):
-            chosen.append(self._pick(h, frozenset(chosen)))
+            chosen.append(self.draw(h, frozenset(chosen)))
             h = blake2b256(h)
         return tuple(chosen)

@@ -2,7 +2,8 @@
 
 Pure and deterministic: no I/O, clock or randomness; every choice between blocks is made on sorted refs.
 It decides leader slots in order and hands each committed leader to the `Linearizer`
-(protocol/consensus/linearizer.py), which orders its sub-DAG.
+(protocol/consensus/linearizer.py), which orders its sub-DAG. With a reputation window W > 0, every W-th
+commit installs a new swap table (protocol/consensus/leader_schedule.py) for the rounds after its leader's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import NamedTuple
 
 from protocol.consensus.block import GENESIS_ROUND, ZERO_DIGEST, DagRef, Slot
 from protocol.consensus.dag_state import DagState
+from protocol.consensus.leader_schedule import ParentsOf, Reputation
 from protocol.consensus.linearizer import DEFAULT_GC_DEPTH, CommittedSubDag, Linearizer
 
 DEFAULT_WAVE_LENGTH = 3
@@ -86,6 +88,7 @@ class Committer:
         auto_prune: bool = True,
         genesis_commit_digest: bytes = ZERO_DIGEST,
         start_index: int = 0,
+        reputation_window: int = 0,
     ) -> None:
         if wave_length < 3:
             raise ValueError("wave_length must be >= 3")
@@ -93,6 +96,8 @@ class Committer:
             raise ValueError("leaders_per_round must be in 1..committee size")
         if gc_depth < wave_length:
             raise ValueError("gc_depth must be >= wave_length")
+        if reputation_window < 0:
+            raise ValueError("reputation_window must be >= 0 (0 = off)")
         self.dag = dag
         self.committee = dag.committee
         self.wave_length = wave_length
@@ -108,19 +113,36 @@ class Committer:
         )
         self.last_decided: tuple[int, int] = (GENESIS_ROUND, leaders_per_round - 1)  # (round, offset)
         self.last_decisions: tuple[LeaderStatus, ...] = ()
+        # Off (None) for the DAG vectors, which pin the plain schedule; on for real nodes (CoreParams).
+        self.reputation = (
+            Reputation(self.committee, dag.epoch_seed, reputation_window, start_index) if reputation_window else None
+        )
 
     # -- leader schedule --
 
     def leaders(self, round: int) -> tuple[int, ...]:
-        """The leader authorities of `round`, by offset."""
+        """The leader authorities of `round`, by offset: the drawn schedule, then the swap table in force."""
         got = self._leaders_cache.get(round)
         if got is None:
             if self._schedule is not None:
                 got = tuple(self._schedule(round, k) for k in range(self.leaders_per_round))
             else:
                 got = self.committee.leaders(round, self.dag.epoch_seed, self.leaders_per_round)
+            if self.reputation is not None:
+                got = self.reputation.leaders(round, got)
             self._leaders_cache[round] = got
         return got
+
+    def _schedule_changed(self, first_round: int) -> None:
+        """A new swap table rules rounds >= first_round: forget leaders and slot facts cached for them.
+
+        Every node changes at the same commit (the window's last), and slots after it were never output, so all
+        nodes decide them under the new table alone (spec/consensus.md §2.1).
+        """
+        for r in [x for x in self._leaders_cache if x >= first_round]:
+            del self._leaders_cache[r]
+        for slot in [s for s in self._memo if s.round >= first_round]:
+            del self._memo[slot]
 
     def leader(self, round: int, offset: int = 0) -> Slot:
         return Slot(round, self.leaders(round)[offset])
@@ -284,20 +306,29 @@ class Committer:
     def try_commit(self) -> list[CommittedSubDag]:
         """Decide the longest prefix of leader slots possible now, and linearise its committed leaders.
 
-        Skipped slots are consumed silently; `last_decisions` lists every slot decided by this call.
+        Skipped slots are consumed silently; `last_decisions` lists every slot decided by this call. A commit that
+        closes a reputation window ends the prefix: the slots after it are decided again under the new table.
         """
         decided: list[LeaderStatus] = []
-        for status in self.peek_statuses():
-            if not status.decided:
-                break
-            decided.append(status)
         out = []
-        for status in decided:
-            if status.decision is Decision.COMMIT:
-                assert status.block is not None
-                out.append(self.linearizer.linearize(status.block))
-            self.last_decided = (status.slot.round, status.offset)
-            self._memo.pop(status.slot, None)
+        changed = True
+        while changed:
+            changed = False
+            for status in self.peek_statuses():
+                if not status.decided:
+                    break
+                if status.decision is Decision.COMMIT:
+                    assert status.block is not None
+                    sub = self.linearizer.linearize(status.block)
+                    out.append(sub)
+                    first = self.reputation.record(sub, self.dag.parents) if self.reputation is not None else None
+                    changed = first is not None
+                self.last_decided = (status.slot.round, status.offset)
+                self._memo.pop(status.slot, None)
+                decided.append(status)
+                if changed:
+                    self._schedule_changed(first)
+                    break
         self.last_decisions = tuple(decided)
         if decided:
             last_round = self.last_decided[0]
@@ -309,18 +340,23 @@ class Committer:
 
     # -- recovery --
 
-    def restore(self, commits: Sequence[CommittedSubDag]) -> None:
+    def restore(self, commits: Sequence[CommittedSubDag], parents_of: ParentsOf | None = None) -> None:
         """Resume after a restart from the tail of the commit log (oldest first).
 
         Pass at least every commit whose leader round is >= last leader round - gc_depth, so that the
-        per-author last committed rounds above the GC round are exact. Slots skipped after the last
-        commit are decided again, with the same outcome.
+        per-author last committed rounds above the GC round are exact, and with reputation on every commit of
+        the two windows before the current one, with `parents_of` giving a committed block's parents (the DAG
+        no longer holds them). Slots skipped after the last commit are decided again, with the same outcome.
         """
         if not commits:
             return
         self.linearizer.restore(commits)
+        self._memo.clear()
+        self._leaders_cache.clear()
+        if self.reputation is not None:
+            if parents_of is None:
+                raise ValueError("restoring with leader reputation needs parents_of")
+            self.reputation.restore(commits, parents_of)
         last = commits[-1]
         offset = self.leaders(last.leader.round).index(last.leader.author)
         self.last_decided = (last.leader.round, offset)
-        self._memo.clear()
-        self._leaders_cache.clear()

@@ -20,6 +20,7 @@ from protocol.consensus.block_verifier import check_payload
 from protocol.consensus.committee import Committee
 from protocol.consensus.committer import Committer
 from protocol.consensus.dag_state import DagState, InsertStatus
+from protocol.consensus.leader_schedule import DEFAULT_REPUTATION_WINDOW
 from protocol.consensus.linearizer import CommittedSubDag
 from protocol.crypto import Keypair, digest
 from protocol.errors import ProtocolError
@@ -70,6 +71,7 @@ class CoreParams:
     max_forward_drift_ms: int = 500
     gc_depth: int = 60
     max_suspended: int = 10_000
+    reputation_window: int = DEFAULT_REPUTATION_WINDOW  # a protocol constant like gc_depth; 0 = plain schedule
 
 
 @dataclass
@@ -131,6 +133,7 @@ class Core:
             auto_prune=False,
             genesis_commit_digest=genesis_commit_digest,
             start_index=start_index,
+            reputation_window=self.params.reputation_window,
         )
         self.keypair = keypair
         self.own_index = committee.index_of(keypair.public) if keypair is not None else None
