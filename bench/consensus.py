@@ -1,12 +1,17 @@
 """Consensus benchmark: N validators as separate processes on loopback, optional signed-tx load.
 
-    python -m bench.consensus --validators 4 --seconds 20 [--tx-rate 3000] --json
+    python -m bench.consensus --validators 4 --seconds 20 [--tx-rate 3000] [--crash K] --json
 
 The last line is JSON: rounds_per_s, commit_latency_ms_p50/p99 (leader block creation to its
 commit on EVERY node, i.e. the slowest node's commit time), tx_per_s (committed and executed
 signed transactions per second), state_roots_agree, and as the same-run baseline the rounds per
 wall-clock second of the same consensus core in the in-process simulator (no network, no disk),
 which bounds what the networking leaves of the protocol's own speed.
+
+With `--crash K` the run first measures all validators up for half of SECONDS (`all_up_rounds_per_s`), then
+kills K validator processes (SIGKILL) and measures the survivors for SECONDS: every other figure is theirs,
+after the kill, recovery included (a crashed leader costs a leader timeout per slot until reputation
+swaps it out, spec/consensus.md §2.1).
 
 The load stays admissible to the fee mempool (spec/state.md §3.3: at most 15 nonces ahead of a sender's
 committed one, 64 pending per sender): it is spread over SENDERS funded accounts, so at 3,000 tx/s each
@@ -33,6 +38,7 @@ from node.testnet.local import free_port_base
 from protocol import codec
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
+from protocol.state.genesis import load_genesis
 from protocol.testing.sim import Simulation
 
 UNIT = 10**9
@@ -132,17 +138,38 @@ def mempool_refused(statuses: list[dict]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def run(validators: int, seconds: float, tx_rate: int, workdir: Path) -> dict:
+def median_rounds_per_s(before: list[dict], after: list[dict], elapsed: float, epoch_rounds: int) -> float:
+    """Each DAG starts again at round 1 every epoch (spec/consensus.md §7): an epoch passed counts `epoch_rounds`
+    (the closing commit's few rounds past it are not counted)."""
+    return statistics.median(
+        (b["round"] - a["round"] + (b["epoch"] - a["epoch"]) * epoch_rounds) / elapsed
+        for a, b in zip(before, after, strict=True)
+    )
+
+
+def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int = 0) -> dict:
     chain_id = "bench"
     funded = {f"load{i}": SENDER_FUNDS for i in range(SENDERS)} if tx_rate else {}
     base = free_port_base(2 * validators)  # free ports, so the bench can run beside tests and other testnets
     plans, _ = generate(workdir, hosts=["127.0.0.1"] * validators, chain_id=chain_id, p2p_base=base,
                         api_base=base + validators, funded=funded)
-    nodes = [NodeProc(p.home, p.api).start() for p in plans]
+    epoch_rounds = load_genesis(str(workdir / "genesis.json")).epoch_rounds
+    procs = [NodeProc(p.home, p.api).start() for p in plans]
+    nodes = list(procs)
     load = Load(chain_id, workdir, [p.api for p in plans], tx_rate, seconds) if tx_rate else None
     try:
         wait_for(lambda: min(n.height() for n in nodes) >= 3, 120, "first commits", nodes=nodes)
         time.sleep(2)  # warm-up
+        extra: dict = {}
+        if crash:
+            a0, ta = [n.status() for n in nodes], time.monotonic()
+            time.sleep(max(5.0, seconds / 2))
+            a1 = [n.status() for n in nodes]
+            extra["all_up_rounds_per_s"] = round(median_rounds_per_s(a0, a1, time.monotonic() - ta, epoch_rounds), 2)
+            for n in nodes[validators - crash:]:
+                n.kill()
+            extra["crashed"] = crash
+            nodes = nodes[: validators - crash]  # the survivors; `finally` still stops every process
         s0 = [n.status() for n in nodes]
         t0 = time.monotonic()
         start_h = max(s["height"] for s in s0)
@@ -153,7 +180,7 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path) -> dict:
         elapsed = time.monotonic() - t0
         if load is not None:
             load.join(timeout=30)
-        rounds = statistics.median((b["round"] - a["round"]) / elapsed for a, b in zip(s0, s1, strict=True))
+        rounds = median_rounds_per_s(s0, s1, elapsed, epoch_rounds)
         end_h = min(s["height"] for s in s1)
         timings = [{r["height"]: r for r in n.get(f"/timing?from={start_h + 1}") or []} for n in nodes]
         lat, txs = [], 0
@@ -180,9 +207,10 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path) -> dict:
             "state_roots_agree": len(roots) == 1,
             "height": end_h,
             "baseline_inprocess_rounds_per_s": round(inprocess_baseline(validators), 1),
+            **extra,
         }
     finally:
-        stop_all(nodes)
+        stop_all(procs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,10 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--validators", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--tx-rate", type=int, default=0)
+    ap.add_argument("--crash", type=int, default=0, metavar="K",
+                    help="kill K validators after measuring all up (at most f: the rest must hold a quorum)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if not 0 <= args.crash <= (args.validators - 1) // 3:
+        ap.error(f"--crash must be in 0..{(args.validators - 1) // 3} for {args.validators} equal-stake validators")
     with tempfile.TemporaryDirectory(prefix="tn-bench-") as d:
-        result = run(args.validators, args.seconds, args.tx_rate, Path(d))
+        result = run(args.validators, args.seconds, args.tx_rate, Path(d), crash=args.crash)
     if not args.json:
         for k, v in result.items():
             print(f"{k:36} {v}", file=sys.stderr)
