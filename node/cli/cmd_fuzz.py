@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
 @fuzz_app.command("list")
 def list_targets(as_json: JsonOption = False) -> None:
     """Every fuzz target, with what it exercises."""
-    from node.fuzz.targets import registry  # start-up time: libp2p, hypothesis
+    from node.fuzz.targets import registry  # start-up time: trio, libp2p
 
     rows = [{"name": t.name, "description": t.description} for t in registry().values()]
     if as_json:
@@ -82,7 +82,7 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Fuzz one target with structure-aware mutants; crashes, hangs and memory blow-ups become findings."""
-    from node.fuzz import corpus as corpus_mod  # start-up time: libp2p, hypothesis
+    from node.fuzz import corpus as corpus_mod  # start-up time: trio, libp2p
     from node.fuzz import engines, targets
 
     t = targets.get(target)
@@ -153,7 +153,7 @@ def repro(
     as_json: JsonOption = False,
 ) -> None:
     """Replay one input deterministically: show it decoded, then its outcome (exit 1 if it still crashes)."""
-    from node.fuzz import engines, targets  # start-up time: libp2p, hypothesis
+    from node.fuzz import engines, targets  # start-up time: trio, libp2p
 
     if not file.is_file():
         raise CliError(f"{file} is not a file")
@@ -227,7 +227,7 @@ def capture(
     as_json: JsonOption = False,
 ) -> None:
     """Make a seed corpus from the real messages of a local network."""
-    from node.fuzz import corpus as corpus_mod  # start-up time: libp2p, hypothesis
+    from node.fuzz import corpus as corpus_mod  # start-up time: trio, libp2p
 
     if (node is None) == (home is None):
         raise CliError("give exactly one of --node URL or --home DIR")

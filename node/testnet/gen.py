@@ -109,23 +109,7 @@ def generate(
         if (out / f"node{i}" / NODE_KEY).exists() or (out / f"node{i}" / VALIDATOR_KEY_FILE).exists():
             raise NodeError(f"{out / f'node{i}'} already holds node keys; generate into an empty directory")
     ensure_private_dir(out)
-    plans = []
-    for i, host in enumerate(hosts):
-        node_seed = os.urandom(SEED_SIZE)
-        same_host = hosts.count(host) > 1
-        plans.append(
-            NodePlan(
-                name=f"node{i}",
-                home=out / f"node{i}",
-                host=host,
-                p2p_port=p2p_base + (i if same_host else 0),
-                api_port=api_base + (i if same_host else 0),
-                peer_id=str(peer_id_of(keypair_from_seed(node_seed))),
-                validator=Keypair.generate(),
-                node_seed=node_seed,
-                api_bind=api_bind,
-            )
-        )
+    plans = _plan_nodes(out, hosts, p2p_base, api_base, api_bind)
     funded = funded or {}
     accounts = _new_accounts(out, set(funded) | {owner for owner, _, _ in subnets})
     balances = {accounts[name].public: amount for name, amount in funded.items()}
@@ -145,18 +129,7 @@ def generate(
     genesis_path = out / GENESIS_FILE
     genesis_path.write_text(genesis.to_json())
     for p in plans:
-        ensure_private_dir(p.home)
-        (p.home / GENESIS_FILE).write_text(genesis.to_json())
-        write_node_key(p.home / NODE_KEY, p.node_seed)
-        write_hotkey(p.home / VALIDATOR_KEY_FILE, p.validator)
-        listen = listen_host or ("127.0.0.1" if p.host.startswith("127.") else "0.0.0.0")
-        cfg = NodeConfig(
-            listen=(f"/ip4/{listen}/tcp/{p.p2p_port}",),
-            bootnodes=tuple(q.multiaddr for q in plans if q is not p),
-            validator=True,
-            api=f"{api_bind}:{p.api_port}",
-        )
-        write_config(p.home, cfg)
+        _write_home(p, plans, genesis.to_json(), listen_host, api_bind)
     (out / "network.json").write_text(
         json.dumps(
             {
@@ -170,3 +143,43 @@ def generate(
         )
     )
     return plans, genesis_path
+
+
+def _plan_nodes(out: Path, hosts: list[str], p2p_base: int, api_base: int, api_bind: str) -> list[NodePlan]:
+    """One NodePlan per host, with fresh keys. Nodes that share a host get consecutive ports; a node alone on its
+    host gets the base ports."""
+    plans = []
+    for i, host in enumerate(hosts):
+        node_seed = os.urandom(SEED_SIZE)
+        same_host = hosts.count(host) > 1
+        plans.append(
+            NodePlan(
+                name=f"node{i}",
+                home=out / f"node{i}",
+                host=host,
+                p2p_port=p2p_base + (i if same_host else 0),
+                api_port=api_base + (i if same_host else 0),
+                peer_id=str(peer_id_of(keypair_from_seed(node_seed))),
+                validator=Keypair.generate(),
+                node_seed=node_seed,
+                api_bind=api_bind,
+            )
+        )
+    return plans
+
+
+def _write_home(p: NodePlan, plans: list[NodePlan], genesis_json: str, listen_host: str | None, api_bind: str) -> None:
+    """Node `p`'s home (0700): the genesis, its node key and validator key, and a config.toml that dials every
+    other node of `plans` as a bootnode."""
+    ensure_private_dir(p.home)
+    (p.home / GENESIS_FILE).write_text(genesis_json)
+    write_node_key(p.home / NODE_KEY, p.node_seed)
+    write_hotkey(p.home / VALIDATOR_KEY_FILE, p.validator)
+    listen = listen_host or ("127.0.0.1" if p.host.startswith("127.") else "0.0.0.0")
+    cfg = NodeConfig(
+        listen=(f"/ip4/{listen}/tcp/{p.p2p_port}",),
+        bootnodes=tuple(q.multiaddr for q in plans if q is not p),
+        validator=True,
+        api=f"{api_bind}:{p.api_port}",
+    )
+    write_config(p.home, cfg)

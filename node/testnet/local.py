@@ -29,6 +29,7 @@ from typing import Any
 from node import plugins
 from node.client.api_client import ApiError, NodeClient
 from node.client.home import ensure_private_dir
+from node.client.wallet import Wallet, write_hotkey
 from node.errors import NodeError
 from node.testnet.gen import (
     TESTNET_EXECUTION_DELAY,
@@ -313,8 +314,6 @@ def _write_password_file(path: Path) -> str:
 
 def make_plan(spec: TestnetSpec) -> Plan:
     """Write genesis, node homes and neuron wallets under `spec.directory` (which must not hold a testnet)."""
-    from node.client.wallet import Wallet, write_hotkey
-
     spec.check()
     d = spec.directory
     if (d / MANIFEST).exists() or (d / "genesis.json").exists():
