@@ -176,15 +176,35 @@ def _slot(text: str, n: int) -> Slot:
 
 def parse_dag(text: str) -> DagSpec:
     """Parse a vector; raises DslError on anything malformed (unknown refs, bad syntax)."""
+    header, overrides, body = _split_header(text)
+    spec = _new_spec(header, overrides)
+    latest_primary = {a: spec.names[f"{author_letter(a)}0"] for a in range(spec.committee.size)}
+    primaries: dict[int, dict[int, DagRef]] = {0: dict(latest_primary)}
+    for line in body:
+        m = _ROUND.match(line)
+        if m:
+            _add_round(spec, line, int(m.group(1)), m.group(2), latest_primary, primaries)
+        else:
+            _add_statement(spec, line)
+    for e in spec.expects:
+        if e.block is not None:
+            _lookup(spec, e.block)
+    for names in [spec.commits or [], *spec.subdags.values(), *(c for _, c in spec.checkpoints)]:
+        for nm in names:
+            _lookup(spec, nm)
+    return spec
+
+
+def _split_header(text: str) -> tuple[dict[str, str], dict[tuple[int, int], int], list[str]]:
+    """The `key: value` header, the `leader R[/K]: X` overrides, and the other statements in file order
+    (comments and blank lines dropped)."""
     header: dict[str, str] = {}
     overrides: dict[tuple[int, int], int] = {}
-    lines: list[str] = []
+    body: list[str] = []
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
-        if line:
-            lines.append(line)
-    body: list[str] = []
-    for line in lines:
+        if not line:
+            continue
         m = re.match(r"^(stakes|schedule|seed|wave|leaders-per-round)\s*:\s*(.*)$", line)
         if m:
             header[m.group(1)] = m.group(2).strip()
@@ -194,6 +214,11 @@ def parse_dag(text: str) -> DagSpec:
             overrides[(int(m.group(1)), int(m.group(2) or 0))] = author_index(m.group(3))
             continue
         body.append(line)
+    return header, overrides, body
+
+
+def _new_spec(header: dict[str, str], overrides: dict[tuple[int, int], int]) -> DagSpec:
+    """The spec the header describes, holding only the genesis blocks (named `A0`, `B0`, ...)."""
     if "stakes" not in header:
         raise DslError("missing `stakes:` header")
     stakes = [int(x) for x in header["stakes"].split()]
@@ -209,110 +234,126 @@ def parse_dag(text: str) -> DagSpec:
     )
     if spec.schedule not in ("round-robin", "stake"):
         raise DslError(f"unknown schedule {spec.schedule!r}")
-    n = committee.size
-    for a in range(n):
+    for a in range(committee.size):
         g = DagRef(0, a, genesis_digest(seed, a))
         spec.names[f"{author_letter(a)}0"] = g
         spec.ref_names[g] = f"{author_letter(a)}0"
-    latest_primary: dict[int, DagRef] = {a: spec.names[f"{author_letter(a)}0"] for a in range(n)}
-    primaries: dict[int, dict[int, DagRef]] = {0: dict(latest_primary)}
-
-    def lookup(name: str) -> DagRef:
-        if name not in spec.names:
-            raise DslError(f"unknown block {name!r}")
-        return spec.names[name]
-
-    for line in body:
-        m = _ROUND.match(line)
-        if m:
-            r = int(m.group(1))
-            if r < 1:
-                raise DslError("rounds start at 1 (round 0 is genesis)")
-            entries = [_ENTRY.match(e) for e in _split_entries(m.group(2))]
-            if any(e is None for e in entries):
-                raise DslError(f"bad entry in {line!r}")
-            named = {author_index(e.group(1)) for e in entries if e and len(e.group(1)) == 1 and e.group(1) != "*"}
-            planned: list[tuple[int, int, str]] = []  # (author, variant, items)
-            for e in entries:
-                assert e is not None
-                who, items = e.group(1), e.group(2) if e.group(2) is not None else "*"
-                if who == "*":
-                    planned.extend((a, 0, items) for a in range(n) if a not in named)
-                else:
-                    a = author_index(who[0])
-                    if a >= n:
-                        raise DslError(f"author {who[0]} outside committee of {n}")
-                    planned.append((a, len(who) - 1, items))
-            prev = primaries.get(r - 1, {})
-            round_primaries: dict[int, DagRef] = {}
-            for a, variant, items in sorted(planned):
-                chosen: list[DagRef] = []
-                item_list = [x.strip() for x in items.split(",") if x.strip()]
-                if "*" not in item_list and any(x.startswith("-") for x in item_list):
-                    item_list.insert(0, "*")  # `[-D3]` reads "everything but D3"
-                for item in item_list:
-                    if item == "*":
-                        for ref in (prev[k] for k in sorted(prev)):
-                            if ref not in chosen:
-                                chosen.append(ref)
-                    elif item.startswith("-"):
-                        ref = lookup(item[1:].strip())
-                        if ref in chosen:
-                            chosen.remove(ref)
-                    else:
-                        ref = lookup(item)
-                        if ref not in chosen:
-                            chosen.append(ref)
-                own = next((p for p in chosen if p.author == a), latest_primary[a])
-                parents = [own] + [p for p in chosen if p.author != a]
-                blk = make_block(r, a, parents, salt=variant)
-                name = f"{author_letter(a)}{r}" + "'" * variant
-                if name in spec.names:
-                    raise DslError(f"block {name} defined twice")
-                spec.names[name] = blk.ref
-                spec.ref_names[blk.ref] = name
-                spec.blocks.append(blk)
-                if variant == 0:
-                    round_primaries[a] = blk.ref
-            for a, ref in round_primaries.items():
-                latest_primary[a] = ref
-            primaries.setdefault(r, {}).update(round_primaries)  # a round may span several statements
-            continue
-        m = re.match(r"^checkpoint\s*:\s*(.*)$", line)
-        if m:
-            spec.checkpoints.append((len(spec.blocks), m.group(1).split()))
-            continue
-        m = re.match(r"^expect\s+(\S+)\s+(commit|skip|undecided)(?:\s+(\S+))?$", line)
-        if m:
-            slot = _slot(m.group(1), n)
-            decision = Decision(m.group(2))
-            blk_name = m.group(3) or (m.group(1) if decision is Decision.COMMIT else None)
-            spec.expects.append(Expect(slot, decision, blk_name))
-            continue
-        m = re.match(r"^commits\s*:\s*(.*)$", line)
-        if m:
-            spec.commits = m.group(1).split()
-            continue
-        m = re.match(r"^subdag\s+(\S+)\s*:\s*(.*)$", line)
-        if m:
-            spec.subdags[m.group(1)] = m.group(2).split()
-            continue
-        m = re.match(r"^leaders\s*:\s*(.*)$", line)
-        if m:
-            for tok in m.group(1).split():
-                lm = re.match(r"^(\d+)(?:/(\d+))?=([A-Z])$", tok)
-                if not lm:
-                    raise DslError(f"bad leaders entry {tok!r}")
-                spec.leaders[(int(lm.group(1)), int(lm.group(2) or 0))] = author_index(lm.group(3))
-            continue
-        raise DslError(f"cannot parse line {line!r}")
-    for e in spec.expects:
-        if e.block is not None:
-            lookup(e.block)
-    for names in [spec.commits or [], *spec.subdags.values(), *(c for _, c in spec.checkpoints)]:
-        for nm in names:
-            lookup(nm)
     return spec
+
+
+def _lookup(spec: DagSpec, name: str) -> DagRef:
+    if name not in spec.names:
+        raise DslError(f"unknown block {name!r}")
+    return spec.names[name]
+
+
+def _add_round(
+    spec: DagSpec,
+    line: str,
+    r: int,
+    entries_text: str,
+    latest_primary: dict[int, DagRef],
+    primaries: dict[int, dict[int, DagRef]],
+) -> None:
+    """Make the blocks of one `Round r : { ... }` statement, in (author, variant) order; a round's unprimed
+    blocks become its primaries (what `*` cites in the next round) and their authors' latest primary."""
+    if r < 1:
+        raise DslError("rounds start at 1 (round 0 is genesis)")
+    prev = primaries.get(r - 1, {})
+    round_primaries: dict[int, DagRef] = {}
+    for a, variant, items in sorted(_plan_round(line, entries_text, spec.committee.size)):
+        chosen = _choose_parents(spec, items, prev)
+        own = next((p for p in chosen if p.author == a), latest_primary[a])
+        parents = [own] + [p for p in chosen if p.author != a]
+        blk = make_block(r, a, parents, salt=variant)
+        name = f"{author_letter(a)}{r}" + "'" * variant
+        if name in spec.names:
+            raise DslError(f"block {name} defined twice")
+        spec.names[name] = blk.ref
+        spec.ref_names[blk.ref] = name
+        spec.blocks.append(blk)
+        if variant == 0:
+            round_primaries[a] = blk.ref
+    for a, ref in round_primaries.items():
+        latest_primary[a] = ref
+    primaries.setdefault(r, {}).update(round_primaries)  # a round may span several statements
+
+
+def _plan_round(line: str, entries_text: str, n: int) -> list[tuple[int, int, str]]:
+    """(author, variant, items) for each block of a round statement; `*` stands for every author it does not
+    name."""
+    entries = [_ENTRY.match(e) for e in _split_entries(entries_text)]
+    if any(e is None for e in entries):
+        raise DslError(f"bad entry in {line!r}")
+    named = {author_index(e.group(1)) for e in entries if e and len(e.group(1)) == 1 and e.group(1) != "*"}
+    planned: list[tuple[int, int, str]] = []
+    for e in entries:
+        assert e is not None
+        who, items = e.group(1), e.group(2) if e.group(2) is not None else "*"
+        if who == "*":
+            planned.extend((a, 0, items) for a in range(n) if a not in named)
+        else:
+            a = author_index(who[0])
+            if a >= n:
+                raise DslError(f"author {who[0]} outside committee of {n}")
+            planned.append((a, len(who) - 1, items))
+    return planned
+
+
+def _choose_parents(spec: DagSpec, items: str, prev: dict[int, DagRef]) -> list[DagRef]:
+    """The blocks an entry's item list names, in order: `*` is every primary of the previous round (`prev`),
+    `-Ref` removes one, `Ref` adds one."""
+    chosen: list[DagRef] = []
+    item_list = [x.strip() for x in items.split(",") if x.strip()]
+    if "*" not in item_list and any(x.startswith("-") for x in item_list):
+        item_list.insert(0, "*")  # `[-D3]` reads "everything but D3"
+    for item in item_list:
+        if item == "*":
+            for ref in (prev[k] for k in sorted(prev)):
+                if ref not in chosen:
+                    chosen.append(ref)
+        elif item.startswith("-"):
+            ref = _lookup(spec, item[1:].strip())
+            if ref in chosen:
+                chosen.remove(ref)
+        else:
+            ref = _lookup(spec, item)
+            if ref not in chosen:
+                chosen.append(ref)
+    return chosen
+
+
+def _add_statement(spec: DagSpec, line: str) -> None:
+    """One expectation statement (checkpoint, expect, commits, subdag, leaders) into `spec`."""
+    n = spec.committee.size
+    m = re.match(r"^checkpoint\s*:\s*(.*)$", line)
+    if m:
+        spec.checkpoints.append((len(spec.blocks), m.group(1).split()))
+        return
+    m = re.match(r"^expect\s+(\S+)\s+(commit|skip|undecided)(?:\s+(\S+))?$", line)
+    if m:
+        slot = _slot(m.group(1), n)
+        decision = Decision(m.group(2))
+        blk_name = m.group(3) or (m.group(1) if decision is Decision.COMMIT else None)
+        spec.expects.append(Expect(slot, decision, blk_name))
+        return
+    m = re.match(r"^commits\s*:\s*(.*)$", line)
+    if m:
+        spec.commits = m.group(1).split()
+        return
+    m = re.match(r"^subdag\s+(\S+)\s*:\s*(.*)$", line)
+    if m:
+        spec.subdags[m.group(1)] = m.group(2).split()
+        return
+    m = re.match(r"^leaders\s*:\s*(.*)$", line)
+    if m:
+        for tok in m.group(1).split():
+            lm = re.match(r"^(\d+)(?:/(\d+))?=([A-Z])$", tok)
+            if not lm:
+                raise DslError(f"bad leaders entry {tok!r}")
+            spec.leaders[(int(lm.group(1)), int(lm.group(2) or 0))] = author_index(lm.group(3))
+        return
+    raise DslError(f"cannot parse line {line!r}")
 
 
 def deliver(
