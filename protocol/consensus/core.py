@@ -24,7 +24,7 @@ from protocol.consensus.leader_schedule import DEFAULT_REPUTATION_WINDOW
 from protocol.consensus.linearizer import CommittedSubDag
 from protocol.crypto import Keypair, digest
 from protocol.errors import ProtocolError
-from protocol.messages import Block, BlockRef, SignedBlock
+from protocol.messages import Block, BlockRef, CommitVote, SignedBlock
 
 
 class TimestampTooFarAhead(BlockInvalid):
@@ -304,8 +304,12 @@ class Core:
             for s in (self.committer.leader(round_, k) for k in range(self.committer.leaders_per_round))
         )
 
-    def build_block(self, now_ms: int, payload: tuple[bytes, ...] = ()) -> Vertex | None:
-        """Sign the next block if due. The caller must persist it, then `add` it, then broadcast."""
+    def build_block(
+        self, now_ms: int, payload: tuple[bytes, ...] = (), commit_votes: tuple[CommitVote, ...] = ()
+    ) -> Vertex | None:
+        """Sign the next block if due. The caller must persist it, then `add` it, then broadcast.
+
+        `commit_votes`: the state-root votes the caller executed (advisory, spec/state-tree.md §7)."""
         due = self.next_proposal_at(now_ms)
         if due is None or now_ms < due or self.keypair is None or self.own_index is None:
             return None
@@ -327,7 +331,7 @@ class Core:
             timestamp_ms=max(now_ms, parent_ts),
             parents=tuple(BlockRef(p.round, p.author, p.digest) for p in parents),
             payload=tuple(payload),
-            commit_votes=(),
+            commit_votes=commit_votes,
         )
         signed = SignedBlock.create(block, self.keypair)
         data = signed.to_bytes()
