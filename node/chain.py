@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.certificates import VoteBook
 from node.mempool import Mempool
 from node.storage import CommitRecord, Store, StoreError
 from protocol import crypto
@@ -138,6 +137,16 @@ class ChainStats:
     blocks_accepted: int = 0
     latencies_ms: list[int] = field(default_factory=list)  # leader creation -> local commit, recent
 
+    @property
+    def tx_copies(self) -> int:
+        """Transaction copies in committed blocks: each executed one once, plus every duplicate."""
+        return self.txs_ok + self.txs_failed + self.txs_duplicate
+
+    @property
+    def duplicate_rate(self) -> float:
+        """Duplicates over copies in committed blocks (one proposer per transaction keeps it near 0)."""
+        return self.txs_duplicate / self.tx_copies if self.tx_copies else 0.0
+
 
 def epoch_committee(state: State) -> Committee:
     """The consensus committee of the state's current epoch (spec/consensus.md §7)."""
@@ -185,7 +194,6 @@ class Chain:
         self.on_offence: Callable[[str], None] | None = None
         self._next_keys: tuple[int, tuple[bytes, ...]] = (-1, ())  # (height, predicted next committee keys)
         self._reported: set[tuple[int, int]] = set()  # (epoch, author) we already reported
-        self.votes = VoteBook()  # state-root votes, ours and the DAG's (spec/state-tree.md §7)
         self.core: Core
         self.state = self._restore()
 
@@ -346,7 +354,6 @@ class Chain:
     def _record(self, accepted: list[Vertex]) -> None:
         """Store newly accepted blocks of the current epoch, count them, report any equivocation."""
         self.store.put_blocks((v.digest, self.core.epoch, v.round, v.author, v.data) for v in accepted)
-        self.votes.record(accepted, self.core.committee.public_keys)
         self.stats.blocks_accepted += len(accepted)
         self._report_equivocations()
 
@@ -394,11 +401,12 @@ class Chain:
         due = self.core.next_proposal_at(now)
         if due is None or now < due:
             return None
-        payload = self.mempool.take(self.core.quorum_round + 1, self.max_block_txs)
-        v = self.core.build_block(now, tuple(payload), self.votes.own())
+        own = self.core.own_index  # one proposer per transaction: its owner, or a fallback once it waited
+        proposer = (0, 1) if own is None else (own, self.committee.size)
+        payload = self.mempool.take(self.core.quorum_round + 1, self.max_block_txs, proposer=proposer)
+        v = self.core.build_block(now, tuple(payload))
         if v is None:
             return None
-        self.votes.sent()
         self.store.record_own_block(self.core.epoch, v.round, v.digest, v.data, v.author)
         self.core.add(v, now)
         self._after_accept([v])
@@ -428,7 +436,6 @@ class Chain:
         )
         snapshot = state.snapshot() if c.sub.index % self.snapshot_every == 0 else None
         self.store.put_commit(CommitRecord(c.sub.index, c.sub.digest, commit.to_bytes(), root), snapshot)
-        self.votes.executed(c.sub.index, c.sub.digest, root)
         done = [r.digest for r in receipts]
         self.mempool.remove(done)
         self._verified.difference_update(done)
@@ -486,6 +493,7 @@ class Chain:
         displaced = self.mempool.add(
             digest, data, body.signer, body.nonce, fee=st.fee_of(stx, len(data)), tip=body.tip,
             next_nonce=st.next_nonce(body.signer), balance=st.balances.get(body.signer, 0),
+            round_=self.core.quorum_round,
         )
         self._verified.difference_update(displaced)
         self._verified.add(digest)

@@ -140,6 +140,7 @@ def refresh_metrics(metrics: NodeMetrics, chain: Chain, stack: Any) -> None:
     m.round.set(chain.core.quorum_round)
     m.peers.set(len(statuses_of(stack)))
     m.mempool.set(len(chain.mempool))
+    m.tx_duplicate_ratio.set(chain.stats.duplicate_rate)
     pool = chain.mempool.stats()
     m.mempool_bytes.set(pool["bytes"])
     m.mempool_evicted.set(pool["evicted"])

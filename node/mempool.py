@@ -14,6 +14,13 @@ signer's committed next nonce and balance (Chain.submit_tx reads them from the s
 `take` fills a block up to a byte budget: the best fee per byte first (then arrival), each sender's
 transactions in nonce order from its committed next nonce, never past a gap. A transaction handed to a
 block stays "in flight"; if no commit includes it within `requeue_after` rounds it is offered again.
+
+One proposer per transaction (spec/state.md §3.3): every validator holds every transaction (fee checks, relay,
+fallback), but `take` given the proposer's place offers a sender's transactions only to its owner
+(`tx_owner`: the signer's hash over the committee order) until they have waited `fallback_after` rounds here;
+then one more validator in committee order every `fallback_after` rounds, so a crashed owner delays a
+transaction and never loses it. A local choice, not a consensus rule: a copy that still lands twice is a
+harmless duplicate.
 """
 
 from __future__ import annotations
@@ -22,11 +29,28 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
+from protocol import crypto
 from protocol.consensus.block_verifier import MAX_BLOCK_TX_BYTES
 from protocol.errors import ProtocolError
 from protocol.state.state import fee_text
 
 RATE_SHIFT = 20  # fee-per-byte keys are fee * 2^20 // size: exact enough to order, cheap to compare
+# rounds a transaction waits here before the next validator after its owner may propose it too: commits come
+# 3-5 rounds after a proposal (more under load), so an owner that is up almost never races its fallback
+FALLBACK_ROUNDS = 10
+
+
+def tx_owner(signer: bytes, size: int) -> int:
+    """The committee index that proposes the signer's transactions: by signer, not by transaction, so a
+    sender's nonces go into one proposer's blocks in order (split over two blocks of one commit they could
+    be linearised out of order and fail); a hash, so a key says nothing about where it lands."""
+    return int.from_bytes(crypto.digest(signer)[:8], "big") % size
+
+
+def may_propose(owner: int, own_index: int, size: int, waited: int, fallback_after: int = FALLBACK_ROUNDS) -> bool:
+    """Whether validator `own_index` may propose a transaction of `owner`'s after it waited `waited` rounds:
+    the owner at once, then one more validator in committee order every `fallback_after` rounds."""
+    return (own_index - owner) % size <= max(0, waited) // fallback_after
 
 
 class MempoolError(ProtocolError):
@@ -72,6 +96,7 @@ class _Entry:
     tip: int
     seq: int  # arrival order
     rate: int  # fee per byte in 1/2^20 units: an int key compares ~10x faster than a Fraction
+    since: int = 0  # round at admission: how long it has waited decides who may propose it
     inflight_round: int | None = None
 
 
@@ -85,6 +110,7 @@ class Mempool:
         max_nonce_gap: int = 16,
         replace_bump_pct: int = 10,
         requeue_after: int = 20,
+        fallback_after: int = FALLBACK_ROUNDS,
     ) -> None:
         self.max_txs = max_txs
         self.max_bytes = max_bytes
@@ -93,6 +119,7 @@ class Mempool:
         self.max_nonce_gap = max_nonce_gap
         self.replace_bump_pct = replace_bump_pct
         self.requeue_after = requeue_after
+        self.fallback_after = fallback_after
         self._entries: dict[bytes, _Entry] = {}
         self._by_sender: dict[bytes, dict[int, _Entry]] = {}  # sender -> nonce -> entry
         self._sender_bytes: dict[bytes, int] = {}
@@ -141,11 +168,11 @@ class Mempool:
 
     def add(
         self, digest: bytes, data: bytes, sender: bytes, nonce: int, *, fee: int = 0, tip: int = 0,
-        next_nonce: int | None = None, balance: int = 0,
+        next_nonce: int | None = None, balance: int = 0, round_: int = 0,
     ) -> list[bytes]:
         """Admit a checked transaction, or raise a MempoolError; returns the digests it displaced
         (a replaced transaction and evictions). `next_nonce` is the sender's committed next nonce
-        (None: `nonce` itself, for callers that checked it)."""
+        (None: `nonce` itself, for callers that checked it); `round_` is the DAG round now."""
         if digest in self._entries:
             raise self._refuse(DuplicateTx(f"transaction {digest.hex()[:16]} is already pending"))
         base = nonce if next_nonce is None else next_nonce
@@ -185,7 +212,7 @@ class Mempool:
             self._drop(old)
             self.replaced += 1
         displaced += self._make_room(size, rate, sender)
-        entry = _Entry(digest, data, sender, nonce, fee, tip, next(self._seq), rate)
+        entry = _Entry(digest, data, sender, nonce, fee, tip, next(self._seq), rate, round_)
         self._entries[digest] = entry
         self._by_sender.setdefault(sender, {})[nonce] = entry
         self._sender_bytes[sender] = self._sender_bytes.get(sender, 0) + size
@@ -237,15 +264,23 @@ class Mempool:
 
     # --- blocks ---------------------------------------------------------------------------------
 
-    def take(self, round_: int, max_count: int = 1000, max_bytes: int = MAX_BLOCK_TX_BYTES) -> list[bytes]:
+    def take(
+        self, round_: int, max_count: int = 1000, max_bytes: int = MAX_BLOCK_TX_BYTES,
+        proposer: tuple[int, int] = (0, 1),
+    ) -> list[bytes]:
         """Transactions for a new block: best fee per byte first, then arrival; per sender in nonce order
-        from its committed next nonce (in-flight ones skipped, never past a gap)."""
+        from its committed next nonce (in-flight ones skipped, never past a gap). `proposer` (our committee
+        index, committee size; by default a committee of one) leaves out what is not ours to propose yet."""
         runs: dict[bytes, list[_Entry]] = {}
         heads: list[tuple[int, int, bytes]] = []
+        own, size = proposer
         for sender, mine in self._by_sender.items():
             run = []
             n = self._chain_nonce.get(sender, min(mine))
+            owner = tx_owner(sender, size)
             while n in mine:
+                if not may_propose(owner, own, size, round_ - mine[n].since, self.fallback_after):
+                    break  # its later nonces cannot apply before it: they wait for its proposer too
                 if self._offerable(mine[n], round_):
                     run.append(mine[n])
                 n += 1
@@ -274,9 +309,10 @@ class Mempool:
 
     def requeue_all(self) -> None:
         """Offer every transaction again: at an epoch change the old epoch's uncommitted blocks are
-        dropped, and round numbers start again from 1."""
+        dropped, and round numbers start again from 1 (waiting is counted from there)."""
         for e in self._entries.values():
             e.inflight_round = None
+            e.since = 0
 
     def remove(self, digests: list[bytes] | set[bytes]) -> None:
         """Drop committed (or now invalid) transactions, and the sender's nonces they made stale."""

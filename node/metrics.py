@@ -42,6 +42,11 @@ class NodeMetrics:
             "tensornet_txs_total", "Committed transactions by outcome: ok, failed, or duplicate (a copy of one "
             "already executed, as when several validators carry it)", ["outcome"], registry=r,
         )
+        self.tx_duplicate_ratio = Gauge(
+            "tensornet_committed_tx_duplicate_ratio", "Duplicates over transaction copies in committed blocks since "
+            "start (the duplicate and all outcomes of tensornet_txs_total); each transaction has one proposer, so "
+            "under 0.05 in normal operation", registry=r,
+        )
         self.api_refused = Counter(
             "tensornet_api_refused_total", "API requests refused before a handler ran, by reason", ["reason"],
             registry=r,

@@ -57,6 +57,8 @@ def _status_obj(node: NodeView) -> dict[str, Any]:
             "txs_ok": chain.stats.txs_ok,
             "txs_failed": chain.stats.txs_failed,
             "txs_duplicate": chain.stats.txs_duplicate,
+            "tx_copies": chain.stats.tx_copies,  # in committed blocks; duplicate_rate = txs_duplicate / tx_copies
+            "duplicate_rate": round(chain.stats.duplicate_rate, 4),
             "blocks_accepted": chain.stats.blocks_accepted,
             "rejected": dict(chain.core.rejected),
         },

@@ -49,7 +49,7 @@ async def submit_many(api: ApiContext, request: Request) -> Response:
             refused["unchecked"] = len(txs) - i
             break
         try:
-            await node.submit_tx(t, gossip=not node.chain.is_validator)  # a validator includes them itself
+            await node.submit_tx(t)  # gossiped: its owner proposes it, the others hold it for fallback
             accepted += 1
         except ProtocolError as exc:
             key = getattr(exc, "rule", type(exc).__name__)
