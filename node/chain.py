@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.certificates import VoteBook
 from node.mempool import Mempool
 from node.storage import CommitRecord, Store, StoreError
 from protocol import crypto
@@ -194,6 +195,7 @@ class Chain:
         self.on_offence: Callable[[str], None] | None = None
         self._next_keys: tuple[int, tuple[bytes, ...]] = (-1, ())  # (height, predicted next committee keys)
         self._reported: set[tuple[int, int]] = set()  # (epoch, author) we already reported
+        self.votes = VoteBook()  # state-root votes, ours and the DAG's (spec/state-tree.md §7)
         self.core: Core
         self.state = self._restore()
 
@@ -354,6 +356,7 @@ class Chain:
     def _record(self, accepted: list[Vertex]) -> None:
         """Store newly accepted blocks of the current epoch, count them, report any equivocation."""
         self.store.put_blocks((v.digest, self.core.epoch, v.round, v.author, v.data) for v in accepted)
+        self.votes.record(accepted, self.core.committee.public_keys)
         self.stats.blocks_accepted += len(accepted)
         self._report_equivocations()
 
@@ -404,9 +407,10 @@ class Chain:
         own = self.core.own_index  # one proposer per transaction: its owner, or a fallback once it waited
         proposer = (0, 1) if own is None else (own, self.committee.size)
         payload = self.mempool.take(self.core.quorum_round + 1, self.max_block_txs, proposer=proposer)
-        v = self.core.build_block(now, tuple(payload))
+        v = self.core.build_block(now, tuple(payload), self.votes.own())
         if v is None:
             return None
+        self.votes.sent()
         self.store.record_own_block(self.core.epoch, v.round, v.digest, v.data, v.author)
         self.core.add(v, now)
         self._after_accept([v])
@@ -436,6 +440,7 @@ class Chain:
         )
         snapshot = state.snapshot() if c.sub.index % self.snapshot_every == 0 else None
         self.store.put_commit(CommitRecord(c.sub.index, c.sub.digest, commit.to_bytes(), root), snapshot)
+        self.votes.executed(c.sub.index, c.sub.digest, root)
         done = [r.digest for r in receipts]
         self.mempool.remove(done)
         self._verified.difference_update(done)
