@@ -96,7 +96,7 @@ class BlockRef(Message):
 
 @message
 class CommitVote(Message):
-    """A block's claim that commit `index` has `digest`; lets a far-behind node trust a range."""
+    """A state-root vote: `digest` = H(tag || commit `index`'s digest || the state root after it), state-tree.md §7."""
 
     index: Annotated[int, U64]
     digest: Digest
