@@ -304,36 +304,18 @@ async def run_worker(cfg: WorkerConfig) -> int:
     directory = Path(cfg.directory)
     hotkey = read_hotkey(Path(cfg.hotkey_file))
     client = NodeClient(cfg.node)
-    status: dict[str, Any] = {
-        "index": cfg.index,
-        "pid": os.getpid(),
-        "hotkey": hotkey.address,
-        "device": cfg.device_label,
-        "state": "starting",
-        "started_unix": time.time(),
-    }
+    status = _starting_status(cfg, hotkey)
     status_path = directory / "status.json"
     _write_json(status_path, status)
 
     chain_id = (await trio.to_thread.run_sync(client.status))["chain_id"]
     name = await trio.to_thread.run_sync(subnet_task_name, client, cfg.netuid)
     task = registry.create(name, cfg.task_config)
-    deadline = time.monotonic() + cfg.register_wait_s
-    while (found := await trio.to_thread.run_sync(find_uid, client, cfg.netuid, hotkey.public)) is None:
-        if time.monotonic() > deadline:
-            raise MinerError(f"hotkey {hotkey.address} is not registered on subnet {cfg.netuid}")
-        await trio.sleep(1)
-    uid, row = found
+    uid, row = await _wait_registered(client, cfg, hotkey)
     device = select_device("auto")
     status.update(uid=uid, task=name, device=f"{cfg.device_label} ({device})", state="preparing")
     _write_json(status_path, status)
-    miner: Any = task.load_miner(device, cfg.miner_config)
-    if cfg.fault:
-        miner = _FaultyMiner(miner, cfg.fault, directory)
-    t0 = time.monotonic()
-    await trio.to_thread.run_sync(miner.prepare)
-    status["prepare_s"] = round(time.monotonic() - t0, 2)
-    log.info("model ready", worker=cfg.index, uid=uid, task=name, device=str(device), prepare_s=status["prepare_s"])
+    miner = await _prepare_miner(task, device, cfg, directory, status)
 
     async def fetch_permits() -> set[bytes]:
         rows = await trio.to_thread.run_sync(client.metagraph, cfg.netuid)
@@ -376,22 +358,11 @@ async def run_worker(cfg: WorkerConfig) -> int:
             return {**axon.stats.summary(), "payments": desk.stats.summary() if desk else None,
                     "admission": asdict(axon.gate.stats)}
 
-        async def report() -> None:
-            while True:
-                status.update(figures(), permits_known=len(permits.hotkeys), updated_unix=time.time())
-                await trio.to_thread.run_sync(_write_json, status_path, status)
-                await trio.sleep(cfg.status_every_s)
+        def live() -> dict[str, Any]:
+            return {**figures(), "permits_known": len(permits.hotkeys)}
 
-        async def signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-                async for signum in received:
-                    log.info("stopping worker", worker=cfg.index, signal=signal.Signals(signum).name)
-                    status["state"] = "stopped"
-                    nursery.cancel_scope.cancel()
-                    return
-
-        nursery.start_soon(report)
-        nursery.start_soon(signals)
+        nursery.start_soon(_report_status, status, status_path, live, cfg.status_every_s)
+        nursery.start_soon(_stop_on_signal, status, nursery.cancel_scope, cfg.index)
     carried.reraise()
     status.update(figures(), updated_unix=time.time())
     if status["state"] == "serving":
@@ -399,6 +370,63 @@ async def run_worker(cfg: WorkerConfig) -> int:
     _write_json(status_path, status)
     client.close()
     return exit_code
+
+
+def _starting_status(cfg: WorkerConfig, hotkey: Keypair) -> dict[str, Any]:
+    """The worker's status.json before it knows its uid: what the supervisor shows while it starts."""
+    return {
+        "index": cfg.index,
+        "pid": os.getpid(),
+        "hotkey": hotkey.address,
+        "device": cfg.device_label,
+        "state": "starting",
+        "started_unix": time.time(),
+    }
+
+
+async def _wait_registered(client: NodeClient, cfg: WorkerConfig, hotkey: Keypair) -> tuple[int, dict[str, Any]]:
+    """The worker's uid and metagraph row, once its hotkey shows up on the subnet (the supervisor registered it;
+    the registration may still be committing). MinerError after `register_wait_s`."""
+    deadline = time.monotonic() + cfg.register_wait_s
+    while (found := await trio.to_thread.run_sync(find_uid, client, cfg.netuid, hotkey.public)) is None:
+        if time.monotonic() > deadline:
+            raise MinerError(f"hotkey {hotkey.address} is not registered on subnet {cfg.netuid}")
+        await trio.sleep(1)
+    return found
+
+
+async def _prepare_miner(task: Any, device: Any, cfg: WorkerConfig, directory: Path, status: dict[str, Any]) -> Any:
+    """The task's miner on `device`, wrapped in the configured fault (if any), prepared (weights loaded, warmed up)
+    off the event loop; the time that took goes into `status`."""
+    miner: Any = task.load_miner(device, cfg.miner_config)
+    if cfg.fault:
+        miner = _FaultyMiner(miner, cfg.fault, directory)
+    t0 = time.monotonic()
+    await trio.to_thread.run_sync(miner.prepare)
+    status["prepare_s"] = round(time.monotonic() - t0, 2)
+    log.info("model ready", worker=cfg.index, uid=status["uid"], task=status["task"], device=str(device),
+             prepare_s=status["prepare_s"])
+    return miner
+
+
+async def _report_status(
+    status: dict[str, Any], path: Path, figures: Callable[[], dict[str, Any]], every_s: float
+) -> None:
+    """Refresh the worker's status.json with its figures every `every_s` seconds, until cancelled."""
+    while True:
+        status.update(figures(), updated_unix=time.time())
+        await trio.to_thread.run_sync(_write_json, path, status)
+        await trio.sleep(every_s)
+
+
+async def _stop_on_signal(status: dict[str, Any], scope: trio.CancelScope, index: int) -> None:
+    """On SIGINT or SIGTERM, mark the worker stopped and cancel `scope` (the worker's nursery)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async for signum in received:
+            log.info("stopping worker", worker=index, signal=signal.Signals(signum).name)
+            status["state"] = "stopped"
+            scope.cancel()
+            return
 
 
 def _chain_calls(client: NodeClient, hotkey: Keypair) -> tuple[Any, Any, Any]:
