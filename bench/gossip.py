@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -60,13 +61,53 @@ CHAIN = "bench"
 # --- child process --------------------------------------------------------------------------------
 
 
+def _out(obj: dict) -> None:
+    """One JSON event line to the parent."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class _Commands:
+    """The parent's JSON commands to a child, one a line on stdin."""
+
+    def __init__(self) -> None:
+        self.stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+        self.buf = b""
+
+    async def next(self) -> dict | None:
+        """The next command; None once the parent closed stdin."""
+        while b"\n" not in self.buf:
+            chunk = await self.stdin.receive_some(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+
+async def _publish_round(cmd: dict, index: int, publish: Callable[[bytes], Awaitable[None]]) -> None:
+    """Publish `count` messages at `rate`/s from `offset` on; report how many went out and how late."""
+    rnd, rate, count = cmd["round"], cmd["rate"], cmd["count"]
+    start = trio.current_time() + cmd.get("offset", 0.0)
+    sent = 0
+    for seq in range(count):
+        await trio.sleep_until(start + seq / rate)
+        body = HEADER.pack(rnd, index, seq, time.time_ns())
+        try:
+            await publish(body + b"\x00" * (MSG_SIZE - len(body)))
+            sent += 1
+        except Exception as exc:  # a refused publish counts as not sent, and is reported
+            _out({"event": "publish_error", "error": repr(exc)})
+    # how far behind its schedule the last publish finished (publish() waits when
+    # the peers' queues are over half full: that is the network pushing back)
+    behind = trio.current_time() - (start + (count - 1) / rate)
+    _out({"event": "sent", "sent": sent, "behind_s": behind})
+
+
 async def child(mode: str, index: int) -> None:
+    """One bench node: a host with `mode`'s gossip, driven by the parent's commands on stdin."""
     topic = topic_name(CHAIN, "blocks")
     received: dict[int, list[int]] = {}  # round -> latencies (us)
-
-    def out(obj: dict) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
 
     def record(data: bytes) -> None:
         rnd, _origin, _seq, sent = HEADER.unpack_from(data)
@@ -121,45 +162,23 @@ async def child(mode: str, index: int) -> None:
                 return d
 
             nursery.start_soon(consume)
-            out({"event": "ready", "addr": str(host.addrs[0])})
-            stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-            buf = b""
-            while True:
-                chunk = await stdin.receive_some(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    cmd = json.loads(line)
-                    if cmd["cmd"] == "connect":
-                        for addr in cmd["addrs"]:
-                            await host.connect(addr)
-                        out({"event": "connected"})
-                    elif cmd["cmd"] == "mesh":
-                        out({"event": "mesh", "mesh": mesh(), "peers": len(host.peers())})
-                    elif cmd["cmd"] == "round":
-                        rnd, rate, count = cmd["round"], cmd["rate"], cmd["count"]
-                        start = trio.current_time() + cmd.get("offset", 0.0)
-                        sent = 0
-                        for seq in range(count):
-                            await trio.sleep_until(start + seq / rate)
-                            body = HEADER.pack(rnd, index, seq, time.time_ns())
-                            try:
-                                await publish(body + b"\x00" * (MSG_SIZE - len(body)))
-                                sent += 1
-                            except Exception as exc:  # a refused publish counts as not sent, and is reported
-                                out({"event": "publish_error", "error": repr(exc)})
-                        # how far behind its schedule the last publish finished (publish() waits when
-                        # the peers' queues are over half full: that is the network pushing back)
-                        behind = trio.current_time() - (start + (count - 1) / rate)
-                        out({"event": "sent", "sent": sent, "behind_s": behind})
-                    elif cmd["cmd"] == "report":
-                        lat = received.get(cmd["round"], [])
-                        out({"event": "report", "count": len(lat), "lat": lat, "diag": diag()})
-                    elif cmd["cmd"] == "quit":
-                        nursery.cancel_scope.cancel()
-                        return
+            _out({"event": "ready", "addr": str(host.addrs[0])})
+            commands = _Commands()
+            while (cmd := await commands.next()) is not None:
+                if cmd["cmd"] == "connect":
+                    for addr in cmd["addrs"]:
+                        await host.connect(addr)
+                    _out({"event": "connected"})
+                elif cmd["cmd"] == "mesh":
+                    _out({"event": "mesh", "mesh": mesh(), "peers": len(host.peers())})
+                elif cmd["cmd"] == "round":
+                    await _publish_round(cmd, index, publish)
+                elif cmd["cmd"] == "report":
+                    lat = received.get(cmd["round"], [])
+                    _out({"event": "report", "count": len(lat), "lat": lat, "diag": diag()})
+                elif cmd["cmd"] == "quit":
+                    nursery.cancel_scope.cancel()
+                    return
             nursery.cancel_scope.cancel()
 
 
@@ -269,65 +288,14 @@ def sweep(
     quiet: float = 3.0,
     max_settle: float = 20.0,
 ) -> dict:
+    """Start `n` nodes of `mode`, then measure each rate in turn (stopping after two clear failures)."""
     procs = [Proc(mode, i) for i in range(n)]
     try:
-        addrs = [p.wait("ready")["addr"] for p in procs]
-        # Each node dials up to 3 earlier ones: a connected graph with several paths, not a full mesh.
-        for i, p in enumerate(procs):
-            targets = [addrs[j] for j in range(max(0, i - 3), i)]
-            p.send(cmd="connect", addrs=targets)
-            p.wait("connected")
-        deadline = time.monotonic() + 30
-        while True:
-            meshes = []
-            for p in procs:
-                p.send(cmd="mesh")
-                meshes.append(p.wait("mesh")["mesh"])
-            if min(meshes) >= min(2, n - 1) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        time.sleep(1.5)  # one more heartbeat so the mesh is settled
+        _connect(procs)
         results: list[dict] = []
         drops_before = _drops(_poll(procs, 0)[1])
         for rnd, rate in enumerate(rates, start=1):
-            per_node = max(1, round(rate * seconds / n))
-            for i, p in enumerate(procs):
-                # Spread the publishers' start times so the total rate is even, not n-message bursts.
-                p.send(cmd="round", round=rnd, rate=rate / n, count=per_node, offset=0.2 + i / rate)
-            reports = [p.wait("sent", timeout=seconds * 10 + 60) for p in procs]
-            sent = sum(r["sent"] for r in reports)
-            behind = max(r["behind_s"] for r in reports)
-            expected = sent * (n - 1)
-            # Wait until every delivery arrived, or none arrived for `quiet` seconds (capped by
-            # `max_settle`), so the next rate starts on a drained network and "lost" means lost.
-            start = last_growth = time.monotonic()
-            last = -1
-            while True:
-                time.sleep(settle)
-                lat, diags = _poll(procs, rnd)
-                now = time.monotonic()
-                if len(lat) != last:
-                    last, last_growth = len(lat), now
-                if len(lat) >= expected or now - last_growth >= quiet or now - start >= max_settle:
-                    break
-            drops_now = _drops(diags)
-            result = {
-                "rate": rate,
-                "published": per_node * n,
-                "sent": sent,
-                "publish_behind_s": round(behind, 2),
-                "achieved_rate": round(per_node * n / (seconds + max(0.0, behind)), 1),
-                "delivered": len(lat),
-                "expected": expected,
-                "delivery_ratio": round(len(lat) / expected, 4) if expected else 0.0,
-                "deliveries_per_s": round(len(lat) / seconds, 1),
-                "latency_p50_ms": _pct(lat, 0.50),
-                "latency_p99_ms": _pct(lat, 0.99),
-                "settle_s": round(time.monotonic() - start, 1),
-                "drops": {k: v - drops_before.get(k, 0) for k, v in drops_now.items() if v != drops_before.get(k, 0)},
-                "pubsub_peers_min": min(d["pubsub_peers"] for d in diags),
-            }
-            drops_before = drops_now
+            result, drops_before = _measure_rate(procs, rnd, rate, seconds, drops_before, settle, quiet, max_settle)
             results.append(result)
             print(f"[{mode}] {result}", file=sys.stderr, flush=True)
             if len(results) >= 2 and all(_failed(r) for r in results[-2:]):
@@ -335,40 +303,124 @@ def sweep(
         # Deliveries that came after their round was counted: late, not lost.
         for rnd, result in enumerate(results, start=1):
             result["late"] = len(_poll(procs, rnd)[0]) - result["delivered"]
-        # Lossless: every message published on schedule (the network did not make the publishers wait
-        # more than MAX_BEHIND) and delivered to every other node.
-        lossless = [
-            r["rate"]
-            for r in results
-            if r["delivered"] == r["expected"] and r["sent"] == r["published"] and r["publish_behind_s"] <= MAX_BEHIND
-        ]
-        # The highest rate up to which every swept rate was lossless.
-        top = 0
-        for r in results:
-            if r["rate"] not in lossless:
-                break
-            top = r["rate"]
-        return {
-            "mode": mode,
-            "nodes": n,
-            "results": results,
-            "skipped_rates": rates[len(results):],
-            "lossless_rates": lossless,
-            "lossless_max_rate": top,
-            "capped": bool(results) and top == rates[-1],
-        }
+        return _summary(mode, n, rates, results)
     finally:
+        _stop(procs)
+
+
+def _connect(procs: list[Proc]) -> None:
+    """Wire the nodes up and wait (at most 30 s) until every node has a gossip mesh."""
+    n = len(procs)
+    addrs = [p.wait("ready")["addr"] for p in procs]
+    # Each node dials up to 3 earlier ones: a connected graph with several paths, not a full mesh.
+    for i, p in enumerate(procs):
+        targets = [addrs[j] for j in range(max(0, i - 3), i)]
+        p.send(cmd="connect", addrs=targets)
+        p.wait("connected")
+    deadline = time.monotonic() + 30
+    while True:
+        meshes = []
         for p in procs:
-            try:
-                p.send(cmd="quit")
-            except OSError:
-                pass
-        for p in procs:
-            try:
-                p.p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            p.kill()
+            p.send(cmd="mesh")
+            meshes.append(p.wait("mesh")["mesh"])
+        if min(meshes) >= min(2, n - 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    time.sleep(1.5)  # one more heartbeat so the mesh is settled
+
+
+def _measure_rate(
+    procs: list[Proc],
+    rnd: int,
+    rate: int,
+    seconds: float,
+    drops_before: dict[str, int],
+    settle: float,
+    quiet: float,
+    max_settle: float,
+) -> tuple[dict, dict[str, int]]:
+    """Round `rnd`: publish at `rate` for `seconds`, wait for the deliveries, and score it; also the drop counters
+    after it (the next round's baseline)."""
+    n = len(procs)
+    per_node = max(1, round(rate * seconds / n))
+    for i, p in enumerate(procs):
+        # Spread the publishers' start times so the total rate is even, not n-message bursts.
+        p.send(cmd="round", round=rnd, rate=rate / n, count=per_node, offset=0.2 + i / rate)
+    reports = [p.wait("sent", timeout=seconds * 10 + 60) for p in procs]
+    sent = sum(r["sent"] for r in reports)
+    behind = max(r["behind_s"] for r in reports)
+    expected = sent * (n - 1)
+    # Wait until every delivery arrived, or none arrived for `quiet` seconds (capped by
+    # `max_settle`), so the next rate starts on a drained network and "lost" means lost.
+    start = last_growth = time.monotonic()
+    last = -1
+    while True:
+        time.sleep(settle)
+        lat, diags = _poll(procs, rnd)
+        now = time.monotonic()
+        if len(lat) != last:
+            last, last_growth = len(lat), now
+        if len(lat) >= expected or now - last_growth >= quiet or now - start >= max_settle:
+            break
+    drops_now = _drops(diags)
+    result = {
+        "rate": rate,
+        "published": per_node * n,
+        "sent": sent,
+        "publish_behind_s": round(behind, 2),
+        "achieved_rate": round(per_node * n / (seconds + max(0.0, behind)), 1),
+        "delivered": len(lat),
+        "expected": expected,
+        "delivery_ratio": round(len(lat) / expected, 4) if expected else 0.0,
+        "deliveries_per_s": round(len(lat) / seconds, 1),
+        "latency_p50_ms": _pct(lat, 0.50),
+        "latency_p99_ms": _pct(lat, 0.99),
+        "settle_s": round(time.monotonic() - start, 1),
+        "drops": {k: v - drops_before.get(k, 0) for k, v in drops_now.items() if v != drops_before.get(k, 0)},
+        "pubsub_peers_min": min(d["pubsub_peers"] for d in diags),
+    }
+    return result, drops_now
+
+
+def _summary(mode: str, n: int, rates: list[int], results: list[dict]) -> dict:
+    """The sweep's figures: every rate's result, and which rates were lossless."""
+    # Lossless: every message published on schedule (the network did not make the publishers wait
+    # more than MAX_BEHIND) and delivered to every other node.
+    lossless = [
+        r["rate"]
+        for r in results
+        if r["delivered"] == r["expected"] and r["sent"] == r["published"] and r["publish_behind_s"] <= MAX_BEHIND
+    ]
+    # The highest rate up to which every swept rate was lossless.
+    top = 0
+    for r in results:
+        if r["rate"] not in lossless:
+            break
+        top = r["rate"]
+    return {
+        "mode": mode,
+        "nodes": n,
+        "results": results,
+        "skipped_rates": rates[len(results):],
+        "lossless_rates": lossless,
+        "lossless_max_rate": top,
+        "capped": bool(results) and top == rates[-1],
+    }
+
+
+def _stop(procs: list[Proc]) -> None:
+    """Ask every node to quit, give each 5 s, then kill what is left."""
+    for p in procs:
+        try:
+            p.send(cmd="quit")
+        except OSError:
+            pass
+    for p in procs:
+        try:
+            p.p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        p.kill()
 
 
 def main() -> None:
