@@ -201,6 +201,12 @@ class _Decoder:
         self.allow_floats = allow_floats
 
     def item(self, pos: int, depth: int) -> tuple[Any, int]:
+        """One item from `pos`: its head, then its body (arrays and maps recursively).
+
+        Long on purpose: this is the decoder's hot loop, so the head, the containers and their inline fast
+        paths stay in one frame; each extra call per item or container costs a few percent of
+        `python -m bench.codec`'s decode rate (measured: moving arrays and maps into their own methods made it
+        about 2% slower)."""
         data = self.data
         n = self.n
         if pos >= n:

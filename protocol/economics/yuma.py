@@ -252,7 +252,11 @@ def _hamilton(weights: list[int], total: int) -> list[int]:
 
 
 def epoch(inputs: EpochInputs) -> EpochOutputs:
-    """Run one Yuma Consensus epoch (subtensor ``epoch_mechanism``) and return every per-uid result."""
+    """Run one Yuma Consensus epoch (subtensor ``epoch_mechanism``) and return every per-uid result.
+
+    Long on purpose: it transcribes ``epoch_mechanism`` step by step, in its order (the ``# ==`` headings
+    follow subtensor's), so that it can be read beside the Rust line by line; the steps share most of
+    their intermediate values, and the per-step kernels already live in the helpers above."""
     p = inputs.params
     _check_params(p)
     n = len(inputs.stakes)

@@ -121,7 +121,11 @@ def _col_normalize(v: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def epoch(inputs: EpochInputs) -> EpochOutputs:
-    """Run one Yuma Consensus epoch (subtensor ``epoch_mechanism``) and return every per-uid result."""
+    """Run one Yuma Consensus epoch (subtensor ``epoch_mechanism``) and return every per-uid result.
+
+    Long on purpose: this is the frozen pre-speed-up epoch, kept as the bit-for-bit oracle, and it follows
+    ``epoch_mechanism`` step by step like protocol/economics/yuma.py does; splitting it would change the
+    baseline that it exists to preserve."""
     p = inputs.params
     _check_params(p)
     n = len(inputs.stakes)
