@@ -1,6 +1,6 @@
 """Consensus benchmark: N validators as separate processes on loopback, optional signed-tx load.
 
-    python -m bench.consensus --validators 4 --seconds 20 [--tx-rate 3000] [--crash K] --json
+    python -m bench.consensus --validators 4 --seconds 20 [--tx-rate 3000] [--crash K] [--idle] --json
 
 The last line is JSON: rounds_per_s, commit_latency_ms_p50/p99 (leader block creation to its
 commit on EVERY node, i.e. the slowest node's commit time), tx_per_s (committed and executed
@@ -13,6 +13,14 @@ kills K validator processes (SIGKILL) and measures the survivors for SECONDS: ev
 after the kill, recovery included (a crashed leader costs a leader timeout per slot until reputation
 swaps it out, spec/consensus.md §2.1).
 
+With `--idle` no load is offered: `cpu_per_node_pct` is each validator process's CPU (utime + stime from
+/proc/<pid>/stat) over the SECONDS window in % of one core (`cpu_per_node_pct_max` the busiest), then one
+transfer is submitted to node 0 and `first_tx_latency_ms` is the time from its submission to its commit on
+every node (their /timing commit times). `--idle-interval-ms MS` writes the validators' config.toml
+`idle_interval_ms` first (0: never rest, the pacing before rest-when-idle; spec/consensus.md §D.2a). It defaults
+to config.toml's default with `--idle`, and to 0 otherwise: the other modes measure the protocol's own pace
+(an idle phase at the resting pace would say nothing about it), as the figures before resting did.
+
 The load stays admissible to the fee mempool (spec/state.md §3.3: at most 15 nonces ahead of a sender's
 committed one, 64 pending per sender): it is spread over SENDERS funded accounts, so at 3,000 tx/s each
 sends ~6 tx/s and has a handful pending. `tx_refused` counts what the APIs refused, by rule (HTTP errors as
@@ -23,15 +31,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
+from node.config import load_config, write_config
 from node.testing.procs import NodeProc, state_roots_at, stop_all, wait_for
 from node.testnet.gen import account, generate
 from node.testnet.local import free_port_base
@@ -147,13 +158,49 @@ def median_rounds_per_s(before: list[dict], after: list[dict], elapsed: float, e
     )
 
 
-def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int = 0) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (/proc/<pid>/stat fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def first_tx_latency_ms(nodes: list[NodeProc], chain_id: str, workdir: Path, timeout: float = 30.0) -> float:
+    """Submit one transfer to node 0; ms from just before the POST to its commit on every node."""
+    sender = account(workdir, "idle")  # funded by generate()
+    tx = SignedTransaction.create(Transaction(chain_id, sender.public, 0, Transfer(Keypair.generate().public, 1), 0),
+                                  sender)
+    start_h = max(n.height() for n in nodes)
+    sent_ms = time.time() * 1000
+    resp = httpx.post(nodes[0].api + "/tx", content=tx.to_bytes(), timeout=10)
+    resp.raise_for_status()
+    committed: list[float] = []
+
+    def everywhere() -> bool:
+        committed.clear()
+        for n in nodes:
+            rows = [r for r in n.get(f"/timing?from={start_h + 1}") or [] if r["ok_txs"]]
+            if not rows:
+                return False
+            committed.append(rows[0]["committed_ms"])
+        return True
+
+    wait_for(everywhere, timeout, "the first transaction's commit", nodes=nodes)
+    return max(committed) - sent_ms
+
+
+def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int = 0, idle: bool = False,
+        idle_interval_ms: int | None = None) -> dict:
     chain_id = "bench"
     funded = {f"load{i}": SENDER_FUNDS for i in range(SENDERS)} if tx_rate else {}
+    if idle:
+        funded["idle"] = SENDER_FUNDS
     base = free_port_base(2 * validators)  # free ports, so the bench can run beside tests and other testnets
     plans, _ = generate(workdir, hosts=["127.0.0.1"] * validators, chain_id=chain_id, p2p_base=base,
                         api_base=base + validators, funded=funded)
     epoch_rounds = load_genesis(str(workdir / "genesis.json")).epoch_rounds
+    if idle_interval_ms is not None:
+        for p in plans:
+            write_config(p.home, replace(load_config(p.home), idle_interval_ms=idle_interval_ms))
     procs = [NodeProc(p.home, p.api).start() for p in plans]
     nodes = list(procs)
     load = Load(chain_id, workdir, [p.api for p in plans], tx_rate, seconds) if tx_rate else None
@@ -170,6 +217,7 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
                 n.kill()
             extra["crashed"] = crash
             nodes = nodes[: validators - crash]  # the survivors; `finally` still stops every process
+        cpu0 = [cpu_seconds(n.proc.pid) for n in nodes if n.proc is not None]
         s0 = [n.status() for n in nodes]
         t0 = time.monotonic()
         start_h = max(s["height"] for s in s0)
@@ -178,6 +226,12 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
         time.sleep(seconds)
         s1 = [n.status() for n in nodes]
         elapsed = time.monotonic() - t0
+        cpu = [100 * (cpu_seconds(n.proc.pid) - c) / elapsed for n, c in zip(nodes, cpu0, strict=True) if n.proc]
+        if idle:
+            extra["cpu_per_node_pct"] = round(statistics.mean(cpu), 1)
+            extra["cpu_per_node_pct_max"] = round(max(cpu), 1)
+            extra["idle_interval_ms"] = load_config(plans[0].home).idle_interval_ms
+            extra["first_tx_latency_ms"] = round(first_tx_latency_ms(nodes, chain_id, workdir))
         if load is not None:
             load.join(timeout=30)
         rounds = median_rounds_per_s(s0, s1, elapsed, epoch_rounds)
@@ -220,12 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tx-rate", type=int, default=0)
     ap.add_argument("--crash", type=int, default=0, metavar="K",
                     help="kill K validators after measuring all up (at most f: the rest must hold a quorum)")
+    ap.add_argument("--idle", action="store_true",
+                    help="no load: CPU per idle validator, then the first transaction's latency")
+    ap.add_argument("--idle-interval-ms", type=int, default=None, metavar="MS",
+                    help="the validators' idle_interval_ms (default: config.toml's with --idle, else 0 = never rest)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.idle and (args.tx_rate or args.crash):
+        ap.error("--idle measures a network without load or crashes: drop --tx-rate and --crash")
     if not 0 <= args.crash <= (args.validators - 1) // 3:
         ap.error(f"--crash must be in 0..{(args.validators - 1) // 3} for {args.validators} equal-stake validators")
     with tempfile.TemporaryDirectory(prefix="tn-bench-") as d:
-        result = run(args.validators, args.seconds, args.tx_rate, Path(d), crash=args.crash)
+        interval = args.idle_interval_ms if args.idle_interval_ms is not None or args.idle else 0
+        result = run(args.validators, args.seconds, args.tx_rate, Path(d), crash=args.crash, idle=args.idle,
+                     idle_interval_ms=interval)
     if not args.json:
         for k, v in result.items():
             print(f"{k:36} {v}", file=sys.stderr)

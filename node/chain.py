@@ -190,6 +190,8 @@ class Chain:
         self._executed: OrderedDict[bytes, None] = OrderedDict()
         self.on_commit: Callable[[CommitInfo], None] | None = None
         self.on_evidence: Callable[[bytes], None] | None = None  # a signed evidence transaction to gossip
+        self.on_tx: Callable[[], None] | None = None  # a transaction was admitted (wakes a resting proposer)
+        self.has_txs = True  # the last payload taken was not empty, or a transaction came since (rest when idle)
         self.early = EarlyBlocks()  # blocks of the next epoch, replayed when we get there
         # called with the sender of an early block that failed once its epoch came (the daemon charges it)
         self.on_offence: Callable[[str], None] | None = None
@@ -407,6 +409,7 @@ class Chain:
         own = self.core.own_index  # one proposer per transaction: its owner, or a fallback once it waited
         proposer = (0, 1) if own is None else (own, self.committee.size)
         payload = self.mempool.take(self.core.quorum_round + 1, self.max_block_txs, proposer=proposer)
+        self.has_txs = bool(payload)  # none: an empty block waits out the idle interval (spec/consensus.md §D.2a)
         v = self.core.build_block(now, tuple(payload), self.votes.own())
         if v is None:
             return None
@@ -419,7 +422,7 @@ class Chain:
     def next_proposal_in(self) -> float | None:
         """Seconds until a proposal may be due (None: not until a block arrives)."""
         now = self.now_ms()
-        due = self.core.next_proposal_at(now)
+        due = self.core.next_proposal_at(now, self.has_txs)
         return None if due is None else max(0.0, (due - now) / 1000)
 
     # --- commits ------------------------------------------------------------------------------
@@ -502,6 +505,9 @@ class Chain:
         )
         self._verified.difference_update(displaced)
         self._verified.add(digest)
+        self.has_txs = True
+        if self.on_tx is not None:
+            self.on_tx()
         return digest
 
     def next_nonce(self, signer: bytes) -> int:

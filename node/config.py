@@ -37,6 +37,7 @@ class NodeConfig:
     target_peers: int = 8
     leader_timeout_ms: int = 250
     min_round_delay_ms: int = 25
+    idle_interval_ms: int = 1000
     max_block_txs: int = 1000
     snapshot_every: int = 50
     log_format: str = "text"
@@ -73,6 +74,11 @@ target_peers = {target_peers}
 leader_timeout_ms = {leader_timeout_ms}
 min_round_delay_ms = {min_round_delay_ms}
 
+# Rest when idle: with no transaction to propose or waiting in the DAG to commit, wait this long between
+# two of our own blocks (a transaction ends the rest at once). 0 = never rest (a round every
+# min_round_delay_ms even when idle). Local timing only: safety never depends on it.
+idle_interval_ms = {idle_interval_ms}
+
 # At most this many transactions in one of our blocks (held to 4096, the most a block may carry on the wire).
 max_block_txs = {max_block_txs}
 
@@ -98,6 +104,7 @@ def render(config: NodeConfig, home: Path) -> str:
         target_peers=config.target_peers,
         leader_timeout_ms=config.leader_timeout_ms,
         min_round_delay_ms=config.min_round_delay_ms,
+        idle_interval_ms=config.idle_interval_ms,
         max_block_txs=config.max_block_txs,
         snapshot_every=config.snapshot_every,
         log_format=config.log_format,
@@ -131,6 +138,9 @@ def load_config(home: Path) -> NodeConfig:
         elif not isinstance(value, want) or isinstance(value, bool) != (want is bool):
             raise ConfigError(f"{path}: {name} must be a {want.__name__}, got {value!r}")
         values[name] = value
+    for name in ("leader_timeout_ms", "min_round_delay_ms", "idle_interval_ms"):
+        if values.get(name, 0) < 0:
+            raise ConfigError(f"{path}: {name} must be >= 0, got {values[name]}")
     if values.get("log_format", "text") not in ("text", "json"):
         raise ConfigError(f"{path}: log_format must be \"text\" or \"json\"")
     return replace(defaults, **values)

@@ -32,7 +32,7 @@ from node.health import Health, count_commit, own_status, refresh_metrics
 from node.log import configure
 from node.metrics import NodeMetrics
 from node.proposer import Arrivals, Proposer
-from node.service import GossipIn, RequestService
+from node.service import GossipIn, RequestService, push_to_owners
 from node.sync import Fetcher, Synchronizer, refresh_statuses
 from p2pnet.discovery import DiscoveryConfig
 from p2pnet.gossip import GossipMessage
@@ -53,7 +53,8 @@ class Node:
         self.metrics_port = metrics_port
         genesis = load_genesis(str(home / GENESIS_FILE))
         keypair = read_hotkey(home / VALIDATOR_KEY_FILE) if config.validator else None
-        params = CoreParams(leader_timeout_ms=config.leader_timeout_ms, min_round_delay_ms=config.min_round_delay_ms)
+        params = CoreParams(leader_timeout_ms=config.leader_timeout_ms, min_round_delay_ms=config.min_round_delay_ms,
+                            idle_interval_ms=config.idle_interval_ms)
         self.chain = Chain(home, genesis, keypair=keypair, params=params, snapshot_every=config.snapshot_every,
                            max_block_txs=config.max_block_txs)  # was read from config.toml but never applied
         if config.validator and not self.chain.is_validator:
@@ -135,6 +136,10 @@ class Node:
         if gossip:
             await self._gossip_tx(data)
         return digest
+
+    async def push_to_owners(self, txs: list[bytes]) -> int:
+        """API path for admitted bulk transactions: each goes to the validator that proposes it (node/service.py)."""
+        return await push_to_owners(self.chain, self.stack, txs)
 
     # --- wiring -------------------------------------------------------------------------------
 

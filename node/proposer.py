@@ -24,7 +24,7 @@ AMNESIA_WAIT = 5.0
 
 
 class Arrivals:
-    """Wakes the proposer when blocks arrive; only arrivals after it starts a wait count."""
+    """Wakes the proposer when blocks or transactions arrive; only arrivals after it starts a wait count."""
 
     def __init__(self) -> None:
         self._event = trio.Event()
@@ -47,6 +47,8 @@ class Proposer:
         self.stack = stack
         self.arrivals = arrivals
         self._spawn = spawn
+        # a resting validator (spec/consensus.md §D.2a) proposes as soon as a transaction comes, not after its rest
+        chain.on_tx = arrivals.set
 
     async def run(self) -> None:
         guarded = None

@@ -122,6 +122,9 @@ class ChainSimulation(Simulation):
             self._send(dst, src, "fetch", (tuple(r.digest for r in missing),))
         self._reschedule(n)
 
+    def _has_txs(self, n) -> bool:  # type: ignore[override]
+        return n.chain.has_txs  # the chain's own view: its last payload, or a transaction admitted since
+
     def _on_fetch(self, src: int, dst: int, digests: tuple[bytes, ...]) -> None:
         if not self._connected(src, dst) or dst in self.faults.silent or not self._started(dst):
             return

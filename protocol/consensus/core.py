@@ -7,7 +7,9 @@ under the deterministic simulator (tests/sim) and the real daemon (node/daemon.p
 Proposing (spec/consensus.md §Driver): the threshold clock round R is the highest round holding
 blocks worth >= Q stake. A validator proposes round R+1 once, when the leader(s) of round R are
 in the DAG or `leader_timeout_ms` has passed since R reached quorum, and at least
-`min_round_delay_ms` after its previous proposal. Parents: its own previous block first, then for
+`min_round_delay_ms` after its previous proposal; with no transactions to propose and none uncommitted in
+the DAG it rests, at least `idle_interval_ms` after its previous proposal (local timing only,
+spec/consensus.md §D.2a). Parents: its own previous block first, then for
 every other author the highest block at or below R (lowest digest among equivocations).
 """
 
@@ -68,6 +70,7 @@ class Vertex:
 class CoreParams:
     leader_timeout_ms: int = 250
     min_round_delay_ms: int = 25
+    idle_interval_ms: int = 0  # rest when idle (§D.2a): at least this long between own blocks; 0 = never rest
     max_forward_drift_ms: int = 500
     gc_depth: int = 60
     max_suspended: int = 10_000
@@ -150,6 +153,7 @@ class Core:
         self._seen_authors: dict[int, set[int]] = {}
         self._latest: list[DagRef | None] = [None] * committee.size
         self._signed_round = [0] * committee.size  # per author: highest round of a verified block, even suspended
+        self._payload_rounds = [0] * committee.size  # per author: highest round of a block with transactions
         self.rejected: dict[str, int] = {}
         self.duplicates = 0
         self._known: dict[bytes, int] = {}  # digest -> round of accepted and buffered blocks above GC
@@ -237,6 +241,8 @@ class Core:
 
     def _on_accepted(self, v: Vertex, now_ms: int) -> None:
         self._known[v.digest] = v.round
+        if v.payload and v.round > self._payload_rounds[v.author]:
+            self._payload_rounds[v.author] = v.round
         latest = self._latest[v.author]
         if latest is None or (v.round, latest.digest) > (latest.round, v.digest):
             self._latest[v.author] = v.ref  # highest round; lowest digest among equivocations
@@ -284,19 +290,30 @@ class Core:
     def quorum_round(self) -> int:
         return self._quorum_round
 
-    def next_proposal_at(self, now_ms: int) -> int | None:
+    def next_proposal_at(self, now_ms: int, has_txs: bool = True) -> int | None:
         """The earliest time (ms) at which `build_block` would succeed, or None if not a validator
-        or the threshold clock has not moved past our last proposal."""
+        or the threshold clock has not moved past our last proposal. `has_txs=False` (the driver has no
+        transaction to propose) adds the rest of an idle validator."""
         if self.own_index is None:
             return None
         r = self._quorum_round
         if r + 1 <= self.last_proposed_round:
             return None
-        earliest = self.last_proposal_ms + self.params.min_round_delay_ms
+        delay = self.params.min_round_delay_ms
+        if not has_txs and not self.payload_pending():
+            delay = max(delay, self.params.idle_interval_ms)
+        earliest = self.last_proposal_ms + delay
         if r >= 1 and not self._leaders_present(r):
             since = self._quorum_since_ms if self._quorum_since_ms is not None else now_ms
             earliest = max(earliest, since + self.params.leader_timeout_ms)
         return earliest
+
+    def payload_pending(self) -> bool:
+        """A block with transactions not committed yet (above its author's last committed round: an author's
+        blocks commit in round order): it commits only once later rounds are proposed, so nobody rests while
+        it waits, and a received block's payload wakes every validator."""
+        committed = self.committer.linearizer.last_committed_rounds
+        return any(p > c for p, c in zip(self._payload_rounds, committed, strict=True))
 
     def _leaders_present(self, round_: int) -> bool:
         return all(
@@ -307,10 +324,11 @@ class Core:
     def build_block(
         self, now_ms: int, payload: tuple[bytes, ...] = (), commit_votes: tuple[CommitVote, ...] = ()
     ) -> Vertex | None:
-        """Sign the next block if due. The caller must persist it, then `add` it, then broadcast.
+        """Sign the next block if due (an empty one waits out the idle interval). The caller must persist
+        it, then `add` it, then broadcast.
 
         `commit_votes`: the state-root votes the caller executed (advisory, spec/state-tree.md §7)."""
-        due = self.next_proposal_at(now_ms)
+        due = self.next_proposal_at(now_ms, has_txs=bool(payload))
         if due is None or now_ms < due or self.keypair is None or self.own_index is None:
             return None
         assert self._own_last is not None

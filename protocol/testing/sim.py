@@ -57,7 +57,9 @@ class Simulation:
         params: CoreParams | None = None,
         on_commit: Callable[[int, Committed], None] | None = None,
         chain_id: str = "sim",
+        auto_payload: bool = True,
     ) -> None:
+        """`auto_payload`: every block carries a transaction; False: only what `submit` hands a node."""
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
         self.keys = [Keypair(bytes([i + 1]) * 32) for i in range(len(stakes))]
@@ -74,6 +76,8 @@ class Simulation:
         self.partition: list[set[int]] | None = None
         self.on_commit = on_commit
         self.messages = 0
+        self.auto_payload = auto_payload
+        self.pending: list[list[bytes]] = [[] for _ in stakes]  # transactions submitted to each node
         for n in self.nodes:
             self._schedule_tick(n, self.faults.start_ms.get(n.index, 0))
 
@@ -127,8 +131,13 @@ class Simulation:
         if i in self.faults.silent or not self._started(i):
             return
         local = self._local(i)
-        v = n.core.build_block(local, payload=(f"tx-{i}-{n.core.last_proposed_round + 1}".encode(),))
+        if self.auto_payload:
+            payload: tuple[bytes, ...] = (f"tx-{i}-{n.core.last_proposed_round + 1}".encode(),)
+        else:
+            payload = tuple(self.pending[i])
+        v = n.core.build_block(local, payload=payload)
         if v is not None:
+            self.pending[i].clear()
             n.store[v.digest] = v.data
             self._accept(n, n.core.add(v, local).accepted)
             if i in self.faults.equivocators:
@@ -156,9 +165,21 @@ class Simulation:
     def _reschedule(self, n: SimNode) -> None:
         if n.index in self.faults.silent:
             return
-        due = n.core.next_proposal_at(self._local(n.index))
+        due = n.core.next_proposal_at(self._local(n.index), self._has_txs(n))
         if due is not None:
             self._schedule_tick(n, max(self.now + 1, due - self.faults.drift_ms.get(n.index, 0)))
+
+    def _has_txs(self, n: SimNode) -> bool:
+        """Whether the node has a transaction to propose (else it may rest, spec/consensus.md §D.2a)."""
+        return self.auto_payload or bool(self.pending[n.index])
+
+    def submit(self, i: int, tx: bytes, at_ms: int) -> None:
+        """Hand node `i` a transaction at simulated time `at_ms` (as a client's submit to its API would)."""
+        self._push(at_ms, "tx", (i, tx))
+
+    def _on_tx(self, i: int, tx: bytes) -> None:
+        self.pending[i].append(tx)
+        self._reschedule(self.nodes[i])
 
     def _accept(self, n: SimNode, accepted: list[Vertex]) -> None:
         for v in accepted:
@@ -228,11 +249,13 @@ class Simulation:
     def run(self, until_ms: int, sync_every_ms: int = 100) -> None:
         next_sync = self.now + sync_every_ms
         while self._events and self._events[0][0] <= until_ms:
-            at, _, kind, args = heapq.heappop(self._events)
-            while next_sync <= at:
+            if next_sync <= self._events[0][0]:
+                # a sync pass is an event too: what it sends is due after it, never before the clock
                 self.now = next_sync
                 self._sync()
                 next_sync += sync_every_ms
+                continue
+            at, _, kind, args = heapq.heappop(self._events)
             self.now = at
             if kind == "tick":
                 self._tick(*args)
@@ -242,6 +265,8 @@ class Simulation:
                 self._on_fetch(*args)
             elif kind == "probe":
                 self._on_probe(*args)
+            elif kind == "tx":
+                self._on_tx(*args)
             if not self._events:
                 # idle network: keep the synchronizer and the proposers' timers alive
                 for n in self.nodes:

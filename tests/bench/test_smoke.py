@@ -145,3 +145,11 @@ def test_bench_consensus() -> None:
                 "mempool_refused": dict, "tx_per_s": NUM, "state_roots_agree": bool, "height": int,
                 "baseline_inprocess_rounds_per_s": NUM})
     assert out["validators"] == 4 and out["state_roots_agree"] is True and out["height"] >= 3, out
+
+
+@pytest.mark.slow  # 4 `tensornet node run` processes
+def test_bench_consensus_idle() -> None:
+    [out] = run_bench("consensus", "--validators", "4", "--seconds", "3", "--idle", timeout=600)
+    check(out, {"rounds_per_s": NUM, "state_roots_agree": bool, "cpu_per_node_pct": NUM, "cpu_per_node_pct_max": NUM,
+                "idle_interval_ms": int, "first_tx_latency_ms": NUM})
+    assert out["idle_interval_ms"] == 1000 and out["cpu_per_node_pct"] >= 0, out
