@@ -7,6 +7,11 @@ the whole account map, as `State.root()` re-encodes its balances on every commit
 accounts emptied (deleted). Times are this process's CPU time (time.process_time), so that a figure taken on a
 busy shared machine still says what the work costs. The goal (spec/state-tree.md §6): under 10 ms at 10^6
 accounts, growing with log n.
+
+`--state` adds the real thing, a `State` holding that many accounts: `state_root_ms` (median `State.root()` after a
+commit's worth of writes through the ledger primitives, `--changes` accounts and the height: what a node pays per
+commit) and `state_full_root_ms` (hashing one canonical encoding of the whole state, what the root cost before the
+state tree, state root v1), each a map from account count to ms.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import statistics
 import time
 
 from protocol import codec, crypto
+from protocol.economics.emission import UNIT
 from protocol.state import keys
+from protocol.state.genesis import build_genesis
+from protocol.state.state import State
 from protocol.state.tree import MemoryStore, Tree
 
 
@@ -74,6 +82,38 @@ def measure(n: int, changes: int, updates: int, full_runs: int) -> dict[str, flo
     }
 
 
+def measure_state(n: int, changes: int, updates: int, full_runs: int) -> dict[str, float]:
+    """State.root() per commit with `changes` accounts written, against the v1 root (one encoding of it all)."""
+    st = State.from_genesis(build_genesis("bench-state", validators=[(_address(-1), 10 * UNIT)]))
+    for i in range(n):
+        st.credit(_address(i), _balance(i, 0))
+    t0 = time.process_time()
+    st.root()  # the first root builds the tree from nothing, as State.load does at start-up
+    build_s = time.process_time() - t0
+    root_ms = []
+    for version in range(1, updates + 1):
+        st.height += 1
+        for i, b in _batch(n, changes, version).items():
+            a = _address(i)
+            if b is None:
+                st.debit(a, st.balances.get(a, 0))
+            else:
+                st.credit(a, 1 + b % 1000)
+        t0 = time.process_time()
+        st.root()
+        root_ms.append((time.process_time() - t0) * 1e3)
+    full_ms = []
+    for _ in range(full_runs):
+        t0 = time.process_time()
+        crypto.digest(codec.encode(st.to_obj()))
+        full_ms.append((time.process_time() - t0) * 1e3)
+    return {
+        "state_root_ms": round(statistics.median(root_ms), 3),
+        "state_full_root_ms": round(statistics.median(full_ms), 3),
+        "state_build_s": round(build_s, 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -81,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--changes", type=int, default=100, help="changed keys per update (default 100)")
     ap.add_argument("--updates", type=int, default=21, help="timed updates per size; the median is reported")
     ap.add_argument("--full-runs", type=int, default=3, help="timed full re-encodes per size; the median is reported")
+    ap.add_argument("--state", action="store_true", help="also time State.root() on a State of each size")
     args = ap.parse_args(argv)
     try:
         sizes = [int(s) for s in args.accounts.split(",")]
@@ -90,13 +131,20 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("need --accounts >= 10 each, --changes >= 10, --updates >= 1 and --full-runs >= 1")
 
     out: dict[str, object] = {"changes": args.changes, "root_update_ms": {}, "full_root_ms": {}, "build_s": {}}
+    if args.state:
+        out |= {"state_root_ms": {}, "state_full_root_ms": {}, "state_build_s": {}}
     for n in sizes:
         res = measure(n, args.changes, args.updates, args.full_runs)
+        if args.state:
+            res |= measure_state(n, args.changes, args.updates, args.full_runs)
         for name, value in res.items():
             out[name][str(n)] = value  # type: ignore[index]
         if not args.json:
             print(f"{n:>9} accounts: update {res['root_update_ms']:8.2f} ms   full {res['full_root_ms']:10.2f} ms"
                   f"   (tree built in {res['build_s']} s)")
+            if args.state:
+                print(f"{'':>9} State.root() {res['state_root_ms']:8.2f} ms   v1 {res['state_full_root_ms']:10.2f} ms"
+                      f"   (built in {res['state_build_s']} s)")
     if args.json:
         print(json.dumps(out))
 

@@ -57,6 +57,8 @@ def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
         last = store.last_commit()
     finally:
         store.close()
+    if state is not None and state.root() != state.rebuild_root():  # the incremental tree against one from nothing
+        problems.append("the replayed state's incremental root differs from its root rebuilt from the whole state")
     return {
         "database": str(db),
         "commits": checked,

@@ -25,6 +25,9 @@ from typing import Any, TypeVar
 import trio
 
 SCHEMA_VERSION = 1
+# How the state roots in `commits` are computed: 1 hashed one encoding of the whole state; 2 is the state tree's
+# root (spec/state.md §9). Roots of another version can be neither replayed nor extended.
+STATE_ROOT_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -84,6 +87,21 @@ class Store:
                 self._set_meta("schema_version", SCHEMA_VERSION)
             elif version != SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: schema version {version}, this build reads {SCHEMA_VERSION}")
+            self._check_state_root_version()
+
+    def _check_state_root_version(self) -> None:
+        """Refuse a store whose commits carry state roots of another version, naming how to rebuild it."""
+        version = self._meta("state_root_version")
+        if version is None and self._db.execute("SELECT 1 FROM commits LIMIT 1").fetchone() is not None:
+            version = 1  # written before the version was recorded
+        if version is None:
+            self._set_meta("state_root_version", STATE_ROOT_VERSION)
+        elif version != STATE_ROOT_VERSION:
+            raise StoreError(
+                f"{self.path} was written by an older format (state root v{version}); this build computes state "
+                f"root v{STATE_ROOT_VERSION} (spec/state.md §9). Remove {self.path} and restart the node "
+                "(`tensornet node run`): it resyncs the chain from its peers, and its keys and config.toml stay"
+            )
 
     # --- plumbing ------------------------------------------------------------------------------
 

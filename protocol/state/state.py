@@ -8,18 +8,25 @@ public primitives below (credit, debit, add_stake, sub_stake, claim_hotkey, need
 state.py <- handlers/ <- transition.py (spec/state.md §2).
 
     State.from_genesis(genesis) -> State
-    state.root() -> bytes;  state.snapshot() -> bytes;  State.load(data) -> State
+    state.root() -> bytes;  state.prove(key) -> (value | None, Proof)
+    state.snapshot() -> bytes;  State.load(data) -> State
     state.account(pubkey), state.subnet(netuid), state.metagraph(netuid), state.committee(),
     state.next_nonce(pubkey), state.fee_of(stx), supply_of(state), state.check_invariants()
 
 The transition function (apply_commit, check_tx) is protocol/state/transition.py.
+
+The root is the root of the state tree (protocol/state/tree.py, spec/state.md §9): every record sits under its
+typed key (protocol/state/keys.py), and `root()` re-encodes only the keys written since the last root. Writes are
+recorded where they happen: the maps are `Tracked` dicts and sets that note each key they are written at; subnets
+and neurons carry a flag their __setattr__ raises; escrows and proposals changed in place are reported through
+`changed_escrow` / `changed_proposal`; the chain-wide records are compared to what the last root saw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from protocol import codec, crypto
 from protocol.economics.emission import UNIT, format_tokens
@@ -29,17 +36,124 @@ from protocol.economics.pricing import subnet_price
 from protocol.economics.weights import MAX_UNREVEALED_COMMITS
 from protocol.errors import DecodeError, StateError, TxRejected
 from protocol.messages import SignedTransaction
+from protocol.proof import Proof
+from protocol.state import keys
 from protocol.state.escrow import Escrows
 from protocol.state.genesis import Endpoint, Genesis
 from protocol.state.governance import Governance
+from protocol.state.keys import Family
 from protocol.state.lifecycle import Lifecycle, immune_until
 from protocol.state.supply import Supply
+from protocol.state.tree import MemoryStore, Tree
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
-SNAPSHOT_VERSION = 9  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
-# 7: transaction fee parameters; 8: fees_burned; 9: proposals snapshot stake positions (delegated votes)
+SNAPSHOT_VERSION = 10  # 2: escrows; 3: registration counters, served_at; 4: lifecycle; 5: governance; 6: epochs
+# 7: transaction fee parameters; 8: fees_burned; 9: proposals snapshot stake positions (delegated votes);
+# 10: the root is the state tree's (spec/state.md §9; the snapshot layout is unchanged)
 _SNAPSHOT_MAX = 1 << 34
+# The chain-wide records under GLOBAL keys (spec/state.md §9), in the order root() compares them.
+GLOBALS = ("height", "supply", "subnet_price", "params", "epoch", "offences", "escrows", "governance")
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Tracked(dict[K, V]):
+    """A dict that notes every key written (set, deleted, or `touch`ed: its value changed in place) since the last
+    `drain`, so the root re-encodes those keys only. A new Tracked counts all its keys as written."""
+
+    __slots__ = ("dirty",)
+
+    def __init__(self, items: Iterable[tuple[K, V]] | dict[K, V] = ()) -> None:
+        super().__init__(items)
+        self.dirty: set[K] = set(self)
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self.dirty.add(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: K) -> None:
+        self.dirty.add(key)
+        super().__delitem__(key)
+
+    def pop(self, key: K, *default: Any) -> Any:
+        self.dirty.add(key)
+        return super().pop(key, *default)
+
+    def setdefault(self, key: K, default: Any = None) -> Any:
+        if key not in self:
+            self.dirty.add(key)
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kw: Any) -> None:
+        for k, v in dict(*args, **kw).items():
+            self[k] = v
+
+    def clear(self) -> None:
+        self.dirty.update(self)
+        super().clear()
+
+    def popitem(self) -> tuple[K, V]:
+        k, v = super().popitem()
+        self.dirty.add(k)
+        return k, v
+
+    def __ior__(self, other: Any) -> Tracked[K, V]:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def touch(self, key: K) -> None:
+        """The value at `key` changed in place."""
+        self.dirty.add(key)
+
+    def drain(self) -> set[K]:
+        out, self.dirty = self.dirty, set()
+        return out
+
+
+class TrackedSet(set[K]):
+    """A set that notes the elements added or removed since the last `drain` (see Tracked)."""
+
+    __slots__ = ("dirty",)
+
+    def __init__(self, items: Iterable[K] = ()) -> None:
+        super().__init__(items)
+        self.dirty: set[K] = set(self)
+
+    def add(self, item: K) -> None:
+        self.dirty.add(item)
+        super().add(item)
+
+    def discard(self, item: K) -> None:
+        self.dirty.add(item)
+        super().discard(item)
+
+    def remove(self, item: K) -> None:
+        self.dirty.add(item)
+        super().remove(item)
+
+    def pop(self) -> K:
+        item = super().pop()
+        self.dirty.add(item)
+        return item
+
+    def clear(self) -> None:
+        self.dirty.update(self)
+        super().clear()
+
+    def update(self, *others: Iterable[K]) -> None:
+        for other in others:
+            for item in other:
+                self.add(item)
+
+    def __ior__(self, other: Any) -> TrackedSet[K]:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def drain(self) -> set[K]:
+        out, self.dirty = self.dirty, set()
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +183,13 @@ class Neuron:
     validator_permit: bool = False
     axon: Endpoint | None = None
     served_at: int = 0  # height of the last serve_axon (0: never), for serving_rate_limit
-    _digest: bytes | None = field(default=None, repr=False, compare=False)
+    _dirty: bool = field(default=True, repr=False, compare=False)  # changed since the last root
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Any change drops the cached digest, so the root never reads a stale one.
+        # Any change marks the neuron for the next root, so the root never reads a stale one.
         object.__setattr__(self, name, value)
-        if name != "_digest":
-            object.__setattr__(self, "_digest", None)
-
-    def digest(self) -> bytes:
-        """BLAKE2b-256 of the neuron's canonical encoding, cached until the neuron changes."""
-        if self._digest is None:
-            object.__setattr__(self, "_digest", crypto.digest(codec.encode(self.to_obj())))
-        return self._digest
+        if name != "_dirty":
+            object.__setattr__(self, "_dirty", True)
 
     def to_obj(self) -> list:
         return [
@@ -137,14 +245,22 @@ class Subnet:
     pending_validators: int = 0
     epoch_index: int = 0
     last_epoch_height: int = 0
-    # hotkey -> unrevealed commits, oldest first: (hash, epoch_index, height)
-    commits: dict[bytes, list[tuple[bytes, int, int]]] = field(default_factory=dict)
+    # hotkey -> unrevealed commits, oldest first: (hash, epoch_index, height); they go under the neuron's key
+    commits: Tracked[bytes, list[tuple[bytes, int, int]]] = field(default_factory=Tracked)
     uid_of: dict[bytes, int] = field(default_factory=dict)
     # Registration caps (§3): registrations at the current height (reset at the start of each commit) and
     # since reg_interval_start (reset once adjustment_interval heights have passed).
     regs_this_block: int = 0
     regs_this_interval: int = 0
     reg_interval_start: int = 0
+    _dirty: bool = field(default=True, repr=False, compare=False)  # a field changed since the last root
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "commits" and type(value) is not Tracked:
+            value = Tracked(value)
+        object.__setattr__(self, name, value)
+        if name != "_dirty":
+            object.__setattr__(self, "_dirty", True)
 
     @property
     def pending(self) -> int:
@@ -176,11 +292,27 @@ class Subnet:
             [self.regs_this_block, self.regs_this_interval, self.reg_interval_start],
         ]
 
-    def root_obj(self) -> list:
-        """to_obj with each neuron replaced by its digest: the root re-encodes only changed neurons."""
-        obj = self.to_obj(neurons=False)
-        obj[6] = [n.digest() for n in self.neurons]
-        return obj
+    def record(self, score: int) -> list:
+        """The subnet's value in the state tree: its own fields, its neuron count and lifecycle score (§9)."""
+        return [
+            self.netuid,
+            self.name,
+            self.owner,
+            self.created_at,
+            self.hp.to_obj(),
+            self.burn,
+            len(self.neurons),
+            [self.pending_owner, self.pending_miners, self.pending_validators],
+            self.epoch_index,
+            self.last_epoch_height,
+            [self.regs_this_block, self.regs_this_interval, self.reg_interval_start],
+            score,
+        ]
+
+    def neuron_record(self, uid: int) -> list:
+        """A neuron's value in the state tree: its fields, then its hotkey's unrevealed commits (§9)."""
+        n = self.neurons[uid]
+        return [*n.to_obj(), [list(c) for c in self.commits.get(n.hotkey, [])]]
 
     @classmethod
     def from_obj(cls, o: list) -> Subnet:
@@ -295,18 +427,18 @@ class State:
         self.issued = 0
         self.burned = 0
         self.fees_burned = 0  # the part of `burned` that is transaction fees (spec/economics.md §6.2)
-        self.balances: dict[bytes, int] = {}
-        self.nonces: dict[bytes, int] = {}
-        self.stakes: dict[tuple[bytes, bytes], int] = {}  # (coldkey, hotkey) -> units
-        self.hotkey_stake: dict[bytes, int] = {}  # derived: total stake on a hotkey
-        self.hotkey_owner: dict[bytes, bytes] = {}  # hotkey -> coldkey that owns it
-        self.endpoints: dict[bytes, Endpoint] = {}  # hotkey -> consensus endpoint (validators)
-        self.subnets: dict[int, Subnet] = {}
+        self.balances: Tracked[bytes, int] = Tracked()
+        self.nonces: Tracked[bytes, int] = Tracked()
+        self.stakes: Tracked[tuple[bytes, bytes], int] = Tracked()  # (coldkey, hotkey) -> units
+        self.hotkey_stake: dict[bytes, int] = {}  # derived: total stake on a hotkey (not in the root)
+        self.hotkey_owner: Tracked[bytes, bytes] = Tracked()  # hotkey -> coldkey that owns it
+        self.endpoints: Tracked[bytes, Endpoint] = Tracked()  # hotkey -> consensus endpoint (validators)
+        self.subnets: Tracked[int, Subnet] = Tracked()
         self.subnet_last_price = 0
         self.subnet_last_height: int | None = None
-        self.escrows = Escrows()  # paid inference (protocol/state/escrow.py)
-        self.lifecycle = Lifecycle()  # subnet scores and deregistrations (spec/economics.md §1)
-        self.governance = Governance()  # proposals, default hyperparameters (spec/economics.md §2)
+        self.escrows = Escrows(open=Tracked())  # paid inference (protocol/state/escrow.py)
+        self.lifecycle = Lifecycle(scores=Tracked())  # subnet scores and deregistrations (spec/economics.md §1)
+        self.governance = Governance(proposals=Tracked())  # proposals, default hyperparameters (economics §2)
         # consensus epochs (spec/consensus.md §7): the committee that orders this epoch's blocks
         self.epoch = 0
         self.epoch_committee: tuple[CommitteeMember, ...] = params.genesis_committee
@@ -314,14 +446,20 @@ class State:
         self.epoch_seed = params.genesis_hash
         self.epoch_start = 1  # the first height of this epoch
         self.epoch_start_digest = bytes(32)  # the commit digest before epoch_start (the chain link)
-        self.jailed: dict[bytes, int] = {}  # hotkey -> epoch of its last offence: left out of the next committee
-        self.offences: set[tuple[int, bytes]] = set()  # (epoch, hotkey) already slashed
+        self.jailed: Tracked[bytes, int] = Tracked()  # hotkey -> epoch of its last offence: out of the next committee
+        self.offences: TrackedSet[tuple[int, bytes]] = TrackedSet()  # (epoch, hotkey) already slashed
         # Transaction context, set by the transition function and never part of the root. fee_hold (check_tx
         # only): (signer, fee) set aside while the call is dry-run, so need_balance sees the balance the call
         # will see at apply time (after the fee).
         self.fee_hold: tuple[bytes, int] | None = None
         # tx_size: the signed size of the transaction being applied or checked, for claim_fee_of.
         self.tx_size = 0
+        # The state tree and what its root has seen (spec/state.md §9). It keeps only the current root.
+        self.tree = Tree(MemoryStore(), history=False)
+        self._changed: set[bytes] = set()  # keys reported by changed_escrow / changed_proposal
+        self._seen_globals: dict[str, tuple] = {}  # name -> the values its record was last encoded from
+        self._seen_neurons: dict[int, int] = {}  # netuid -> neuron count under the root
+        self._seen_history = 0  # deregistration records under the root
 
     # --- construction ---------------------------------------------------------------------------------
 
@@ -523,8 +661,8 @@ class State:
 
     # --- encoding, root, snapshot ---------------------------------------------------------------------
 
-    def to_obj(self, *, for_root: bool = False) -> list:
-        subnets = [self.subnets[n].root_obj() if for_root else self.subnets[n].to_obj() for n in sorted(self.subnets)]
+    def to_obj(self) -> list:
+        """The snapshot's object (§9): the whole state in one canonical array."""
         return [
             SNAPSHOT_VERSION,
             self.params.to_obj(),
@@ -536,7 +674,7 @@ class State:
             [[c, h, a] for (c, h), a in sorted(self.stakes.items())],
             [[h, c] for h, c in sorted(self.hotkey_owner.items())],
             [[h, e.to_obj()] for h, e in sorted(self.endpoints.items())],
-            subnets,
+            [self.subnets[n].to_obj() for n in sorted(self.subnets)],
             self.subnet_last_price,
             self.subnet_last_height,
             self.escrows.to_obj(),
@@ -556,8 +694,164 @@ class State:
         ]
 
     def root(self) -> bytes:
-        """BLAKE2b-256 of the canonical CBOR of the state, each neuron standing as its own digest."""
-        return crypto.digest(codec.encode(self.to_obj(for_root=True)))
+        """The state tree's root (spec/state.md §9), after re-encoding the keys written since the last root:
+        O(changes x log n), plus one flag check per subnet and neuron."""
+        changed = self._drain()
+        if changed:
+            self.tree.update({k: self.value_of(k) for k in changed})
+        return self.tree.root
+
+    def prove(self, key: bytes) -> tuple[bytes | None, Proof]:
+        """The value under a typed key (None: absent) and its proof against `root()` (protocol/proof.verify)."""
+        keys.parse(key)  # BadKeyError for bytes that are no state key
+        self.root()
+        return self.tree.prove(key)
+
+    def value_of(self, key: bytes) -> bytes | None:
+        """The canonical CBOR of the record under a typed key, read from the state (None: absent), per §9."""
+        obj = self._record(*keys.parse(key))
+        return None if obj is None else codec.encode(obj)
+
+    def all_keys(self) -> Iterator[bytes]:
+        """Every typed key that holds a record now (O(n)): what a tree built from nothing holds."""
+        yield from (keys.global_(name) for name in GLOBALS)
+        yield from (keys.account(k) for k in self.balances)
+        yield from (keys.nonce(k) for k in self.nonces)
+        yield from (keys.stake(h, c) for c, h in self.stakes)
+        yield from (keys.hotkey(h) for h in set(self.hotkey_owner) | set(self.endpoints) | set(self.jailed))
+        for netuid, sn in self.subnets.items():
+            yield keys.subnet(netuid)
+            yield from (keys.neuron(netuid, uid) for uid in range(len(sn.neurons)))
+        yield from (keys.escrow(i) for i in self.escrows.open)
+        yield from (keys.proposal(i) for i in self.governance.proposals)
+        yield from (keys.lifecycle(i) for i in range(len(self.lifecycle.history)))
+
+    def rebuild_root(self) -> bytes:
+        """The root of a tree built from nothing from the whole state (O(n)): what root() must equal."""
+        return Tree(MemoryStore()).update({k: self.value_of(k) for k in self.all_keys()})
+
+    def changed_escrow(self, escrow_id: int) -> None:
+        """An open escrow changed in place (a claim): its key is re-encoded at the next root."""
+        self._changed.add(keys.escrow(escrow_id))
+
+    def changed_proposal(self, pid: int) -> None:
+        """A proposal changed in place (a vote, its tally or execution): re-encoded at the next root."""
+        self._changed.add(keys.proposal(pid))
+
+    def _record(self, family: Family, f: tuple) -> Any:
+        """The object encoded under a parsed key, or None if nothing is there."""
+        if family is Family.GLOBAL:
+            return self._global(f[0])
+        if family is Family.ACCOUNT:
+            return self.balances.get(f[0])
+        if family is Family.NONCE:
+            return self.nonces.get(f[0])
+        if family is Family.STAKE:
+            return self.stakes.get((f[1], f[0]))
+        if family is Family.HOTKEY:
+            hk = f[0]
+            owner, ep, jailed = self.hotkey_owner.get(hk), self.endpoints.get(hk), self.jailed.get(hk)
+            if owner is None and ep is None and jailed is None:
+                return None
+            return [owner, None if ep is None else ep.to_obj(), jailed]
+        if family is Family.SUBNET or family is Family.NEURON:
+            sn = self.subnets.get(f[0])
+            if sn is None:
+                return None
+            if family is Family.SUBNET:
+                return sn.record(self.lifecycle.scores.get(sn.netuid, 0))
+            return sn.neuron_record(f[1]) if f[1] < len(sn.neurons) else None
+        if family is Family.ESCROW:
+            e = self.escrows.open.get(f[0])
+            return None if e is None else e.to_obj()
+        if family is Family.PROPOSAL:
+            p = self.governance.proposals.get(f[0])
+            return None if p is None else p.to_obj()
+        hist = self.lifecycle.history
+        return hist[f[0]].to_obj() if f[0] < len(hist) else None
+
+    def _global(self, name: str) -> Any:
+        """A chain-wide record by name (GLOBALS), or None for a name that holds none."""
+        if name not in GLOBALS:
+            return None
+        if name == "offences":
+            return [[e, h] for e, h in sorted(self.offences)]
+        src = self._global_sources(name)
+        if name == "params":
+            return self.params.to_obj()
+        if name == "epoch":
+            return [src[0], _members_obj(src[1]), _members_obj(src[2]), *src[3:]]
+        if name == "governance":
+            return [src[0], src[1].to_obj()]
+        return src[0] if len(src) == 1 else list(src)
+
+    def _global_sources(self, name: str) -> tuple:
+        """What a global record is encoded from: immutable values, compared to decide if it changed."""
+        if name == "height":
+            return (self.height,)
+        if name == "supply":
+            return (self.issued, self.burned, self.fees_burned)
+        if name == "subnet_price":
+            return (self.subnet_last_price, self.subnet_last_height)
+        if name == "params":
+            return (self.params,)
+        if name == "epoch":
+            return (self.epoch, self.epoch_committee, self.prev_committee, self.epoch_seed, self.epoch_start,
+                    self.epoch_start_digest)  # fmt: skip
+        if name == "escrows":
+            return (self.escrows.next_id,)
+        return (self.governance.next_id, self.governance.default_hp)
+
+    def _drain(self) -> set[bytes]:
+        """The typed keys written since the last root, with every write record reset."""
+        out, self._changed = self._changed, set()
+        out.update(keys.account(k) for k in self.balances.drain())
+        out.update(keys.nonce(k) for k in self.nonces.drain())
+        out.update(keys.stake(h, c) for c, h in self.stakes.drain())
+        hot = self.hotkey_owner.drain() | self.endpoints.drain() | self.jailed.drain()
+        out.update(keys.hotkey(h) for h in hot)
+        for name in GLOBALS:
+            if name == "offences":  # a set: its writes are recorded, as the maps' are
+                if self.offences.drain() or name not in self._seen_globals:
+                    self._seen_globals[name] = ()
+                    out.add(keys.global_(name))
+                continue
+            src = self._global_sources(name)
+            if self._seen_globals.get(name) != src:
+                self._seen_globals[name] = src
+                out.add(keys.global_(name))
+        self._drain_subnets(out)
+        out.update(keys.escrow(i) for i in self.escrows.open.drain())
+        out.update(keys.proposal(i) for i in self.governance.proposals.drain())
+        hist, seen = len(self.lifecycle.history), self._seen_history
+        out.update(keys.lifecycle(i) for i in range(min(hist, seen), max(hist, seen)))
+        self._seen_history = hist
+        return out
+
+    def _drain_subnets(self, out: set[bytes]) -> None:
+        """Subnet and neuron keys: a subnet added or removed, one whose fields, score or neuron count changed,
+        and each neuron that changed (its flag, or its hotkey's commits); the uids a subnet no longer has."""
+        added_or_removed = self.subnets.drain()
+        scored = self.lifecycle.scores.drain()
+        for netuid in added_or_removed - self.subnets.keys():
+            out.add(keys.subnet(netuid))
+            out.update(keys.neuron(netuid, uid) for uid in range(self._seen_neurons.pop(netuid, 0)))
+        for netuid, sn in self.subnets.items():
+            n, had = len(sn.neurons), self._seen_neurons.get(netuid, 0)
+            fresh = netuid in added_or_removed  # a new Subnet object: all of it is new
+            if fresh or sn._dirty or netuid in scored or n != had:
+                out.add(keys.subnet(netuid))
+                sn._dirty = False
+            for uid, nr in enumerate(sn.neurons):
+                if fresh or nr._dirty:
+                    out.add(keys.neuron(netuid, uid))
+                    nr._dirty = False
+            for hk in sn.commits.drain():
+                uid = sn.uid_of.get(hk)
+                if uid is not None:
+                    out.add(keys.neuron(netuid, uid))
+            out.update(keys.neuron(netuid, uid) for uid in range(n, had))
+            self._seen_neurons[netuid] = n
 
     def snapshot(self) -> bytes:
         return codec.encode(self.to_obj())
@@ -571,23 +865,28 @@ class State:
                 raise StateError("not a state snapshot of a known version")
             st = cls(Params.from_obj(o[1]))
             st.height, st.issued, st.burned = o[2], o[3], o[4]
-            st.balances = {k: v for k, v in o[5]}
-            st.nonces = {k: v for k, v in o[6]}
+            # Every container is a new Tracked: all its keys count as written, so the first root() builds the
+            # tree from nothing (O(n), once at start-up).
+            st.balances = Tracked((k, v) for k, v in o[5])
+            st.nonces = Tracked((k, v) for k, v in o[6])
             for c, h, a in o[7]:
                 st.stakes[(c, h)] = a
                 st.hotkey_stake[h] = st.hotkey_stake.get(h, 0) + a
-            st.hotkey_owner = {h: c for h, c in o[8]}
-            st.endpoints = {h: Endpoint(e[0], tuple(e[1])) for h, e in o[9]}
-            st.subnets = {s[0]: Subnet.from_obj(s) for s in o[10]}
+            st.hotkey_owner = Tracked((h, c) for h, c in o[8])
+            st.endpoints = Tracked((h, Endpoint(e[0], tuple(e[1]))) for h, e in o[9])
+            st.subnets = Tracked((s[0], Subnet.from_obj(s)) for s in o[10])
             st.subnet_last_price, st.subnet_last_height = o[11], o[12]
             st.escrows = Escrows.from_obj(o[13])
+            st.escrows.open = Tracked(st.escrows.open)
             st.lifecycle = Lifecycle.from_obj(o[14])
+            st.lifecycle.scores = Tracked(st.lifecycle.scores)
             st.governance = Governance.from_obj(o[15])
+            st.governance.proposals = Tracked(st.governance.proposals)
             e = o[16]
             st.epoch, st.epoch_seed, st.epoch_start, st.epoch_start_digest = e[0], e[3], e[4], e[5]
             st.epoch_committee, st.prev_committee = _members(e[1]), _members(e[2])
-            st.jailed = {h: ep for h, ep in e[6]}
-            st.offences = {(ep, h) for ep, h in e[7]}
+            st.jailed = Tracked((h, ep) for h, ep in e[6])
+            st.offences = TrackedSet((ep, h) for ep, h in e[7])
             st.fees_burned = o[17]
         except (ValueError, TypeError, IndexError, KeyError, DecodeError) as exc:
             raise StateError(f"corrupt state snapshot: {exc}") from None

@@ -7,7 +7,9 @@ depth is ~log2(n), not 256. A batch of c changes rewrites only the c paths: O(c 
 spec/state-tree.md; the hashing lives in protocol/proof.py, which a light client imports alone.
 
 Nodes live in a NodeStore (node hash -> encoded node), content-addressed and never overwritten, so every past root
-stays readable until the store prunes it; node/ can back it with SQLite and a cache of hot nodes.
+stays readable until the store prunes it; node/ can back it with SQLite and a cache of hot nodes. A tree made with
+`history=False` (the chain state's, which serves only its current root) deletes the nodes each update replaces, so
+its store holds one tree, not every version.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class NodeStore(Protocol):
 
     def put(self, node_hash: bytes, node: bytes) -> None: ...
 
+    def delete(self, node_hash: bytes) -> None:
+        """Forget a node no kept root reaches (called only by a tree that keeps no history)."""
+        ...
+
 
 class MemoryStore:
     """A NodeStore in a dict: for tests, benches and throw-away trees."""
@@ -47,6 +53,9 @@ class MemoryStore:
 
     def put(self, node_hash: bytes, node: bytes) -> None:
         self.nodes[node_hash] = node
+
+    def delete(self, node_hash: bytes) -> None:
+        self.nodes.pop(node_hash, None)
 
 
 def encode_leaf(key: bytes, value: bytes) -> bytes:
@@ -69,11 +78,14 @@ def _split(items: list[_Item], lo: int, hi: int, depth: int) -> int:
 class Tree:
     """An authenticated map from key bytes to value bytes, with `root` the hash of the whole map."""
 
-    __slots__ = ("root", "store")
+    __slots__ = ("root", "store", "_history", "_dropped", "_added")
 
-    def __init__(self, store: NodeStore, root: bytes = EMPTY) -> None:
+    def __init__(self, store: NodeStore, root: bytes = EMPTY, *, history: bool = True) -> None:
         self.store = store
         self.root = root
+        self._history = history  # False: an update deletes the nodes it replaces (only `root` stays readable)
+        self._dropped: list[bytes] = []
+        self._added: set[bytes] = set()
 
     # --- reads ------------------------------------------------------------------------------------------
 
@@ -118,8 +130,18 @@ class Tree:
                 raise TreeError(f"a value is bytes or None (delete), not {type(value).__name__}")
             items.append((key_path(key), key, value))
         items.sort(key=lambda it: it[0])
-        self.root = self._update(self.root, 0, items, 0, len(items))[0]
-        return self.root
+        try:
+            root = self._update(self.root, 0, items, 0, len(items))[0]
+            if not self._history:
+                # A node hash sits at one place in a tree (a leaf binds its path, an internal node its leaves), so
+                # a replaced node that was not written again is unreachable from the new root. A leaf only moves
+                # by being written again.
+                for node in set(self._dropped) - self._added:
+                    self.store.delete(node)
+        finally:
+            self._dropped, self._added = [], set()
+        self.root = root
+        return root
 
     def _update(self, node: bytes, depth: int, items: list[_Item], lo: int, hi: int) -> tuple[bytes, bool | None]:
         """The subtree `node` at `depth` with items[lo:hi] applied: (hash, is it a leaf; None if unknown)."""
@@ -129,6 +151,7 @@ class Tree:
             return self._build(depth, [it for it in items[lo:hi] if it[2] is not None], 0, None)
         enc = self._load(node)
         if enc[0] == _LEAF:
+            self._drop(node)
             key, value = decode_leaf(enc)
             path = key_path(key)
             batch = items[lo:hi]
@@ -143,6 +166,7 @@ class Tree:
         rnode, rleaf = self._update(right, depth + 1, items, mid, hi) if mid < hi else (right, None)
         if lnode == left and rnode == right:
             return node, False
+        self._drop(node)
         return self._join(lnode, lleaf, rnode, rleaf)
 
     def _build(self, depth: int, items: list[_Item], lo: int, hi: int | None) -> tuple[bytes, bool | None]:
@@ -170,13 +194,22 @@ class Tree:
                 return only, True
         enc = INTERNAL_TAG + left + right  # its hash is proof.internal_hash(left, right)
         node = h(enc)
-        self.store.put(node, enc)
+        self._put(node, enc)
         return node, False
 
     def _put_leaf(self, key: bytes, value: bytes) -> bytes:
         node = leaf_hash(key_path(key), h(value))
-        self.store.put(node, encode_leaf(key, value))
+        self._put(node, encode_leaf(key, value))
         return node
+
+    def _put(self, node: bytes, enc: bytes) -> None:
+        self.store.put(node, enc)
+        if not self._history:
+            self._added.add(node)
+
+    def _drop(self, node: bytes) -> None:
+        if not self._history:
+            self._dropped.append(node)
 
     def _load(self, node: bytes) -> bytes:
         enc = self.store.get(node)

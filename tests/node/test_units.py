@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,17 @@ def test_store_commit_chain_and_own_block_guard(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="genesis"):
         reopened.bind_genesis(b"h" * 32)
     assert reopened.last_own_round(0) == 5
+
+
+def test_store_of_the_old_state_root_format_is_refused_with_the_fix(tmp_path: Path) -> None:
+    db = tmp_path / "chain.db"
+    s = Store(db)
+    s.put_commit(CommitRecord(1, b"d" * 32, b"x", b"r" * 32))
+    s.close()
+    assert Store(db).get_meta("state_root_version") == 2  # a store of this build reopens
+    old = sqlite3.connect(db)  # what a build before state root v2 left: commits, no state_root_version
+    old.execute("DELETE FROM meta WHERE key = 'state_root_version'")
+    old.commit()
+    old.close()
+    with pytest.raises(StoreError, match=r"older format \(state root v1\).*Remove .*chain\.db and restart"):
+        Store(db)

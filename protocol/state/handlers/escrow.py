@@ -111,6 +111,7 @@ def tx_claim_payment(st: State, signer: bytes, c: ClaimPayment, dry: bool) -> No
     e.remaining -= v.price
     e.claimed += v.price
     e.spent.add(v.nonce)
+    st.changed_escrow(e.escrow_id)
     st.credit(owner, miner_share - fee)
     st.burned += fee
     st.fees_burned += fee

@@ -82,12 +82,14 @@ def tx_vote(st: State, signer: bytes, c: Vote, dry: bool) -> None:
         if cold == signer or cold not in prop.votes:
             prop._add(prop.choice_of(cold, hot), -amount)
     prop.votes[signer] = (c.choice, st.height)
+    st.changed_proposal(prop.pid)
     for cold, _hot, amount in positions:
         if cold == signer or cold not in prop.votes:
             prop._add(c.choice, amount)
 
 
 def _tally(st: State, prop: Proposal) -> None:
+    st.changed_proposal(prop.pid)
     quorum = prop.quorum_reached()
     if quorum:
         st.credit(prop.proposer, prop.deposit)
@@ -109,6 +111,7 @@ def _tally(st: State, prop: Proposal) -> None:
 
 
 def _execute(st: State, prop: Proposal) -> None:
+    st.changed_proposal(prop.pid)
     try:
         st.params, st.governance.default_hp = check_change(prop.name, prop.value, st.params, st.governance.default_hp)
     except TxRejected as exc:

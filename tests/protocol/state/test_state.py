@@ -50,6 +50,8 @@ class Chain:
     def commit(self, *txs: bytes) -> list[Receipt]:
         receipts = apply_commit(self.state, self.state.height + 1, list(txs))
         self.state.check_invariants()
+        # the incremental root (only the keys written) equals a tree built from nothing from the whole state
+        assert self.state.root() == self.state.rebuild_root(), "incremental state root missed a write"
         return receipts
 
     def ok(self, key: Keypair, call) -> Receipt:

@@ -128,6 +128,32 @@ def test_batches_with_deletes_match_the_map(batches):
     assert dict(tree.items()) == model
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(key_st, st.none() | value_st, max_size=12), max_size=8))
+def test_a_tree_without_history_stores_exactly_its_current_nodes(batches):
+    tree, model = Tree(MemoryStore(), history=False), {}
+    for batch in batches:
+        tree.update(batch)
+        model = {k: v for k, v in {**model, **batch}.items() if v is not None}
+        assert tree.store.nodes == fresh(model).store.nodes  # nothing replaced is left, nothing current is gone
+        for key in list(model)[:3]:
+            proof.verify(tree.root, key, model[key], tree.prove(key)[1])
+
+
+def test_a_failed_update_deletes_nothing():
+    tree = Tree(MemoryStore(), history=False)
+    tree.update({b"a": b"1", b"b": b"2"})
+    nodes, root = set(tree.store.nodes), tree.root
+    lost = tree.prove(b"a")[1].siblings[0]
+    del tree.store.nodes[lost]  # a node this update will need
+    with pytest.raises(TreeError):
+        tree.update({b"a": b"3", b"c": b"4", b"b": b"5"})
+    assert tree.root == root and nodes - {lost} <= set(tree.store.nodes)  # the old tree is intact
+    tree.store.nodes[lost] = fresh({b"a": b"1", b"b": b"2"}).store.nodes[lost]
+    tree.update({b"c": b"4"})  # the failed update's bookkeeping must not leak into this one
+    assert tree.store.nodes == fresh({b"a": b"1", b"b": b"2", b"c": b"4"}).store.nodes
+
+
 @settings(max_examples=100, deadline=None)
 @given(map_st, st.lists(key_st, max_size=6))
 def test_proofs_for_present_and_absent_keys(entries, probes):
