@@ -32,7 +32,7 @@ from node.health import Health, count_commit, own_status, refresh_metrics
 from node.log import configure
 from node.metrics import NodeMetrics
 from node.proposer import Arrivals, Proposer
-from node.service import GossipIn, RequestService
+from node.service import GossipIn, RequestService, push_to_owners
 from node.sync import Fetcher, Synchronizer, refresh_statuses
 from p2pnet.discovery import DiscoveryConfig
 from p2pnet.gossip import GossipMessage
@@ -136,6 +136,10 @@ class Node:
         if gossip:
             await self._gossip_tx(data)
         return digest
+
+    async def push_to_owners(self, txs: list[bytes]) -> int:
+        """API path for admitted bulk transactions: each goes to the validator that proposes it (node/service.py)."""
+        return await push_to_owners(self.chain, self.stack, txs)
 
     # --- wiring -------------------------------------------------------------------------------
 

@@ -11,18 +11,27 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import trio
+
 from node.chain import Chain
-from node.mempool import MempoolError
+from node.mempool import MempoolError, tx_owner
 from node.metrics import NodeMetrics
 from p2pnet.gossip import Verdict
 from p2pnet.limits import INVALID_SIGNATURE
-from p2pnet.reqresp import ProtocolSpec, Refused
-from protocol import crypto
+from p2pnet.reqresp import ProtocolSpec, Refused, RequestError
+from protocol import codec, crypto
 from protocol.consensus.block import DagRef
 from protocol.consensus.committer import SafetyViolation
 from protocol.consensus.core import WrongEpoch
 from protocol.errors import DecodeError, ProtocolError
-from protocol.messages import BlocksResponse, CommitsResponse, FetchBlocks, FetchCommits, FetchOwnLast
+from protocol.messages import (
+    BlocksResponse,
+    CommitsResponse,
+    FetchBlocks,
+    FetchCommits,
+    FetchOwnLast,
+    SignedTransaction,
+)
 from protocol.messages import Commit as CommitMsg
 
 log = logging.getLogger("node")
@@ -31,6 +40,10 @@ BLOCKS_SPEC = ProtocolSpec("/tensornet/blocks/1", max_request=8 * 1024, max_resp
 PUSH_SPEC = ProtocolSpec("/tensornet/push-block/1", max_request=4 * 1024 * 1024 + 4096, max_response=16, timeout=3.0)
 OWN_LAST_SPEC = ProtocolSpec("/tensornet/own-last/1", max_request=256, max_response=8 * 1024 * 1024, timeout=3.0)
 COMMITS_SPEC = ProtocolSpec("/tensornet/commits/1", max_request=1024, max_response=4 * 1024 * 1024, timeout=5.0)
+# transactions a validator's API took in, sent to the validator that proposes them (spec/p2p.md)
+PUSH_TXS_SPEC = ProtocolSpec("/tensornet/push-txs/1", max_request=1024 * 1024 + 4096, max_response=16, timeout=5.0)
+MAX_PUSH_TXS = 256  # transactions in one push: a POST /txs' worth
+MAX_PUSH_REFUSED = 16  # refusals (stale nonces, short balances: honest races) before the rest is dropped unchecked
 PROBE_ROUNDS = 8  # rounds one round-range request covers (served at most; asked for by the synchronizer)
 MAX_INDEX = (1 << 62) - 1  # rounds, heights and epochs stay far below this; SQLite integers are signed 64-bit
 
@@ -72,6 +85,7 @@ class RequestService:
         reqresp.register(COMMITS_SPEC, self.serve_commits)
         reqresp.register(OWN_LAST_SPEC, self.serve_own_last)
         reqresp.register(PUSH_SPEC, self.serve_push)
+        reqresp.register(PUSH_TXS_SPEC, self.serve_push_txs)
 
     async def serve_blocks(self, peer: Any, data: bytes) -> bytes:
         req = _request(FetchBlocks, data)
@@ -101,6 +115,61 @@ class RequestService:
         if self._on_push(peer, data) is Verdict.REJECT:  # a bad signature was charged in on_block
             raise Refused("invalid block", penalty="invalid_block")
         return b""
+
+    async def serve_push_txs(self, peer: Any, data: bytes) -> bytes:
+        """Transactions a validator's API admitted and we propose (`push_to_owners`); answers how many we took.
+        The pusher checked them, so a bad signature is its fault; a stale nonce or short balance is a race."""
+        try:
+            txs = codec.decode(data, max_size=PUSH_TXS_SPEC.max_request, max_items=MAX_PUSH_TXS + 1)
+        except ProtocolError as exc:
+            raise Refused(f"malformed transaction push: {exc}") from exc
+        if not isinstance(txs, list) or len(txs) > MAX_PUSH_TXS or not all(isinstance(t, bytes) for t in txs):
+            raise Refused(f"a transaction push is an array of at most {MAX_PUSH_TXS} signed transactions")
+        taken = refused = 0
+        for t in txs:
+            if refused >= MAX_PUSH_REFUSED:
+                break
+            try:
+                self.chain.submit_tx(t)
+                taken += 1
+            except MempoolError:
+                continue  # held already (a gossiped copy) or no room: nobody's fault
+            except DecodeError as exc:
+                raise Refused(f"pushed transaction does not decode: {exc}") from exc
+            except ProtocolError as exc:
+                if getattr(exc, "rule", None) == "signature" or isinstance(exc, crypto.BadSignatureError):
+                    raise Refused("pushed transaction with a bad signature", penalty=INVALID_SIGNATURE) from exc
+                refused += 1
+        return codec.encode(taken)
+
+
+async def push_to_owners(chain: Chain, stack: Any, txs: list[bytes]) -> int:
+    """Send admitted transactions to the validators that propose them (node/mempool.py's `tx_owner`), one push
+    per owner, in parallel; ours stay here. We keep every copy, so an owner we cannot reach gets its
+    transactions proposed by us after the fallback wait. Returns how many the owners took."""
+    own, committee = chain.core.own_index, chain.state.epoch_committee
+    peers = {str(p): p for p in (stack.handshake.statuses if stack is not None and stack.handshake else {})}
+    batches: dict[Any, list[bytes]] = {}
+    for t in txs:
+        owner = tx_owner(SignedTransaction.from_bytes(t).body.signer, len(committee))
+        peer = peers.get(committee[owner].peer_id)
+        if owner != own and peer is not None:
+            batches.setdefault(peer, []).append(t)
+    taken = 0
+
+    async def push(peer: Any, batch: list[bytes]) -> None:
+        nonlocal taken
+        try:
+            answer = codec.decode(await stack.reqresp.request(peer, PUSH_TXS_SPEC.protocol_id, codec.encode(batch)))
+            taken += answer if isinstance(answer, int) else 0
+        except (RequestError, ProtocolError) as exc:
+            log.debug("push of %d transactions to %s failed: %s", len(batch), peer, exc)
+
+    async with trio.open_nursery() as nursery:
+        for peer, batch in batches.items():
+            for i in range(0, len(batch), MAX_PUSH_TXS):
+                nursery.start_soon(push, peer, batch[i : i + MAX_PUSH_TXS])
+    return taken
 
 
 class GossipIn:

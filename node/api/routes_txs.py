@@ -43,16 +43,20 @@ async def submit_many(api: ApiContext, request: Request) -> Response:
         return error(400, "expected a CBOR array of byte strings (signed transactions)")
     if len(txs) > limits.txs_max_count:
         return error(413, f"at most {limits.txs_max_count} transactions per request")
-    accepted, failed, refused = 0, 0, {}
+    validator = node.chain.is_validator
+    accepted: list[bytes] = []
+    failed, refused = 0, {}
     for i, t in enumerate(txs):
         if failed >= limits.txs_max_refused:
             refused["unchecked"] = len(txs) - i
             break
         try:
-            await node.submit_tx(t)  # gossiped: its owner proposes it, the others hold it for fallback
-            accepted += 1
+            await node.submit_tx(t, gossip=not validator)
+            accepted.append(t)
         except ProtocolError as exc:
             key = getattr(exc, "rule", type(exc).__name__)
             refused[key] = refused.get(key, 0) + 1
             failed += 1
-    return JSONResponse({"accepted": accepted, "refused": refused})
+    if validator:  # one push per proposer instead of a gossip message per transaction (spec/state.md §3.3)
+        await node.push_to_owners(accepted)
+    return JSONResponse({"accepted": len(accepted), "refused": refused})

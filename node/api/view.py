@@ -54,6 +54,8 @@ class NodeView(Protocol):
 
     async def submit_tx(self, data: bytes, gossip: bool = True) -> bytes: ...
 
+    async def push_to_owners(self, txs: list[bytes]) -> int: ...
+
 
 @dataclass(frozen=True)
 class ApiContext:

@@ -1,19 +1,27 @@
 """One proposer per transaction (spec/state.md §3.3): the owner mapping and its fallback as pure functions and in
 the mempool (rounds injected), then over 4 in-process chains sharing a clock: each transaction lands in one block,
-and with its owner down it still commits through the fallback."""
+with its owner down it still commits through the fallback, and a bulk submission to one validator's API reaches
+the owners through /tensornet/push-txs/1 (served by the real RequestService, the stack stood in for)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from node.chain import Chain
 from node.mempool import Mempool, may_propose, tx_owner
-from protocol import crypto
+from node.service import PUSH_TXS_SPEC, RequestService, push_to_owners
+from p2pnet.gossip import Verdict
+from p2pnet.limits import INVALID_SIGNATURE
+from p2pnet.reqresp import Refused, RequestError
+from protocol import codec, crypto
 from protocol.consensus.core import vertex_from_bytes
 from protocol.crypto import Keypair
 from protocol.messages import Commit, SignedTransaction, Transaction, Transfer
-from protocol.state.genesis import build_genesis
+from protocol.state.genesis import Endpoint, build_genesis
 from tests.node.test_chain import FakeClock, step
 
 UNIT = 10**9
@@ -96,8 +104,9 @@ def test_waiting_counts_again_from_round_zero_after_an_epoch_change() -> None:
 
 def _network(tmp_path: Path, senders: list[Keypair]) -> tuple[list[Chain], FakeClock]:
     keys = [Keypair(bytes([i + 1]) * 32) for i in range(4)]
-    genesis = build_genesis("test-chain", validators=[(k.public, 1000 * UNIT) for k in keys],
-                            balances={s.public: 50 * UNIT for s in senders})
+    validators = [(k.public, 1000 * UNIT, Endpoint(f"12D3KooWtest{i}", (f"/ip4/127.0.0.1/tcp/{4000 + i}",)))
+                  for i, k in enumerate(keys)]
+    genesis = build_genesis("test-chain", validators=validators, balances={s.public: 50 * UNIT for s in senders})
     clock = FakeClock()
     return [Chain(tmp_path / f"n{i}", genesis, keypair=keys[i], clock=clock) for i in range(4)], clock
 
@@ -161,6 +170,83 @@ def test_a_crashed_owner_delays_its_transactions_but_the_next_validator_commits_
             assert c.stats.txs_duplicate == 0 and len(c.mempool) == 0
         carriers = _carriers(chains[0])
         assert all(carriers[crypto.digest(t)] == [0] for t in txs)  # the first fallback after owner 3
+    finally:
+        for c in chains:
+            c.close()
+
+
+# --- POST /txs at a validator: pushed to the owners --------------------------------------------------------------
+
+
+class Wire:
+    """A stand-in for the p2p stack: chain peers by id, each push-txs request served by that chain's RequestService
+    (peers in `down` fail as an unreachable peer does)."""
+
+    def __init__(self, services: dict[str, RequestService]) -> None:
+        self.services = services
+        self.down: set[str] = set()
+        self.handshake = SimpleNamespace(statuses=dict.fromkeys(services))
+        self.reqresp = self
+
+    async def request(self, peer: str, protocol_id: str, data: bytes) -> bytes:
+        assert protocol_id == PUSH_TXS_SPEC.protocol_id
+        if peer in self.down:
+            raise RequestError(f"{peer} is down")
+        return await self.services[peer].serve_push_txs(peer, data)
+
+
+def _wired_network(tmp_path: Path, senders: list[Keypair]) -> tuple[list[Chain], FakeClock, Wire]:
+    chains, clock = _network(tmp_path, senders)
+    services = {m.peer_id: RequestService(c, on_push=lambda peer, data: Verdict.ACCEPT)
+                for m, c in zip(chains[0].state.epoch_committee, chains, strict=True)}
+    return chains, clock, Wire(services)
+
+
+async def test_a_bulk_submission_reaches_each_owner_and_commits_once(tmp_path: Path) -> None:
+    senders = [Keypair(bytes([0x60 + i]) * 32) for i in range(12)]
+    chains, clock, wire = _wired_network(tmp_path, senders)
+    txs = _transfers(senders, 2)
+    owner_of = {crypto.digest(t): tx_owner(SignedTransaction.from_bytes(t).body.signer, 4) for t in txs}
+    try:
+        for t in txs:
+            chains[0].submit_tx(t)  # what POST /txs admits at validator 0
+        wire.down = {chains[0].state.epoch_committee[3].peer_id}  # one owner unreachable
+        taken = await push_to_owners(chains[0], wire, txs)
+        assert taken == sum(1 for o in owner_of.values() if o in (1, 2))
+        assert 0 < taken < len(txs)
+        for j in (1, 2):
+            assert {d for d, _ in chains[j].mempool.pending()} == {d for d, o in owner_of.items() if o == j}
+        assert len(chains[3].mempool) == 0 and len(chains[0].mempool) == len(txs)
+        step(chains, clock, 8, down=frozenset({3}))  # owners 0, 1, 2 propose theirs at once
+        assert _carriers(chains[0]) == {d: [o] for d, o in owner_of.items() if o != 3}
+        step(chains, clock, 20, down=frozenset({3}))  # owner 3's: validator 0, next in order, after 10 rounds
+        assert _carriers(chains[0]) == {d: [o if o != 3 else 0] for d, o in owner_of.items()}
+        for c in chains[:3]:
+            assert c.state.account(BOB.public)["balance"] == len(txs) * UNIT
+            assert c.stats.txs_duplicate == 0
+    finally:
+        for c in chains:
+            c.close()
+
+
+async def test_a_push_is_judged_like_its_pusher_checked_it(tmp_path: Path) -> None:
+    senders = [Keypair(b"\x71" * 32)]
+    chains, _, wire = _wired_network(tmp_path, senders)
+    service = wire.services[chains[0].state.epoch_committee[1].peer_id]
+    good = _transfers(senders, 2)
+    try:
+        assert codec.decode(await service.serve_push_txs("p", codec.encode(good))) == 2
+        assert codec.decode(await service.serve_push_txs("p", codec.encode(good))) == 0  # held already: no fault
+        body = SignedTransaction.from_bytes(_transfers(senders, 3)[2]).body
+        forged = SignedTransaction(body, bytes(64)).to_bytes()
+        with pytest.raises(Refused) as exc:
+            await service.serve_push_txs("p", codec.encode([forged]))
+        assert exc.value.penalty == INVALID_SIGNATURE  # the pusher verified before it pushed: its fault
+        with pytest.raises(Refused, match="malformed") as exc:
+            await service.serve_push_txs("p", b"\xff")
+        assert exc.value.penalty == "bad_request"
+        with pytest.raises(Refused, match="at most 256"):
+            await service.serve_push_txs("p", codec.encode([b"x"] * 257))
     finally:
         for c in chains:
             c.close()
