@@ -18,8 +18,9 @@ With `--idle` no load is offered: `cpu_per_node_pct` is each validator process's
 transfer is submitted to node 0 and `first_tx_latency_ms` is the time from its submission to its commit on
 every node (their /timing commit times). `--idle-interval-ms MS` writes the validators' config.toml
 `idle_interval_ms` first (0: never rest, the pacing before rest-when-idle; spec/consensus.md §D.2a). It defaults
-to config.toml's default with `--idle`, and to 0 otherwise: the other modes measure the protocol's own pace
-(an idle phase at the resting pace would say nothing about it), as the figures before resting did.
+to a real node's default (NodeConfig, 1 s; not the local testnet's 100 ms) with `--idle`, and to 0 otherwise: the
+other modes measure the protocol's own pace (an idle phase at the resting pace would say nothing about it), as
+the figures before resting did.
 
 The load stays admissible to the fee mempool (spec/state.md §3.3: at most 15 nonces ahead of a sender's
 committed one, 64 pending per sender): it is spread over SENDERS funded accounts, so at 3,000 tx/s each
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import httpx
 
-from node.config import load_config, write_config
+from node.config import NodeConfig, load_config, write_config
 from node.testing.procs import NodeProc, state_roots_at, stop_all, wait_for
 from node.testnet.gen import account, generate
 from node.testnet.local import free_port_base
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", action="store_true",
                     help="no load: CPU per idle validator, then the first transaction's latency")
     ap.add_argument("--idle-interval-ms", type=int, default=None, metavar="MS",
-                    help="the validators' idle_interval_ms (default: config.toml's with --idle, else 0 = never rest)")
+                    help="the validators' idle_interval_ms (default: a real node's with --idle, else 0 = never rest)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.idle and (args.tx_rate or args.crash):
@@ -285,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.crash <= (args.validators - 1) // 3:
         ap.error(f"--crash must be in 0..{(args.validators - 1) // 3} for {args.validators} equal-stake validators")
     with tempfile.TemporaryDirectory(prefix="tn-bench-") as d:
-        interval = args.idle_interval_ms if args.idle_interval_ms is not None or args.idle else 0
+        interval = args.idle_interval_ms
+        if interval is None:
+            interval = NodeConfig().idle_interval_ms if args.idle else 0
         result = run(args.validators, args.seconds, args.tx_rate, Path(d), crash=args.crash, idle=args.idle,
                      idle_interval_ms=interval)
     if not args.json:

@@ -9,6 +9,8 @@ import pytest
 
 from node.config import ConfigError, NodeConfig, load_config, write_config
 from node.testing.chains import ChainSimulation
+from node.testnet.gen import LOCAL_IDLE_INTERVAL_MS, generate
+from node.testnet.local import free_port_base
 from protocol.consensus.core import CoreParams
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
@@ -66,3 +68,10 @@ def test_negative_timing_is_refused(tmp_path: Path, name: str) -> None:
     (tmp_path / "config.toml").write_text(f"{name} = -1\n")
     with pytest.raises(ConfigError, match=f"{name} must be >= 0"):
         load_config(tmp_path)
+
+
+def test_local_testnets_rest_for_a_shorter_interval(tmp_path: Path) -> None:
+    base = free_port_base(4)  # nothing listens here: the homes are only written
+    plans, _ = generate(tmp_path, hosts=["127.0.0.1"] * 2, chain_id="idle", p2p_base=base, api_base=base + 2)
+    assert LOCAL_IDLE_INTERVAL_MS < NodeConfig().idle_interval_ms
+    assert all(load_config(p.home).idle_interval_ms == LOCAL_IDLE_INTERVAL_MS for p in plans)
