@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from node.client.home import ensure_private_dir
 from protocol.errors import ProtocolError
 
 CONFIG_FILE = "config.toml"
@@ -147,8 +148,6 @@ def load_config(home: Path) -> NodeConfig:
 
 
 def write_config(home: Path, config: NodeConfig) -> Path:
-    from node.client.home import ensure_private_dir
-
     ensure_private_dir(home)  # a home holds the node's keys: 0700 when we create it
     path = home / CONFIG_FILE
     path.write_text(render(config, home))

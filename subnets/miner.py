@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,11 +316,6 @@ async def run_worker(cfg: WorkerConfig) -> int:
     status.update(uid=uid, task=name, device=f"{cfg.device_label} ({device})", state="preparing")
     _write_json(status_path, status)
     miner = await _prepare_miner(task, device, cfg, directory, status)
-
-    async def fetch_permits() -> set[bytes]:
-        rows = await trio.to_thread.run_sync(client.metagraph, cfg.netuid)
-        return {bytes.fromhex(r["hotkey"]) for r in rows if r.get("validator_permit")}
-
     exit_code = 0
     node_key = load_or_create_node_key(directory)
     listen = [f"/ip4/{cfg.listen_host}/tcp/{cfg.port}"]
@@ -333,7 +328,7 @@ async def run_worker(cfg: WorkerConfig) -> int:
             status["state"] = f"failed: {exc!r}"[:200]
             nursery.cancel_scope.cancel()
 
-        permits = PermitCache(fetch_permits, refresh_s=cfg.permit_refresh_s)
+        permits = PermitCache(_permit_fetcher(client, cfg.netuid), refresh_s=cfg.permit_refresh_s)
         await nursery.start(permits.run)
         desk = None
         if cfg.price > 0:
@@ -407,6 +402,16 @@ async def _prepare_miner(task: Any, device: Any, cfg: WorkerConfig, directory: P
     log.info("model ready", worker=cfg.index, uid=status["uid"], task=status["task"], device=str(device),
              prepare_s=status["prepare_s"])
     return miner
+
+
+def _permit_fetcher(client: NodeClient, netuid: int) -> Callable[[], Awaitable[set[bytes]]]:
+    """What the axon's PermitCache calls: the hotkeys that hold a validator permit on the subnet now."""
+
+    async def fetch_permits() -> set[bytes]:
+        rows = await trio.to_thread.run_sync(client.metagraph, netuid)
+        return {bytes.fromhex(r["hotkey"]) for r in rows if r.get("validator_permit")}
+
+    return fetch_permits
 
 
 async def _report_status(
