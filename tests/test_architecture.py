@@ -7,7 +7,9 @@ module level and inside functions, `import x` and `from x import y`, relative im
     pure rooms of protocol/ import no stdlib module that does I/O, reads a clock or draws randomness;
 (b) the imports form no cycle, whether at module level, under `if TYPE_CHECKING:` (a type is a dependency too) or
     inside a function (a lazy import hides a circle, it does not remove it);
-(c) nothing outside tests/ imports tests/.
+(c) nothing outside tests/ imports tests/;
+(d) outside tests/, an import of our own modules inside a function carries a comment saying why it is lazy, and a
+    function over LONG_FUNCTION lines says in its docstring why it stays long.
 A failure names the file, the line, the broken rule and how to fix it. The last tests feed the checker a small
 synthetic tree with an upward import and a cycle, so they prove it can fail.
 """
@@ -277,6 +279,63 @@ def product_imports_of_tests(project: Project) -> list[str]:
     ]
 
 
+def _explained(lines: list[str], import_lines: set[int], node: ast.Import | ast.ImportFrom) -> bool:
+    """A `#` comment on the import, or on the lines just above it: its block of imports or the `try:` around it."""
+    if any("#" in lines[i - 1] for i in range(node.lineno, (node.end_lineno or node.lineno) + 1)):
+        return True
+    for i in range(node.lineno - 1, 0, -1):
+        line = lines[i - 1].strip()
+        if "#" in line:
+            return True
+        if line and i not in import_lines and line != "try:":
+            return False
+    return False
+
+
+def unexplained_lazy_imports(project: Project, root: Path) -> list[str]:
+    """Rule (d): own-module imports sit at the top of the file; one inside a function says why (start-up time,
+    an optional extra) in a comment, so whoever reads it knows not to hoist it."""
+    out = []
+    for name, rel in project.modules.items():
+        if room_of(name) == "tests":
+            continue
+        text = (root / rel).read_text(encoding="utf-8")
+        lines = text.splitlines()
+        functions = [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        imports = {n for f in functions for n in ast.walk(f) if isinstance(n, ast.Import | ast.ImportFrom)}
+        import_lines = {i for n in imports for i in range(n.lineno, (n.end_lineno or n.lineno) + 1)}
+        for node in sorted(imports, key=lambda n: n.lineno):
+            own = [t for t in _targets(node, name, rel.name == "__init__.py", project.modules) if is_own(t)]
+            if own and not _explained(lines, import_lines, node):
+                out.append(f"{rel.as_posix()}:{node.lineno}: {name} imports {own[0]} inside a function with no "
+                           f"comment; rule: own-module imports sit at the top of the file. Fix: move it to the top, "
+                           f"or say why it is lazy in a comment on it (`# start-up time: torch`, an optional extra).")
+    return out
+
+
+LONG_FUNCTION = 80  # lines, decorators excluded
+
+
+def unexplained_long_functions(project: Project, root: Path) -> list[str]:
+    """Rule (d): small, named things. A function over LONG_FUNCTION lines says why in its docstring (its word
+    `long`, or how many lines), e.g. a transcription read line by line beside another implementation, or a hot loop
+    where each call costs."""
+    out = []
+    for name, rel in project.modules.items():
+        if room_of(name) == "tests":
+            continue
+        for node in ast.walk(ast.parse((root / rel).read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            doc = (ast.get_docstring(node) or "").lower()
+            if length > LONG_FUNCTION and "long" not in doc and " lines" not in doc:
+                out.append(f"{rel.as_posix()}:{node.lineno}: {node.name} is {length} lines; rule: no function over "
+                           f"{LONG_FUNCTION} lines without a reason in its docstring. Fix: split it where its steps "
+                           f"part, or say in its docstring why it stays long.")
+    return out
+
+
 def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     """Tarjan's algorithm, iterative (no recursion limit); returns components of more than one module."""
     index: dict[str, int] = {}
@@ -407,6 +466,14 @@ def test_nothing_outside_tests_imports_tests() -> None:
     _fail_if(product_imports_of_tests(PROJECT), "product imports of tests/")
 
 
+def test_lazy_own_imports_say_why() -> None:
+    _fail_if(unexplained_lazy_imports(PROJECT, ROOT), "unexplained function-level imports of our own modules")
+
+
+def test_long_functions_say_why() -> None:
+    _fail_if(unexplained_long_functions(PROJECT, ROOT), "functions over 80 lines with no reason in their docstring")
+
+
 def test_consensus_arithmetic_is_integer() -> None:
     _fail_if(pure_arithmetic_violations(PROJECT, ROOT), "non-integer arithmetic in protocol/")
 
@@ -445,6 +512,9 @@ def test_checker_passes_a_clean_tree_and_resolves_imports(tmp_path: Path) -> Non
     assert ("protocol.state.transition", "protocol.codec") in targets, "relative `from ..module import *`"
     assert ("node.daemon", "protocol.state.transition") in targets, "`from pkg import module` is the module"
     assert layering_violations(project) == [] and cycles(project) == [] and product_imports_of_tests(project) == []
+    assert unexplained_lazy_imports(project, tmp_path) == []
+    long_but_said = "def f():\n    \"\"\"Long on purpose: a transcription.\"\"\"\n" + "    x = 1\n" * 90
+    assert unexplained_long_functions(_tree(tmp_path, {"node/long.py": long_but_said}), tmp_path) == []
 
 
 def test_checker_catches_an_upward_import_a_cycle_and_a_tests_import(tmp_path: Path) -> None:
@@ -456,8 +526,12 @@ def test_checker_catches_an_upward_import_a_cycle_and_a_tests_import(tmp_path: P
         "protocol/consensus/dag.py": "import time\nfrom protocol.state import data\nx = 1 / 2\n",
         "node/daemon.py": "import subnets.miner\n",
         "node/api.py": "from node.daemon import Node\n",
+        "node/cli.py": "def a():\n    import trio  # start-up time\n\n    from node import api\n\n"  # explained
+                       "def b():\n    try:  # an optional extra\n        from node import api\n"  # explained
+                       "    except ImportError:\n        pass\n\n"
+                       "def c():\n    \"\"\"Doc.\"\"\"\n    from node import api\n",  # not explained
         "subnets/__init__.py": "",
-        "subnets/miner.py": "",
+        "subnets/miner.py": "def run():\n" + "    x = 1\n" * 81,
         "bench/__init__.py": "",
         "bench/b.py": "from tests import helpers\n",
     })  # fmt: skip
@@ -475,6 +549,11 @@ def test_checker_catches_an_upward_import_a_cycle_and_a_tests_import(tmp_path: P
     assert "protocol/state/transition.py:1 imports protocol.state.data" in cycle
     (tests_import,) = product_imports_of_tests(project)
     assert tests_import.startswith("bench/b.py:1: bench.b imports tests.helpers; rule: nothing outside tests/")
+    (long_function,) = unexplained_long_functions(project, tmp_path)
+    assert long_function.startswith("subnets/miner.py:1: run is 82 lines; rule: no function over 80 lines")
+    lazy = [line.split(";")[0] for line in unexplained_lazy_imports(project, tmp_path)]
+    assert lazy == ["node/cli.py:14: node.cli imports node.api inside a function with no comment",
+                    "protocol/codec.py:4: protocol.codec imports node.daemon inside a function with no comment"]
     (division,) = pure_arithmetic_violations(project, tmp_path)
     assert division.startswith("protocol/consensus/dag.py:3: true division")
 
