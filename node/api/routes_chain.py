@@ -5,8 +5,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from node.api.params import error, param_hex, param_int
+from node.api.params import ApiError, error, param_hex, param_int
 from node.api.view import ApiContext
+from node.chain import Chain
+from node.storage import CommitRecord
 from protocol import crypto
 from protocol.consensus.core import vertex_from_bytes
 from protocol.messages import Commit
@@ -35,13 +37,17 @@ async def commits(api: ApiContext, request: Request) -> Response:
     return JSONResponse(out)
 
 
-async def commit_at(api: ApiContext, request: Request) -> Response:
-    chain = api.node.chain
+def record_at(chain: Chain, request: Request) -> CommitRecord:
+    """The stored commit at the path's `height` (400 if not an integer, 404 past the head)."""
     h = param_int(request, "height")
     recs = chain.store.commits(h, h) if h <= chain.height else []  # SQLite integers stop at 2**63 - 1
     if not recs:
-        return error(404, f"no commit at height {h} (head is {chain.height})")
-    rec = recs[0]
+        raise ApiError(404, f"no commit at height {h} (head is {chain.height})")
+    return recs[0]
+
+
+async def commit_at(api: ApiContext, request: Request) -> Response:
+    rec = record_at(api.node.chain, request)
     c = Commit.from_bytes(rec.data)
     return JSONResponse(
         {

@@ -1,17 +1,36 @@
-"""`tensornet chain supply`: audit a running node's supply from outside (spec/economics.md §7)."""
+"""`tensornet chain ...`: audit a running node from outside. `supply` recomputes its conservation identity
+(spec/economics.md §7); `balance`, `stake` and `neuron` read one state key, and with `--verify` believe it only
+with a proof to a state root that over 2/3 of the trusted committee's stake signed (spec/state-tree.md §7)."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from node.cli.app import JsonOption, NodeOption, emit
 from node.cli.submit import fetch
 from node.errors import CliError
+from protocol import codec
+from protocol.crypto import parse_address
+from protocol.economics.emission import decimal_tokens
+from protocol.errors import ProtocolError
+from protocol.state import keys
+from protocol.state.genesis import load_genesis
 from protocol.state.supply import Supply
 
-chain_app = typer.Typer(help="Audit the chain: where every issued unit is.", no_args_is_help=True)
+chain_app = typer.Typer(help="Audit the chain: supply, and single state values checked against signed roots.",
+                        no_args_is_help=True)
+
+VerifyOption = Annotated[bool, typer.Option(
+    "--verify", help="Trust nothing the node says: check the value's proof against a state root signed by over 2/3 "
+    "of the trusted committee's stake (the --genesis committee).")]
+GenesisOption = Annotated[Path | None, typer.Option(
+    "--genesis", help="Genesis file whose chain id and committee --verify trusts (default $TENSORNET_GENESIS).",
+    show_default=False)]
 
 
 def register(app: typer.Typer) -> None:
@@ -47,3 +66,99 @@ def supply(node: NodeOption = None, as_json: JsonOption = False) -> None:
     names = ("issued", "balances", "stake", "escrow", "deposits", "pending", "burned", "fees_burned", "held")
     rows = [{"": k, "tokens": obj["tokens"][k], "units": obj[k]} for k in names]
     emit(rows, False, title=f"supply at height {obj['height']}: {obj['identity']} (balanced)")
+
+
+def _decoded(value: bytes | None) -> Any:
+    """A state value as the state encodes it (canonical CBOR), or its hex if it is not."""
+    if value is None:
+        return None
+    try:
+        return codec.decode(value)
+    except ProtocolError:
+        return value.hex()
+
+
+def _lookup(node: str | None, key: bytes, verify: bool, genesis: Path | None) -> dict[str, Any]:
+    """`key`'s value, from the node's word or (`verify`) checked against a certified root."""
+    if not verify:
+        ans = fetch(node, f"/proof/{key.hex()}")
+        try:
+            value = None if ans["value"] is None else bytes.fromhex(ans["value"])
+            return {"key": key.hex(), "value": _decoded(value), "height": int(ans["height"]), "root": str(ans["root"]),
+                    "verified": False}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CliError(f"the node's /proof answer lacks or garbles {exc}") from None
+    path = genesis or os.environ.get("TENSORNET_GENESIS")
+    if not path:
+        raise CliError("--verify needs the committee to trust: pass --genesis FILE or set $TENSORNET_GENESIS")
+    g = load_genesis(str(path))
+    committee: dict[bytes, int] = {}
+    for c in g.committee:
+        committee[c.hotkey] = committee.get(c.hotkey, 0) + c.stake
+    from node.client.api_client import NodeClient  # start-up time: httpx
+
+    with NodeClient(node) as client:
+        try:
+            value, cert = client.verified(key, g.chain_id, committee)
+        except ProtocolError as exc:  # ProofError, CertificateError: the node's answer does not check out
+            raise CliError(f"verification failed, do not trust this node's answer: {exc}") from None
+    return {"key": key.hex(), "value": _decoded(value), "height": cert.height, "root": cert.root.hex(),
+            "verified": True, "certified_stake": cert.stake, "trusted_stake": cert.total}
+
+
+def _report(what: str, result: dict[str, Any], as_json: bool, shown: str) -> None:
+    if as_json:
+        emit(result, True)
+        return
+    typer.echo(f"{what}: {shown}")
+    if result["verified"]:
+        typer.echo(f"verified against root {result['root']} at height {result['height']} certified by "
+                   f"{result['certified_stake']} of {result['trusted_stake']} stake")
+    else:
+        typer.echo(f"at height {result['height']}, root {result['root']} (the node's word: --verify to check it)")
+
+
+def _units(result: dict[str, Any]) -> int:
+    """An amount's value: absent is 0; anything but an integer is a node we cannot read."""
+    v = result["value"]
+    if v is None:
+        return 0
+    if type(v) is not int:
+        raise CliError(f"the state value at key {result['key']} is not an amount: {v!r}")
+    return v
+
+
+@chain_app.command("balance")
+def balance(address: Annotated[str, typer.Argument(help="Account address (tn... or 64 hex).")],
+            node: NodeOption = None, verify: VerifyOption = False, genesis: GenesisOption = None,
+            as_json: JsonOption = False) -> None:
+    """An account's free balance."""
+    result = _lookup(node, keys.account(parse_address(address)), verify, genesis)
+    result["value"] = units = _units(result)
+    _report("balance", result, as_json, f"{decimal_tokens(units)} ({units} units)")
+
+
+@chain_app.command("stake")
+def stake(address: Annotated[str, typer.Argument(help="The staking coldkey's address.")],
+          hotkey_address: Annotated[str, typer.Option("--hotkey-address", help="The staked-on hotkey's address.")],
+          node: NodeOption = None, verify: VerifyOption = False, genesis: GenesisOption = None,
+          as_json: JsonOption = False) -> None:
+    """The stake a coldkey holds on a hotkey."""
+    result = _lookup(node, keys.stake(parse_address(hotkey_address), parse_address(address)), verify, genesis)
+    result["value"] = units = _units(result)
+    _report("stake", result, as_json, f"{decimal_tokens(units)} ({units} units)")
+
+
+@chain_app.command("neuron")
+def neuron(netuid: Annotated[int, typer.Argument(min=0, help="Subnet id.")],
+           uid: Annotated[int, typer.Option("--uid", min=0, help="The neuron's uid on the subnet.")],
+           node: NodeOption = None, verify: VerifyOption = False, genesis: GenesisOption = None,
+           as_json: JsonOption = False) -> None:
+    """A neuron's record as the state holds it (spec/state.md §9), or none."""
+    try:
+        key = keys.neuron(netuid, uid)
+    except ProtocolError as exc:
+        raise CliError(str(exc)) from None
+    result = _lookup(node, key, verify, genesis)
+    shown = json.dumps(result["value"], default=bytes.hex)  # the record's fields in order (spec/state.md §9)
+    _report("neuron", result, as_json, "none" if result["value"] is None else shown)

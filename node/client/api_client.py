@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from protocol import crypto
 from protocol.crypto import Keypair
 from protocol.economics.emission import decimal_tokens
 from protocol.economics.fees import tx_fee
+from protocol.lightclient import CertificateError, Certified, verify_value
 from protocol.messages import SignedTransaction, Transaction
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
@@ -136,6 +137,35 @@ class NodeClient:
 
     def escrows_of(self, public: bytes) -> list[dict[str, Any]]:
         return self.get(f"/accounts/{crypto.address(public)}/escrows")
+
+    def verified(
+        self, key: bytes, chain_id: str, committee: Mapping[bytes, int], timeout: float = 10.0
+    ) -> tuple[bytes | None, Certified]:
+        """`key`'s value (None: absent) in the node's latest committed state, trusting nothing the node says: the
+        proof must lead to the root, and stake of `committee` (the caller's trusted keys -> stake) over its quorum
+        must have signed that root on `chain_id` (protocol/lightclient.py). The votes come a round or two after
+        the commit, so this polls GET /certificate for up to `timeout`; raises ProofError, CertificateError or
+        ApiError."""
+        ans = self.get(f"/proof/{key.hex()}")
+        try:
+            height, digest, root = int(ans["height"]), bytes.fromhex(ans["commit_digest"]), bytes.fromhex(ans["root"])
+            value = None if ans["value"] is None else bytes.fromhex(ans["value"])
+            proof = bytes.fromhex(ans["proof"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(f"the node's /proof answer lacks or garbles {exc}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            cert = self.get(f"/certificate/{height}")
+            try:
+                headers = [(bytes.fromhex(x["signer"]), bytes.fromhex(x["header"])) for x in cert["headers"]]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ApiError(f"the node's /certificate answer lacks or garbles {exc}") from None
+            try:
+                return value, verify_value(chain_id, committee, height, digest, root, key, value, proof, headers)
+            except CertificateError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
     def quote(self, keypair: Keypair, call: Any, nonce: int | None = None, tip: int = 0) -> Quote:
         """The unsigned transaction and the fee it will burn, from the chain's fee parameters (/status)."""

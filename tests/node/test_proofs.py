@@ -7,21 +7,30 @@ client what it needs to check a value without trusting the node (protocol/lightc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trio
+from typer.testing import CliRunner
 
 from node.api.app import build_app
 from node.chain import Chain
+from node.cli.app import build_app as build_cli
 from node.metrics import NodeMetrics
+from protocol import crypto, proof
 from protocol.crypto import Keypair
-from protocol.lightclient import vote_digest
+from protocol.economics.emission import decimal_tokens
+from protocol.lightclient import CertificateError, check_certificate, verify_value, vote_digest
 from protocol.messages import SignedBlock, SignedTransaction, Transaction, Transfer
-from protocol.state.genesis import Genesis
+from protocol.proof import Proof, ProofError
+from protocol.state import keys
+from protocol.state.genesis import Genesis, build_genesis
 from tests.node.test_chain import FakeClock, make_network, step
 
 UNIT = 10**9
@@ -111,3 +120,198 @@ def test_a_restarted_node_votes_again(tmp_path: Path) -> None:
     assert kps[0].public in signers and len(signers) == 4
     for c in chains:
         c.close()
+
+
+# --- the routes -----------------------------------------------------------------------------------------
+
+
+def keys_of_every_family(net: Net) -> dict[bytes, bool]:
+    """One key per family -> whether the chain holds a record there."""
+    v = net.keys[0].public
+    owner = net.genesis.committee[0].coldkey
+    return {
+        keys.global_("height"): True,
+        keys.account(net.alice.public): True,
+        keys.nonce(net.alice.public): True,
+        keys.stake(v, owner): True,
+        keys.hotkey(v): True,
+        keys.subnet(7): False,
+        keys.neuron(7, 0): False,
+        keys.escrow(0): False,
+        keys.proposal(0): False,
+        keys.lifecycle(0): False,
+    }
+
+
+async def test_proof_round_trip_per_key_type(net: Net) -> None:
+    chain = net.chains[0]
+    answers = {key: (await get(net, f"/proof/{key.hex()}")).json() for key in keys_of_every_family(net)}
+    net.step(3)
+    for key, present in keys_of_every_family(net).items():
+        a = answers[key]
+        assert a["key"] == key.hex() and (a["value"] is not None) == present, keys.parse(key)
+        rec = chain.store.commits(a["height"], a["height"])[0]
+        assert a["root"] == rec.state_root.hex() and a["commit_digest"] == rec.digest.hex()
+        cert = (await get(net, f"/certificate/{a['height']}")).json()
+        assert cert["state_root"] == a["root"] and cert["chain_id"] == "test-chain"
+        value = None if a["value"] is None else bytes.fromhex(a["value"])
+        c = verify_value("test-chain", net.committee, a["height"], bytes.fromhex(a["commit_digest"]),
+                         bytes.fromhex(a["root"]), key, value, bytes.fromhex(a["proof"]), certificate_of(cert))
+        assert c.stake == c.total == sum(net.committee.values())
+    alice = answers[keys.account(net.alice.public)]
+    balance = chain.state.balances[net.alice.public]
+    assert 42 * UNIT < balance < 43 * UNIT  # 50 - 7 tokens, less the fee
+    assert bytes.fromhex(alice["value"]) == b"\x1b" + balance.to_bytes(8, "big")  # CBOR u64
+
+
+async def test_tampered_proof_and_wrong_root_rejected(net: Net) -> None:
+    key = keys.account(net.alice.public)
+    a = (await get(net, f"/proof/{key.hex()}")).json()
+    root, value, raw = bytes.fromhex(a["root"]), bytes.fromhex(a["value"]), bytearray.fromhex(a["proof"])
+    proof.verify(root, key, value, Proof.from_bytes(bytes(raw)))
+    raw[-1] ^= 0x80
+    with pytest.raises(ProofError, match="does not lead to the root"):
+        proof.verify(root, key, value, Proof.from_bytes(bytes(raw)))
+    earlier = net.chains[0].store.commits(1, 1)[0].state_root  # a real root, but not this state's
+    with pytest.raises(ProofError, match="does not lead to the root"):
+        proof.verify(earlier, key, value, Proof.from_bytes(bytes.fromhex(a["proof"])))
+
+
+async def test_certificate_of_an_unexecuted_root_is_insufficient(net: Net) -> None:
+    net.step(3)
+    cert = (await get(net, "/certificate/2")).json()
+    headers = certificate_of(cert)
+    digest, root = bytes.fromhex(cert["commit_digest"]), bytes.fromhex(cert["state_root"])
+    assert check_certificate("test-chain", net.committee, 2, digest, root, headers).stake == 4000 * UNIT
+    with pytest.raises(CertificateError, match=f"0 of {4000 * UNIT}"):  # the same votes, another root
+        check_certificate("test-chain", net.committee, 2, digest, bytes(32), headers)
+    with pytest.raises(CertificateError, match=f"{2000 * UNIT} of {4000 * UNIT}"):  # two of four signers
+        check_certificate("test-chain", net.committee, 2, digest, root, headers[:2])
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "match"),
+    [
+        ("/proof/zz", 400, "hex"),
+        ("/proof/" + "00" * 70, 400, "at most 130"),
+        ("/proof/0a" + "00" * 8, 400, "unknown key family 10"),
+        ("/proof/01" + "00" * 31, 400, "account key: 33 bytes, got 32"),
+        ("/proof/00", 400, "global key"),
+        ("/certificate/abc", 400, "height must be an integer"),
+        ("/certificate/18446744073709551615", 404, "no commit at height"),
+    ],
+)
+async def test_bad_keys_and_heights_are_typed_errors(net: Net, path: str, status: int, match: str) -> None:
+    r = await get(net, path)
+    assert r.status_code == status and match in r.json()["error"], r.json()
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+
+class StepTransport(httpx.BaseTransport):
+    """The real API app, in-process, for the CLI's sync client; the network moves one round per certificate asked
+    for (as a live network does while the client polls), and `tamper` may rewrite an answer as a lying node would."""
+
+    def __init__(self, net: Net, tamper: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        self.net, self.tamper = net, tamper
+        self.inner = httpx.ASGITransport(app=build_app(View(net.chains[0])), client=("127.0.0.1", 40000))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/certificate/"):
+            self.net.step(1)
+
+        async def go() -> httpx.Response:
+            resp = await self.inner.handle_async_request(request)
+            return httpx.Response(resp.status_code, headers=resp.headers, content=await resp.aread())
+
+        resp = trio.run(go)
+        if self.tamper is None or resp.status_code != 200:
+            return resp
+        return httpx.Response(200, json=self.tamper(request.url.path, resp.json()))
+
+
+def run_cli(net: Net, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str],
+            tamper: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+            genesis: Genesis | None = None) -> Any:
+    import node.client.api_client as nc
+
+    transport = StepTransport(net, tamper)
+    monkeypatch.setattr(nc.httpx, "Client", lambda *a, **kw: REAL_CLIENT(*a, **kw, transport=transport))
+    g = tmp_path / "genesis.json"
+    g.write_text((genesis or net.genesis).to_json())
+    return CliRunner().invoke(build_cli(), ["chain", *args, "--node", "http://n", "--genesis", str(g)])
+
+
+def test_chain_balance_verify(net: Net, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    addr = crypto.address(net.alice.public)
+    r = run_cli(net, monkeypatch, tmp_path, ["balance", addr, "--verify", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    balance = net.chains[0].state.balances[net.alice.public]
+    assert out["value"] == balance and out["verified"] is True
+    assert out["trusted_stake"] == 4000 * UNIT and out["certified_stake"] in (3000 * UNIT, 4000 * UNIT)  # >= Q
+    rec = net.chains[0].store.commits(out["height"], out["height"])[0]
+    assert out["root"] == rec.state_root.hex()
+    r = run_cli(net, monkeypatch, tmp_path, ["balance", addr, "--verify"])
+    assert r.exit_code == 0, r.output
+    assert f"balance: {decimal_tokens(balance)} ({balance} units)" in r.output
+    assert re.search(rf"verified against root [0-9a-f]{{64}} at height \d+ certified by [34]000000000000 of "
+                     rf"{4000 * UNIT} stake", r.output), r.output
+
+
+def test_chain_stake_and_neuron_verify(net: Net, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    member = net.genesis.committee[1]
+    args = ["stake", crypto.address(member.coldkey), "--hotkey-address", crypto.address(member.hotkey), "--verify",
+            "--json"]
+    r = run_cli(net, monkeypatch, tmp_path, args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["value"] == member.stake
+    r = run_cli(net, monkeypatch, tmp_path, ["neuron", "7", "--uid", "0", "--verify"])  # absent, and proven absent
+    assert r.exit_code == 0, r.output
+    assert "neuron: none" in r.output and "verified against root" in r.output
+
+
+def test_a_lying_node_is_caught(net: Net, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    addr = crypto.address(net.alice.public)
+
+    def richer(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if path.startswith("/proof/"):
+            body["value"] = (b"\x1b" + (10**6 * UNIT).to_bytes(8, "big")).hex()
+        return body
+
+    r = run_cli(net, monkeypatch, tmp_path, ["balance", addr, "--verify"], tamper=richer)
+    assert r.exit_code == 1 and "verification failed" in r.output and "does not match" in r.output, r.output
+    r = run_cli(net, monkeypatch, tmp_path, ["balance", addr], tamper=richer)  # unverified, it believes the node
+    assert r.exit_code == 0 and "1000000 (" in r.output and "--verify to check it" in r.output, r.output
+
+
+def test_a_committee_the_client_does_not_trust_certifies_nothing(
+    net: Net, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The node's own committee signed, but the client trusts other keys: it refuses, after its timeout."""
+    strangers = [Keypair(bytes([0x50 + i]) * 32) for i in range(4)]
+    other = build_genesis("test-chain", validators=[(k.public, 1000 * UNIT) for k in strangers],
+                          balances={net.alice.public: 50 * UNIT})
+    import node.client.api_client as nc
+
+    monkeypatch.setattr(nc.time, "monotonic", iter(range(0, 10**6, 5)).__next__)  # 5 s per look: a short wait
+    monkeypatch.setattr(nc.time, "sleep", lambda s: None)
+    r = run_cli(net, monkeypatch, tmp_path, ["balance", crypto.address(net.alice.public), "--verify"], genesis=other)
+    assert r.exit_code == 1, r.output
+    assert "verification failed" in r.output and f"0 of {4000 * UNIT} trusted stake" in r.output
+
+
+def test_verify_needs_a_trusted_committee(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TENSORNET_GENESIS", raising=False)
+    r = CliRunner().invoke(build_cli(), ["chain", "balance", crypto.address(net.alice.public), "--verify",
+                                         "--node", "http://n"])
+    assert r.exit_code == 1 and "--genesis" in r.output
+
+
+@pytest.mark.parametrize("verify", [[], ["--verify"]])
+def test_a_garbled_answer_is_one_clear_error(net: Net, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             verify: list[str]) -> None:
+    r = run_cli(net, monkeypatch, tmp_path, ["balance", crypto.address(net.alice.public), *verify],
+                tamper=lambda path, body: {"value": "zz"})
+    assert r.exit_code == 1 and "lacks or garbles" in r.output, r.output

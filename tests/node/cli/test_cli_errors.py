@@ -31,7 +31,7 @@ SAMPLES = {
     "to": ADDRESS, "hotkey_address": ADDRESS, "address": ADDRESS, "amount": "1", "max_burn": "1", "name": "x",
     "netuid": "1", "subnet": "1", "peer_id": "12D3KooWx", "multiaddr": "/ip4/127.0.0.1/tcp/1", "uids": "0",
     "values": "1", "salt": "00" * 16, "param": "max_subnets", "value": "5", "proposal": "1", "choice": "yes",
-    "escrow": "1", "target": "codec", "file": "/nonexistent/input", "names": "node0",
+    "escrow": "1", "target": "codec", "file": "/nonexistent/input", "names": "node0", "uid": "0",
 }  # fmt: skip
 
 
