@@ -8,15 +8,16 @@ a restart forgets them and a Byzantine author cannot grow it.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 
 from protocol.consensus.core import Vertex
 from protocol.lightclient import vote_digest
-from protocol.messages import CommitVote
+from protocol.messages import CommitVote, SignedBlock
 
 MAX_VOTES = 16  # per block: the wire's cap on Block.commit_votes
 WINDOW = 512  # heights kept below and above the head
+HEADERS = 4096  # signed headers kept decoded for GET /certificate (a block may be up to 4 MiB to decode)
 
 
 class VoteBook:
@@ -25,6 +26,7 @@ class VoteBook:
         self._own: deque[CommitVote] = deque(maxlen=MAX_VOTES)  # executed, not yet in one of our blocks
         # height -> signer key -> (vote digest, block digest)
         self._seen: dict[int, dict[bytes, tuple[bytes, bytes]]] = {}
+        self._headers: OrderedDict[bytes, bytes] = OrderedDict()  # block digest -> SignedHeader bytes
 
     def executed(self, index: int, commit_digest: bytes, state_root: bytes) -> None:
         """We applied commit `index`: vote for its root in our next block, and forget votes below the window."""
@@ -52,3 +54,21 @@ class VoteBook:
     def voters(self, index: int, vote: bytes) -> list[tuple[bytes, bytes]]:
         """(signer key, block digest) of each block seen voting `vote` for height `index`, in key order."""
         return sorted((k, block) for k, (d, block) in self._seen.get(index, {}).items() if d == vote)
+
+    def headers(self, index: int, vote: bytes, load: Callable[[bytes], bytes | None]) -> list[tuple[bytes, bytes]]:
+        """(signer key, SignedHeader bytes) of each block seen voting `vote` for `index`; `load` reads a stored block.
+
+        Each header is cut from its block once and cached (the last HEADERS), so clients polling a certificate do
+        not make the node decode whole blocks again on every request."""
+        out = []
+        for signer, block in self.voters(index, vote):
+            header = self._headers.get(block)
+            if header is None:
+                data = load(block)
+                if data is None:
+                    continue
+                header = self._headers[block] = SignedBlock.from_bytes(data).signed_header().to_bytes()
+                if len(self._headers) > HEADERS:
+                    self._headers.popitem(last=False)
+            out.append((signer, header))
+        return out

@@ -11,7 +11,6 @@ from node.api.routes_chain import record_at
 from node.api.view import ApiContext
 from protocol.errors import ProtocolError
 from protocol.lightclient import vote_digest
-from protocol.messages import SignedBlock
 from protocol.state import keys
 
 MAX_KEY_HEX = 2 * 65  # the longest typed key, a stake key (spec/state-tree.md §3)
@@ -56,12 +55,8 @@ async def certificate(api: ApiContext, request: Request) -> Response:
     chain = api.node.chain
     rec = record_at(chain, request)
     vote = vote_digest(rec.digest, rec.state_root)
-    headers = []
-    for signer, block in chain.votes.voters(rec.index, vote):
-        data = chain.store.get_block(block)
-        if data is not None:
-            header = SignedBlock.from_bytes(data).signed_header()
-            headers.append({"signer": signer.hex(), "header": header.to_bytes().hex()})
+    signed = chain.votes.headers(rec.index, vote, chain.store.get_block)
+    headers = [{"signer": k.hex(), "header": h.hex()} for k, h in signed]
     return JSONResponse({
         "chain_id": chain.chain_id,
         "height": rec.index,

@@ -122,6 +122,24 @@ def test_a_restarted_node_votes_again(tmp_path: Path) -> None:
         c.close()
 
 
+def test_headers_are_cut_from_their_blocks_once(net: Net) -> None:
+    """A client polling a certificate costs the node one block decode per header, not one per request."""
+    chain = net.chains[0]
+    net.step(3)
+    rec = chain.store.commits(2, 2)[0]
+    vote = vote_digest(rec.digest, rec.state_root)
+    loads: list[bytes] = []
+
+    def load(digest: bytes) -> bytes | None:
+        loads.append(digest)
+        return chain.store.get_block(digest)
+
+    first = chain.votes.headers(2, vote, load)
+    assert chain.votes.headers(2, vote, load) == first and len(first) == 4
+    assert sorted(loads) == sorted(block for _, block in chain.votes.voters(2, vote))  # each once
+    assert check_certificate("test-chain", net.committee, 2, rec.digest, rec.state_root, first).stake == 4000 * UNIT
+
+
 # --- the routes -----------------------------------------------------------------------------------------
 
 
