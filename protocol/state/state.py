@@ -111,6 +111,10 @@ class Tracked(dict[K, V]):
         out, self.dirty = self.dirty, set()
         return out
 
+    def __reduce__(self) -> tuple:
+        # pickle would set the items before the `dirty` slot exists; copy and pickle both rebuild through this
+        return _restored, (type(self), dict(self), self.dirty)
+
 
 class TrackedSet(set[K]):
     """A set that notes the elements added or removed since the last `drain` (see Tracked)."""
@@ -154,6 +158,16 @@ class TrackedSet(set[K]):
     def drain(self) -> set[K]:
         out, self.dirty = self.dirty, set()
         return out
+
+    def __reduce__(self) -> tuple:
+        return _restored, (type(self), set(self), self.dirty)
+
+
+def _restored(cls: type, items: Any, dirty: set) -> Any:
+    """A Tracked or TrackedSet with its items and its record of writes, as it was (copy, pickle)."""
+    out = cls(items)
+    out.dirty = set(dirty)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

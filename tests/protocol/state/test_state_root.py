@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -176,6 +177,9 @@ def test_load_rebuilds_the_same_tree_and_copies_are_independent():
     twin = copy.deepcopy(st)  # what the fuzz targets do
     twin.credit(A.public, 1)
     assert twin.root() != root and st.root() == root and twin.root() == twin.rebuild_root()
+    st.credit(B.public, 1)  # a write not yet under the root travels with a copy or a pickle
+    for other in (copy.deepcopy(st), pickle.loads(pickle.dumps(st))):
+        assert other.root() == st.root() == st.rebuild_root() != root
 
 
 def test_the_tree_keeps_only_the_current_version():
