@@ -28,3 +28,11 @@ def test_bench_state_prints_both_figures_per_size() -> None:
 def test_bench_state_refuses_a_bad_size() -> None:
     proc = _run("--json", "--accounts", "ten")
     assert proc.returncode == 2 and "--accounts is a comma-separated list" in proc.stderr
+
+
+def test_bench_state_with_state_times_the_real_root_beside_v1() -> None:
+    proc = _run("--json", "--state", "--accounts", "50", "--changes", "20", "--updates", "2", "--full-runs", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    for name in ("state_root_ms", "state_full_root_ms", "state_build_s", "root_update_ms"):
+        assert list(out[name]) == ["50"] and type(out[name]["50"]) is float and out[name]["50"] >= 0, out
