@@ -505,9 +505,10 @@ class Chain:
         )
         self._verified.difference_update(displaced)
         self._verified.add(digest)
-        self.has_txs = True
-        if self.on_tx is not None:
-            self.on_tx()
+        if not self.has_txs:  # the first since our last (empty) payload: wake a resting proposer, once
+            self.has_txs = True
+            if self.on_tx is not None:
+                self.on_tx()
         return digest
 
     def next_nonce(self, signer: bytes) -> int:

@@ -138,6 +138,7 @@ class Synchronizer:
         self.catching_up = False  # the last commit-range sync brought blocks: provably far behind
         self.commit_sync_blocks = 0  # blocks fetched through commit ranges (far-behind catch-up)
         self._last_sync_round: tuple[int, int] = (-1, -1)
+        self._round_since = 0.0  # when (epoch, round) last moved (trio clock)
 
     async def run(self) -> None:
         rng = random.Random()
@@ -162,9 +163,21 @@ class Synchronizer:
             else:
                 self.catching_up = False
             mark = (self.chain.epoch, self.chain.core.quorum_round)
-            if mark == self._last_sync_round or self._distance() > 2:
+            now = trio.current_time()
+            if mark != self._last_sync_round:
+                self._round_since = now
+            stalled = mark == self._last_sync_round and now - self._round_since >= self._patience()
+            if stalled or self._distance() > 2:
                 again = await self._probe_rounds(peers, rng)
             self._last_sync_round = mark
+
+    def _patience(self) -> float:
+        """Seconds an unmoved round is normal: none when busy, a rest and a leader timeout when the network rests
+        (spec/consensus.md §D.2a), so a resting node does not probe a peer five times per round."""
+        if self.chain.has_txs or self.chain.core.payload_pending():
+            return 0.0
+        params = self.chain.params
+        return (params.idle_interval_ms + params.leader_timeout_ms) / 1000
 
     def _distance(self) -> int:
         return sync_distance(self.chain, statuses_of(self._stack()))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.config import ConfigError, NodeConfig, load_config, write_config
+from node.sync import Synchronizer
 from node.testing.chains import ChainSimulation
 from node.testnet.gen import LOCAL_IDLE_INTERVAL_MS, generate
 from node.testnet.local import free_port_base
@@ -75,3 +76,19 @@ def test_local_testnets_rest_for_a_shorter_interval(tmp_path: Path) -> None:
     plans, _ = generate(tmp_path, hosts=["127.0.0.1"] * 2, chain_id="idle", p2p_base=base, api_base=base + 2)
     assert LOCAL_IDLE_INTERVAL_MS < NodeConfig().idle_interval_ms
     assert all(load_config(p.home).idle_interval_ms == LOCAL_IDLE_INTERVAL_MS for p in plans)
+
+
+def test_a_resting_node_waits_a_rest_before_probing_peers_for_rounds(tmp_path: Path) -> None:
+    """The synchronizer probes a peer when the round has not moved: while resting that is normal for a rest."""
+    sender = Keypair(b"\x44" * 32)
+    sim = ChainSimulation(tmp_path, [1, 1, 1, 1], seed=3, params=CoreParams(idle_interval_ms=IDLE_MS),
+                          balances={sender.public: 10 * UNIT})
+    try:
+        sim.run(3_000)
+        sync = Synchronizer(sim.nodes[0].chain, fetcher=None, stack=lambda: None)  # type: ignore[arg-type]
+        assert sync._patience() == (IDLE_MS + CoreParams().leader_timeout_ms) / 1000
+        tx = SignedTransaction.create(Transaction("sim", sender.public, 0, Transfer(sender.public, 1), 0), sender)
+        sim.nodes[0].chain.submit_tx(tx.to_bytes())
+        assert sync._patience() == 0  # busy: an unmoved round is a stall at once, as before resting existed
+    finally:
+        sim.close()
