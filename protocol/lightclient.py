@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from protocol import crypto
-from protocol.errors import ProtocolError
+from protocol import codec, crypto
+from protocol.errors import DecodeError, ProtocolError
 from protocol.messages import SignedHeader
 from protocol.proof import Proof, verify
 
@@ -80,6 +80,24 @@ def check_certificate(
             f"under the quorum of {quorum(total)}"
         )
     return Certified(height, root, stake, total)
+
+
+def epoch_committee(value: bytes) -> tuple[int, dict[bytes, int]]:
+    """(epoch, hotkey -> stake) of the committee in the `epoch` global record (spec/state.md §9): what a client
+    that verified that record under a certified root may trust next (spec/state-tree.md §7)."""
+    try:
+        record = codec.decode(value)
+        epoch, members = record[0], record[1]
+        committee: dict[bytes, int] = {}
+        for hotkey, stake, *_ in members:
+            if type(hotkey) is not bytes or len(hotkey) != 32 or type(stake) is not int or stake <= 0:
+                raise ValueError("a member is [32-byte hotkey, positive stake, ...]")
+            committee[hotkey] = committee.get(hotkey, 0) + stake
+        if type(epoch) is not int or not committee:
+            raise ValueError("the record is [epoch, [member...], ...] with at least one member")
+    except (DecodeError, TypeError, ValueError, IndexError, KeyError) as exc:
+        raise CertificateError(f"not an epoch record with a committee: {exc}") from None
+    return epoch, committee
 
 
 def verify_value(

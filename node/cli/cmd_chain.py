@@ -14,10 +14,11 @@ import typer
 from node.cli.app import JsonOption, NodeOption, emit
 from node.cli.submit import fetch
 from node.errors import CliError
-from protocol import codec
+from protocol import codec, crypto
 from protocol.crypto import parse_address
 from protocol.economics.emission import decimal_tokens
 from protocol.errors import ProtocolError
+from protocol.lightclient import epoch_committee
 from protocol.state import keys
 from protocol.state.genesis import load_genesis
 from protocol.state.supply import Supply
@@ -27,9 +28,13 @@ chain_app = typer.Typer(help="Audit the chain: supply, and single state values c
 
 VerifyOption = Annotated[bool, typer.Option(
     "--verify", help="Trust nothing the node says: check the value's proof against a state root signed by over 2/3 "
-    "of the trusted committee's stake (the --genesis committee).")]
+    "of the trusted committee's stake (--genesis or --committee).")]
 GenesisOption = Annotated[Path | None, typer.Option(
     "--genesis", help="Genesis file whose chain id and committee --verify trusts (default $TENSORNET_GENESIS).",
+    show_default=False)]
+Trust = tuple[str, dict[bytes, int]]  # the chain id and the committee (hotkey -> stake) that --verify trusts
+CommitteeOption = Annotated[Path | None, typer.Option(
+    "--committee", help="Trust this committee file (from `chain committee --verify --save`) instead of the genesis.",
     show_default=False)]
 
 
@@ -78,32 +83,48 @@ def _decoded(value: bytes | None) -> Any:
         return value.hex()
 
 
-def _lookup(node: str | None, key: bytes, verify: bool, genesis: Path | None) -> dict[str, Any]:
-    """`key`'s value, from the node's word or (`verify`) checked against a certified root."""
-    if not verify:
-        ans = fetch(node, f"/proof/{key.hex()}")
+def _trusted(genesis: Path | None, committee_file: Path | None) -> Trust:
+    """The chain id and committee (hotkey -> stake) that --verify trusts: a --committee file written by
+    `chain committee --verify --save`, else the --genesis committee."""
+    if committee_file is not None:
         try:
-            value = None if ans["value"] is None else bytes.fromhex(ans["value"])
-            return {"key": key.hex(), "value": _decoded(value), "height": int(ans["height"]), "root": str(ans["root"]),
-                    "verified": False}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CliError(f"the node's /proof answer lacks or garbles {exc}") from None
+            doc = json.loads(committee_file.read_text())
+            members = {parse_address(m["hotkey"]): int(m["stake"]) for m in doc["members"]}
+            return str(doc["chain_id"]), members
+        except (OSError, ValueError, KeyError, TypeError, ProtocolError) as exc:
+            raise CliError(f"cannot read committee file {committee_file}: {exc}") from None
     path = genesis or os.environ.get("TENSORNET_GENESIS")
     if not path:
-        raise CliError("--verify needs the committee to trust: pass --genesis FILE or set $TENSORNET_GENESIS")
+        raise CliError("--verify needs a committee to trust: pass --genesis FILE (or set $TENSORNET_GENESIS) or "
+                       "--committee FILE")
     g = load_genesis(str(path))
     committee: dict[bytes, int] = {}
     for c in g.committee:
         committee[c.hotkey] = committee.get(c.hotkey, 0) + c.stake
+    return g.chain_id, committee
+
+
+def _lookup(node: str | None, key: bytes, trust: Trust | None) -> tuple[dict[str, Any], bytes | None]:
+    """`key`'s value, decoded in the result and raw beside it: the node's word, or checked against a root that the
+    `trust` committee certified."""
+    if trust is None:
+        ans = fetch(node, f"/proof/{key.hex()}")
+        try:
+            value = None if ans["value"] is None else bytes.fromhex(ans["value"])
+            result = {"key": key.hex(), "value": _decoded(value), "height": int(ans["height"]),
+                      "root": str(ans["root"]), "verified": False}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CliError(f"the node's /proof answer lacks or garbles {exc}") from None
+        return result, value
     from node.client.api_client import NodeClient  # start-up time: httpx
 
     with NodeClient(node) as client:
         try:
-            value, cert = client.verified(key, g.chain_id, committee)
+            value, cert = client.verified(key, *trust)
         except ProtocolError as exc:  # ProofError, CertificateError: the node's answer does not check out
             raise CliError(f"verification failed, do not trust this node's answer: {exc}") from None
     return {"key": key.hex(), "value": _decoded(value), "height": cert.height, "root": cert.root.hex(),
-            "verified": True, "certified_stake": cert.stake, "trusted_stake": cert.total}
+            "verified": True, "certified_stake": cert.stake, "trusted_stake": cert.total}, value
 
 
 def _report(what: str, result: dict[str, Any], as_json: bool, shown: str) -> None:
@@ -131,9 +152,9 @@ def _units(result: dict[str, Any]) -> int:
 @chain_app.command("balance")
 def balance(address: Annotated[str, typer.Argument(help="Account address (tn... or 64 hex).")],
             node: NodeOption = None, verify: VerifyOption = False, genesis: GenesisOption = None,
-            as_json: JsonOption = False) -> None:
+            committee: CommitteeOption = None, as_json: JsonOption = False) -> None:
     """An account's free balance."""
-    result = _lookup(node, keys.account(parse_address(address)), verify, genesis)
+    result, _ = _lookup(node, keys.account(parse_address(address)), _trusted(genesis, committee) if verify else None)
     result["value"] = units = _units(result)
     _report("balance", result, as_json, f"{decimal_tokens(units)} ({units} units)")
 
@@ -142,9 +163,10 @@ def balance(address: Annotated[str, typer.Argument(help="Account address (tn... 
 def stake(address: Annotated[str, typer.Argument(help="The staking coldkey's address.")],
           hotkey_address: Annotated[str, typer.Option("--hotkey-address", help="The staked-on hotkey's address.")],
           node: NodeOption = None, verify: VerifyOption = False, genesis: GenesisOption = None,
-          as_json: JsonOption = False) -> None:
+          committee: CommitteeOption = None, as_json: JsonOption = False) -> None:
     """The stake a coldkey holds on a hotkey."""
-    result = _lookup(node, keys.stake(parse_address(hotkey_address), parse_address(address)), verify, genesis)
+    key = keys.stake(parse_address(hotkey_address), parse_address(address))
+    result, _ = _lookup(node, key, _trusted(genesis, committee) if verify else None)
     result["value"] = units = _units(result)
     _report("stake", result, as_json, f"{decimal_tokens(units)} ({units} units)")
 
@@ -153,12 +175,37 @@ def stake(address: Annotated[str, typer.Argument(help="The staking coldkey's add
 def neuron(netuid: Annotated[int, typer.Argument(min=0, help="Subnet id.")],
            uid: Annotated[int, typer.Option("--uid", min=0, help="The neuron's uid on the subnet.")],
            node: NodeOption = None, verify: VerifyOption = False, genesis: GenesisOption = None,
-           as_json: JsonOption = False) -> None:
+           committee: CommitteeOption = None, as_json: JsonOption = False) -> None:
     """A neuron's record as the state holds it (spec/state.md §9), or none."""
     try:
         key = keys.neuron(netuid, uid)
     except ProtocolError as exc:
         raise CliError(str(exc)) from None
-    result = _lookup(node, key, verify, genesis)
+    result, _ = _lookup(node, key, _trusted(genesis, committee) if verify else None)
     shown = json.dumps(result["value"], default=bytes.hex)  # the record's fields in order (spec/state.md §9)
     _report("neuron", result, as_json, "none" if result["value"] is None else shown)
+
+
+@chain_app.command("committee")
+def committee_cmd(node: NodeOption = None, verify: VerifyOption = False, genesis: GenesisOption = None,
+                  committee: CommitteeOption = None,
+                  save: Annotated[Path | None, typer.Option(
+                      "--save", help="With --verify: write the verified committee to FILE, to trust with --committee "
+                      "once the genesis committee has moved on.", show_default=False)] = None,
+                  as_json: JsonOption = False) -> None:
+    """The current epoch's consensus committee (the state's `epoch` record, spec/state.md §9)."""
+    if save is not None and not verify:
+        raise CliError("--save writes only a committee this command verified: add --verify")
+    trust = _trusted(genesis, committee) if verify else None
+    result, raw = _lookup(node, keys.global_("epoch"), trust)
+    try:
+        epoch, members = epoch_committee(raw or b"")
+    except ProtocolError as exc:
+        raise CliError(f"the state's epoch record at height {result['height']}: {exc}") from None
+    rows = [{"hotkey": crypto.address(k), "stake": v} for k, v in members.items()]
+    result["value"] = {"epoch": epoch, "members": rows}
+    if save is not None and trust is not None:
+        doc = {"chain_id": trust[0], "height": result["height"], "root": result["root"], **result["value"]}
+        save.write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [f"{m['hotkey']} {decimal_tokens(m['stake'])}" for m in result["value"]["members"]]
+    _report("committee", result, as_json, f"epoch {epoch}, {len(members)} members\n" + "\n".join(lines))

@@ -320,6 +320,37 @@ def test_a_committee_the_client_does_not_trust_certifies_nothing(
     assert "verification failed" in r.output and f"0 of {4000 * UNIT} trusted stake" in r.output
 
 
+def test_trust_moves_forward_through_a_verified_committee(
+    net: Net, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`chain committee --verify --save F` writes the committee the state holds, checked; `--committee F` trusts it."""
+    saved = tmp_path / "committee.json"
+    r = run_cli(net, monkeypatch, tmp_path, ["committee", "--verify", "--save", str(saved), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    doc = json.loads(saved.read_text())
+    assert out["verified"] is True and doc["chain_id"] == "test-chain" and doc["epoch"] == out["value"]["epoch"] == 0
+    assert {crypto.parse_address(m["hotkey"]): m["stake"] for m in doc["members"]} == {
+        m.hotkey: m.stake for m in net.chains[0].state.epoch_committee}
+    r = run_cli(net, monkeypatch, tmp_path, ["balance", crypto.address(net.alice.public), "--verify", "--committee",
+                                             str(saved)])
+    assert r.exit_code == 0 and "verified against root" in r.output, r.output
+    r = run_cli(net, monkeypatch, tmp_path, ["committee", "--save", str(saved)])
+    assert r.exit_code == 1 and "add --verify" in r.output
+    doc["members"] = [{"hotkey": crypto.address(bytes([0x60 + i]) * 32), "stake": 1} for i in range(4)]
+    saved.write_text(json.dumps(doc))
+    import node.client.api_client as nc
+
+    monkeypatch.setattr(nc.time, "monotonic", iter(range(0, 10**6, 5)).__next__)
+    monkeypatch.setattr(nc.time, "sleep", lambda s: None)
+    r = run_cli(net, monkeypatch, tmp_path, ["balance", crypto.address(net.alice.public), "--verify", "--committee",
+                                             str(saved)])
+    assert r.exit_code == 1 and "0 of 4 trusted stake" in r.output, r.output
+    saved.write_text("{}")
+    r = run_cli(net, monkeypatch, tmp_path, ["committee", "--verify", "--committee", str(saved)])
+    assert r.exit_code == 1 and "cannot read committee file" in r.output, r.output
+
+
 def test_verify_needs_a_trusted_committee(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TENSORNET_GENESIS", raising=False)
     r = CliRunner().invoke(build_cli(), ["chain", "balance", crypto.address(net.alice.public), "--verify",

@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from protocol import codec
 from protocol.crypto import Keypair
-from protocol.lightclient import CertificateError, check_certificate, quorum, verify_value, vote_digest
+from protocol.lightclient import (
+    CertificateError,
+    check_certificate,
+    epoch_committee,
+    quorum,
+    verify_value,
+    vote_digest,
+)
 from protocol.messages import Block, CommitVote, SignedBlock
 from protocol.proof import Proof, ProofError
 from protocol.state import keys
@@ -149,3 +157,14 @@ def test_lightclient_imports_only_protocol_base():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_epoch_committee_reads_the_epoch_record():
+    member = [KEYS[0].public, 70, "12D3KooW", ["/ip4/127.0.0.1/tcp/1"]]
+    record = [3, [member, [KEYS[1].public, 30, "p", []]], [], bytes(32), 100, bytes(32)]
+    assert epoch_committee(codec.encode(record)) == (3, {KEYS[0].public: 70, KEYS[1].public: 30})
+    for bad in ([3, []], [3, [[b"short", 1, "p", []]]], [3, [[KEYS[0].public, 0, "p", []]]], ["3", [member]], 7, [3]):
+        with pytest.raises(CertificateError, match="not an epoch record"):
+            epoch_committee(codec.encode(bad))
+    with pytest.raises(CertificateError, match="not an epoch record"):
+        epoch_committee(b"\xff")
