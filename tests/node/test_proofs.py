@@ -140,6 +140,24 @@ def test_headers_are_cut_from_their_blocks_once(net: Net) -> None:
     assert check_certificate("test-chain", net.committee, 2, rec.digest, rec.state_root, first).stake == 4000 * UNIT
 
 
+def test_every_commit_is_certified_across_epoch_switches(tmp_path: Path) -> None:
+    """The closing commit of an epoch is voted for in the next epoch's blocks, under the same keys."""
+    kps = [Keypair(bytes([i + 1]) * 32) for i in range(4)]
+    genesis = build_genesis("test-chain", validators=[(k.public, 1000 * UNIT) for k in kps], epoch_rounds=8)
+    clock = FakeClock()
+    chains = [Chain(tmp_path / f"n{i}", genesis, keypair=kps[i], clock=clock) for i in range(4)]
+    step(chains, clock, 40)
+    chain = chains[0]
+    assert chain.epoch >= 2
+    committee = {k.public: 1000 * UNIT for k in kps}
+    for rec in chain.store.commits(1, chain.height - 3):
+        headers = chain.votes.headers(rec.index, vote_digest(rec.digest, rec.state_root), chain.store.get_block)
+        cert = check_certificate("test-chain", committee, rec.index, rec.digest, rec.state_root, headers)
+        assert cert.stake == 4000 * UNIT, rec.index
+    for c in chains:
+        c.close()
+
+
 # --- the routes -----------------------------------------------------------------------------------------
 
 
