@@ -148,7 +148,11 @@ class Proposal:
         elif choice == ABSTAIN:
             self.abstain += amount
 
-    def to_obj(self) -> list:
+    def snapshot_obj(self) -> list:
+        return [[c, h, v] for (c, h), v in sorted(self.snapshot.items())]
+
+    def to_obj(self, snapshot_digest: bytes | None = None) -> list:
+        """The encoded proposal; the state root's record gives the positions' digest instead (spec/state.md §9.1)."""
         return [
             self.pid,
             self.proposer,
@@ -157,7 +161,7 @@ class Proposal:
             self.memo,
             [self.created_at, self.voting_ends, self.executes_at],
             [self.deposit, self.quorum_bps, self.threshold_bps, self.snapshot_total],
-            [[c, h, v] for (c, h), v in sorted(self.snapshot.items())],
+            self.snapshot_obj() if snapshot_digest is None else snapshot_digest,
             [[k, *v] for k, v in sorted(self.votes.items())],
             [self.yes, self.no, self.abstain, self.voters],
             self.status,

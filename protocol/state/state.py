@@ -40,7 +40,7 @@ from protocol.proof import Proof
 from protocol.state import keys
 from protocol.state.escrow import Escrows
 from protocol.state.genesis import Endpoint, Genesis
-from protocol.state.governance import Governance
+from protocol.state.governance import Governance, Proposal
 from protocol.state.keys import Family
 from protocol.state.lifecycle import Lifecycle, immune_until
 from protocol.state.supply import Supply
@@ -474,6 +474,9 @@ class State:
         self._seen_globals: dict[str, tuple] = {}  # name -> the values its record was last encoded from
         self._seen_neurons: dict[int, int] = {}  # netuid -> neuron count under the root
         self._seen_history = 0  # deregistration records under the root
+        # pid -> (the proposal's snapshot dict, the digest of its encoding): a snapshot is replaced, never changed
+        # in place (taken at propose, emptied at the tally), so a vote does not re-encode every stake position
+        self._snapshot_digests: dict[int, tuple[dict, bytes]] = {}
 
     # --- construction ---------------------------------------------------------------------------------
 
@@ -741,8 +744,12 @@ class State:
         yield from (keys.lifecycle(i) for i in range(len(self.lifecycle.history)))
 
     def rebuild_root(self) -> bytes:
-        """The root of a tree built from nothing from the whole state (O(n)): what root() must equal."""
-        return Tree(MemoryStore()).update({k: self.value_of(k) for k in self.all_keys()})
+        """The root of a tree built from nothing from the whole state (O(n)), with no cache: what root() must equal."""
+        cached, self._snapshot_digests = self._snapshot_digests, {}
+        try:
+            return Tree(MemoryStore()).update({k: self.value_of(k) for k in self.all_keys()})
+        finally:
+            self._snapshot_digests = cached
 
     def changed_escrow(self, escrow_id: int) -> None:
         """An open escrow changed in place (a claim): its key is re-encoded at the next root."""
@@ -780,9 +787,21 @@ class State:
             return None if e is None else e.to_obj()
         if family is Family.PROPOSAL:
             p = self.governance.proposals.get(f[0])
-            return None if p is None else p.to_obj()
+            return None if p is None else p.to_obj(self._snapshot_digest(p))
         hist = self.lifecycle.history
         return hist[f[0]].to_obj() if f[0] < len(hist) else None
+
+    def _snapshot_digest(self, p: Proposal) -> bytes:
+        """BLAKE2b-256 of the encoded stake positions of a proposal, computed once per snapshot."""
+        cached = self._snapshot_digests.get(p.pid)
+        if cached is not None and cached[0] is p.snapshot:
+            return cached[1]
+        digest = crypto.digest(codec.encode(p.snapshot_obj()))
+        if p.snapshot:
+            self._snapshot_digests[p.pid] = (p.snapshot, digest)
+        else:
+            self._snapshot_digests.pop(p.pid, None)
+        return digest
 
     def _global(self, name: str) -> Any:
         """A chain-wide record by name (GLOBALS), or None for a name that holds none."""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from protocol import codec, proof
+from protocol import codec, crypto, proof
 from protocol.economics.emission import UNIT
 from protocol.messages import AddStake, OpenEscrow, Propose, Register, ServeAxon, SetWeights, Transfer
 from protocol.proof import Proof, ProofError
@@ -73,6 +73,11 @@ def test_values_are_the_records_canonical_cbor():
     assert codec.decode(st.value_of(keys.global_("height"))) == st.height
     assert codec.decode(st.value_of(keys.global_("supply"))) == [st.issued, st.burned, st.fees_burned]
     assert st.value_of(keys.neuron(1, 1)) is None and st.value_of(keys.global_("nothing")) is None
+    prop = codec.decode(st.value_of(keys.proposal(1)))  # the stake snapshot stands as its digest
+    snapshot = [[c, h, a] for (c, h), a in sorted(st.stakes.items())]
+    assert prop[7] == crypto.digest(codec.encode(snapshot)) and len(snapshot) == 2
+    st.governance.proposals[1].snapshot = {}  # what the tally does
+    assert codec.decode(st.value_of(keys.proposal(1)))[7] == crypto.digest(codec.encode([]))
 
 
 VAL_EP = Endpoint("12D3KooWAbc", ("/ip4/127.0.0.1/tcp/4001",))
