@@ -40,11 +40,16 @@ RATE_SHIFT = 20  # fee-per-byte keys are fee * 2^20 // size: exact enough to ord
 FALLBACK_ROUNDS = 10
 
 
+def owner_hash(signer: bytes) -> int:
+    """The signer's place on the committee ring (`tx_owner`), computed once per admission."""
+    return int.from_bytes(crypto.digest(signer)[:8], "big")
+
+
 def tx_owner(signer: bytes, size: int) -> int:
     """The committee index that proposes the signer's transactions: by signer, not by transaction, so a
     sender's nonces go into one proposer's blocks in order (split over two blocks of one commit they could
     be linearised out of order and fail); a hash, so a key says nothing about where it lands."""
-    return int.from_bytes(crypto.digest(signer)[:8], "big") % size
+    return owner_hash(signer) % size
 
 
 def may_propose(owner: int, own_index: int, size: int, waited: int, fallback_after: int = FALLBACK_ROUNDS) -> bool:
@@ -97,6 +102,7 @@ class _Entry:
     seq: int  # arrival order
     rate: int  # fee per byte in 1/2^20 units: an int key compares ~10x faster than a Fraction
     since: int = 0  # round at admission: how long it has waited decides who may propose it
+    ring: int = 0  # owner_hash(sender): its owner is ring % committee size
     inflight_round: int | None = None
 
 
@@ -212,7 +218,7 @@ class Mempool:
             self._drop(old)
             self.replaced += 1
         displaced += self._make_room(size, rate, sender)
-        entry = _Entry(digest, data, sender, nonce, fee, tip, next(self._seq), rate, round_)
+        entry = _Entry(digest, data, sender, nonce, fee, tip, next(self._seq), rate, round_, owner_hash(sender))
         self._entries[digest] = entry
         self._by_sender.setdefault(sender, {})[nonce] = entry
         self._sender_bytes[sender] = self._sender_bytes.get(sender, 0) + size
@@ -277,7 +283,7 @@ class Mempool:
         for sender, mine in self._by_sender.items():
             run = []
             n = self._chain_nonce.get(sender, min(mine))
-            owner = tx_owner(sender, size)
+            owner = next(iter(mine.values())).ring % size
             while n in mine:
                 if not may_propose(owner, own, size, round_ - mine[n].since, self.fallback_after):
                     break  # its later nonces cannot apply before it: they wait for its proposer too

@@ -11,8 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from node.chain import Chain
+from node.chain import Chain, ChainStats
+from node.health import refresh_metrics
 from node.mempool import Mempool, may_propose, tx_owner
+from node.metrics import NodeMetrics
 from node.service import PUSH_TXS_SPEC, RequestService, push_to_owners
 from p2pnet.gossip import Verdict
 from p2pnet.limits import INVALID_SIGNATURE
@@ -59,6 +61,12 @@ def test_fallback_adds_one_validator_in_committee_order_every_k_rounds() -> None
     assert allowed(10) == allowed(19) == {2, 3}
     assert allowed(20) == {2, 3, 0}
     assert allowed(30) == allowed(1000) == {0, 1, 2, 3}  # in the end everyone: never lost
+
+
+def test_duplicate_rate_is_duplicates_over_copies_in_committed_blocks() -> None:
+    assert ChainStats().duplicate_rate == 0  # nothing committed yet: no division by zero
+    st = ChainStats(txs_ok=6, txs_failed=1, txs_duplicate=1)
+    assert st.tx_copies == 8 and st.duplicate_rate == 1 / 8
 
 
 def _pool_with(sender: Keypair, nonces_at: dict[int, int]) -> Mempool:
@@ -148,6 +156,10 @@ def test_each_gossiped_transaction_is_proposed_once(tmp_path: Path) -> None:
         for c in chains:
             assert c.stats.txs_ok == len(txs) and c.stats.txs_duplicate == 0 and c.stats.duplicate_rate == 0
             assert c.stats.tx_copies == len(txs) and len(c.mempool) == 0
+        metrics = NodeMetrics()
+        metrics.tx_duplicate_ratio.set(1)
+        refresh_metrics(metrics, chains[0], None)
+        assert metrics.registry.get_sample_value("tensornet_committed_tx_duplicate_ratio") == 0
     finally:
         for c in chains:
             c.close()
