@@ -1,7 +1,9 @@
 """`tensornet client ...`: pay a subnet's miners for queries (spec/economics.md §3).
 
 The wallet's coldkey owns the escrow and signs the queries and vouchers, so these commands unlock it.
-Amounts are in tokens (e.g. 0.01); `--json` prints one JSON document.
+Amounts are in tokens (e.g. 0.01); `--json` prints one JSON document. `balance`, `stake` and `neuron` (with
+`--verify`: checked against a root the committee signed) are `tensornet chain`'s commands, listed here too because
+a client checks its funds where it pays.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from node.cli import feeflags
+from node.cli import cmd_chain, feeflags
 from node.cli.app import (
     HomeOption,
     JsonOption,
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from subnets.client import SubnetClient
 
 client_app = typer.Typer(help="Pay for queries to a subnet's miners.", no_args_is_help=True)
+for _name, _command in (("balance", cmd_chain.balance), ("stake", cmd_chain.stake), ("neuron", cmd_chain.neuron)):
+    client_app.command(_name)(_command)  # the same command objects as `tensornet chain <name>`: one implementation
 ExpiresOption = Annotated[
     int, typer.Option("--expires-in", help="Heights a new escrow stays claimable (then close it to get the rest).")
 ]
