@@ -26,6 +26,13 @@ The load stays admissible to the fee mempool (spec/state.md §3.3: at most 15 no
 committed one, 64 pending per sender): it is spread over SENDERS funded accounts, so at 3,000 tx/s each
 sends ~6 tx/s and has a handful pending. `tx_refused` counts what the APIs refused, by rule (HTTP errors as
 `http <status> <rule>`); `mempool_refused` sums the nodes' own mempool refusals by rule.
+
+With `--profile` (alone or with `--tx-rate`) each validator runs under cProfile (TENSORNET_PROFILE, node/daemon.py)
+and `profile_ms_per_round` is the CPU ms per round per validator (mean over validators) by category: each function's
+exclusive CPU time (tottime, on the Trio thread's own CPU clock) goes to the category of its file, and a C function's
+(file `~`) or generated code's to the file of its caller. `unprofiled` is the rest of the process's CPU (/proc): the
+API server and SQLite writer threads and the profiler's own cost. `profile_top` lists the hottest functions.
+Rounds/s under the profiler are lower than without it (cProfile costs on every call).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pstats
+import signal
 import statistics
 import sys
 import tempfile
@@ -44,6 +53,7 @@ from pathlib import Path
 import httpx
 
 from node.config import NodeConfig, load_config, write_config
+from node.daemon import PROFILE_ENV
 from node.testing.procs import NodeProc, state_roots_at, stop_all, wait_for
 from node.testnet.gen import account, generate
 from node.testnet.local import free_port_base
@@ -189,8 +199,111 @@ def first_tx_latency_ms(nodes: list[NodeProc], chain_id: str, workdir: Path, tim
     return max(committed) - sent_ms
 
 
+# Where a function's exclusive time goes, by a fragment of its file's path; the first match wins.
+CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("signatures", ("/nacl/", "/protocol/crypto.py")),
+    ("codec", ("/cbor2/", "/protocol/codec.py", "/protocol/schema.py", "/protocol/messages.py")),
+    ("dag", ("/protocol/consensus/",)),
+    ("state", ("/protocol/state/", "/protocol/economics/")),
+    ("storage", ("/sqlite3/", "/node/storage.py")),
+    ("networking", ("/libp2p/", "/p2pnet/", "/trio/", "/multiaddr/", "/noise/", "/yamux/", "/socket.py", "/ssl.py")),
+)
+PROFILE_METHOD = ("cProfile per validator on its Trio thread (CPU clock: time.thread_time); each function's tottime "
+                  "goes to its file's category, a C function's (and generated code's) to its caller's file; "
+                  "unprofiled = process CPU (/proc) minus the profiled total; ms per round of that validator, "
+                  "mean over validators")
+
+
+def category(path: str) -> str:
+    return next((name for name, frags in CATEGORIES if any(f in path for f in frags)), "other")
+
+
+def split_profile(stats: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """(seconds by category, seconds by Python function) from a pstats table, C functions charged to their callers."""
+    by_cat: dict[str, float] = {}
+    by_func: dict[str, float] = {}
+
+    def charge(func: tuple, seconds: float, depth: int = 0) -> None:
+        path, line, name = func
+        if not path.startswith(("~", "<")) or depth > 4:
+            by_cat[category(path)] = by_cat.get(category(path), 0.0) + seconds
+            key = f"{'/'.join(Path(path).parts[-2:])}:{line}({name})"
+            by_func[key] = by_func.get(key, 0.0) + seconds
+            return
+        callers = stats[func][4]
+        total = sum(c[2] for c in callers.values()) or 1.0
+        if not callers:  # the root of the profile: nothing called it
+            by_cat["other"] = by_cat.get("other", 0.0) + seconds
+        for caller, c in callers.items():
+            charge(caller, seconds * c[2] / total, depth + 1)
+
+    for func, (_cc, _nc, tt, _ct, _callers) in stats.items():
+        if tt > 0 and "_lsprof.Profiler" not in func[2]:
+            charge(func, tt)
+    return by_cat, by_func
+
+
+class Profiles:
+    """Starts each validator under cProfile (TENSORNET_PROFILE) and reads back one window per validator."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.folder = workdir / "profiles"
+        self.folder.mkdir()
+        self.window = 0
+
+    def start(self, plans: list) -> list[NodeProc]:
+        os.environ[PROFILE_ENV] = str(self.folder)  # inherited by the node processes started here
+        try:
+            return [NodeProc(p.home, p.api).start() for p in plans]
+        finally:
+            os.environ.pop(PROFILE_ENV, None)
+
+    def mark(self, nodes: list[NodeProc]) -> None:
+        """SIGUSR1: each validator writes its profile so far and starts a new window; wait for the files."""
+        self.window += 1
+        for n in nodes:
+            n.proc.send_signal(signal.SIGUSR1)
+        # polled often, so the profiled window and the /proc CPU window around it differ by little
+        wait_for(lambda: all(self.path(n).exists() for n in nodes), 60, "profile dumps", interval=0.01, nodes=nodes)
+
+    def path(self, n: NodeProc) -> Path:
+        return self.folder / f"{n.proc.pid}-{self.window}.prof"
+
+    def report(self, nodes: list[NodeProc], rounds: list[int], cpu_s: list[float]) -> dict:
+        cats: dict[str, float] = {}
+        funcs: dict[str, float] = {}
+        for n, r, cpu in zip(nodes, rounds, cpu_s, strict=True):
+            by_cat, by_func = split_profile(pstats.Stats(str(self.path(n))).stats)  # type: ignore[attr-defined]
+            by_cat["unprofiled"] = max(0.0, cpu - sum(by_cat.values()))
+            for src, dst in ((by_cat, cats), (by_func, funcs)):
+                for k, v in src.items():
+                    dst[k] = dst.get(k, 0.0) + 1000 * v / max(1, r) / len(nodes)
+        order = [name for name, _ in CATEGORIES] + ["other", "unprofiled"]
+        top = sorted(funcs.items(), key=lambda kv: -kv[1])[:15]
+        return {
+            "profile_ms_per_round": {k: round(cats.get(k, 0.0), 3) for k in order},
+            "profile_cpu_ms_per_round": round(sum(cats.values()), 3),
+            "profile_top": {k: round(v, 3) for k, v in top},
+            "profile_method": PROFILE_METHOD,
+        }
+
+
+def commit_latencies(nodes: list[NodeProc], start_h: int, end_h: int) -> tuple[list[float], int]:
+    """Each height's latency (its leader block's creation to its commit on every node), and the transactions
+    committed, over the heights every node reports."""
+    timings = [{r["height"]: r for r in n.get(f"/timing?from={start_h + 1}") or []} for n in nodes]
+    lat, txs = [], 0
+    for h in range(start_h + 1, end_h + 1):
+        rows = [t.get(h) for t in timings]
+        if any(r is None for r in rows):
+            continue
+        lat.append(max(r["committed_ms"] for r in rows) - rows[0]["leader_ms"])
+        txs += rows[0]["ok_txs"]
+    return lat, txs
+
+
 def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int = 0, idle: bool = False,
-        idle_interval_ms: int | None = None) -> dict:
+        idle_interval_ms: int | None = None, profile: bool = False) -> dict:
     chain_id = "bench"
     funded = {f"load{i}": SENDER_FUNDS for i in range(SENDERS)} if tx_rate else {}
     if idle:
@@ -202,7 +315,8 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
     if idle_interval_ms is not None:
         for p in plans:
             write_config(p.home, replace(load_config(p.home), idle_interval_ms=idle_interval_ms))
-    procs = [NodeProc(p.home, p.api).start() for p in plans]
+    profiles = Profiles(workdir) if profile else None
+    procs = profiles.start(plans) if profiles is not None else [NodeProc(p.home, p.api).start() for p in plans]
     nodes = list(procs)
     load = Load(chain_id, workdir, [p.api for p in plans], tx_rate, seconds) if tx_rate else None
     try:
@@ -218,6 +332,8 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
                 n.kill()
             extra["crashed"] = crash
             nodes = nodes[: validators - crash]  # the survivors; `finally` still stops every process
+        if profiles is not None:
+            profiles.mark(nodes)  # the window starts here: start-up and warm-up are left out
         cpu0 = [cpu_seconds(n.proc.pid) for n in nodes if n.proc is not None]
         s0 = [n.status() for n in nodes]
         t0 = time.monotonic()
@@ -228,6 +344,11 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
         s1 = [n.status() for n in nodes]
         elapsed = time.monotonic() - t0
         cpu = [100 * (cpu_seconds(n.proc.pid) - c) / elapsed for n, c in zip(nodes, cpu0, strict=True) if n.proc]
+        if profiles is not None:
+            profiles.mark(nodes)
+            own = [b["round"] - a["round"] + (b["epoch"] - a["epoch"]) * epoch_rounds
+                   for a, b in zip(s0, s1, strict=True)]
+            extra.update(profiles.report(nodes, own, [c * elapsed / 100 for c in cpu]))
         if idle:
             extra["cpu_per_node_pct"] = round(statistics.mean(cpu), 1)
             extra["cpu_per_node_pct_max"] = round(max(cpu), 1)
@@ -237,14 +358,7 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
             load.join(timeout=30)
         rounds = median_rounds_per_s(s0, s1, elapsed, epoch_rounds)
         end_h = min(s["height"] for s in s1)
-        timings = [{r["height"]: r for r in n.get(f"/timing?from={start_h + 1}") or []} for n in nodes]
-        lat, txs = [], 0
-        for h in range(start_h + 1, end_h + 1):
-            rows = [t.get(h) for t in timings]
-            if any(r is None for r in rows):
-                continue
-            lat.append(max(r["committed_ms"] for r in rows) - rows[0]["leader_ms"])
-            txs += rows[0]["ok_txs"]
+        lat, txs = commit_latencies(nodes, start_h, end_h)
         roots = state_roots_at(nodes, end_h)
         return {
             "validators": validators,
@@ -279,8 +393,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="no load: CPU per idle validator, then the first transaction's latency")
     ap.add_argument("--idle-interval-ms", type=int, default=None, metavar="MS",
                     help="the validators' idle_interval_ms (default: a real node's with --idle, else 0 = never rest)")
+    ap.add_argument("--profile", action="store_true",
+                    help="each validator under cProfile: CPU ms per round by category (profile_ms_per_round)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.profile and (args.idle or args.crash):
+        ap.error("--profile measures the plain network (with or without --tx-rate): drop --idle and --crash")
     if args.idle and (args.tx_rate or args.crash):
         ap.error("--idle measures a network without load or crashes: drop --tx-rate and --crash")
     if not 0 <= args.crash <= (args.validators - 1) // 3:
@@ -290,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         if interval is None:
             interval = NodeConfig().idle_interval_ms if args.idle else 0
         result = run(args.validators, args.seconds, args.tx_rate, Path(d), crash=args.crash, idle=args.idle,
-                     idle_interval_ms=interval)
+                     idle_interval_ms=interval, profile=args.profile)
     if not args.json:
         for k, v in result.items():
             print(f"{k:36} {v}", file=sys.stderr)

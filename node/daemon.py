@@ -14,8 +14,14 @@ SIGINT/SIGTERM cancel the nursery; the store is closed last.
 
 from __future__ import annotations
 
+import contextlib
+import cProfile
+import itertools
 import logging
+import os
 import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,7 @@ from protocol.messages import Status
 from protocol.state.genesis import load_genesis
 
 log = logging.getLogger("node")
+PROFILE_ENV = "TENSORNET_PROFILE"
 
 
 class Node:
@@ -253,9 +260,41 @@ def run_node(home: Path, config: NodeConfig, metrics_port: int | None = None) ->
     if config.log_format == "json":
         configure("json")
     node = Node(home, config, metrics_port)
-    try:
-        trio.run(node.run)
-    finally:
-        node.close()
+    with _profiled(os.environ.get(PROFILE_ENV)):
+        try:
+            trio.run(node.run)
+        finally:
+            node.close()
     if node.fatal is not None:
         raise SystemExit(3)
+
+
+@contextlib.contextmanager
+def _profiled(folder: str | None) -> Iterator[None]:
+    """With TENSORNET_PROFILE=FOLDER the Trio thread runs under cProfile, timed by its own CPU clock (time blocked in
+    epoll counts nothing). SIGUSR1 writes FOLDER/<pid>-<k>.prof (k = 1, 2, ...) and starts a new window, so a bench
+    can cut out start-up and warm-up; a clean shutdown writes FOLDER/<pid>-end.prof. Other threads (the API server,
+    the SQLite writer) are not profiled. bench.consensus --profile reads these files."""
+    if not folder:
+        yield
+        return
+    prof = cProfile.Profile(time.thread_time)
+    windows = itertools.count(1)
+
+    def dump(name: str) -> None:
+        prof.disable()
+        tmp = os.path.join(folder, f"{os.getpid()}-{name}.tmp")
+        prof.dump_stats(tmp)
+        os.replace(tmp, tmp[: -len(".tmp")] + ".prof")  # whole files only: the bench polls for them
+
+    def on_usr1(_sig: int, _frame: Any) -> None:
+        dump(str(next(windows)))
+        prof.clear()
+        prof.enable()
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+    prof.enable()
+    try:
+        yield
+    finally:
+        dump("end")

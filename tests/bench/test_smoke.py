@@ -153,3 +153,14 @@ def test_bench_consensus_idle() -> None:
     check(out, {"rounds_per_s": NUM, "state_roots_agree": bool, "cpu_per_node_pct": NUM, "cpu_per_node_pct_max": NUM,
                 "idle_interval_ms": int, "first_tx_latency_ms": NUM})
     assert out["idle_interval_ms"] == 1000 and out["cpu_per_node_pct"] >= 0, out
+
+
+@pytest.mark.slow  # 4 `tensornet node run` processes under cProfile
+def test_bench_consensus_profile() -> None:
+    [out] = run_bench("consensus", "--validators", "4", "--seconds", "3", "--profile", timeout=600)
+    check(out, {"rounds_per_s": NUM, "state_roots_agree": bool, "profile_ms_per_round": dict,
+                "profile_cpu_ms_per_round": NUM, "profile_top": dict, "profile_method": str})
+    assert set(out["profile_ms_per_round"]) == {"signatures", "codec", "dag", "state", "storage", "networking",
+                                                "other", "unprofiled"}, out["profile_ms_per_round"]
+    check(out["profile_ms_per_round"], {k: NUM for k in out["profile_ms_per_round"]})
+    assert out["profile_top"] and all(isinstance(v, NUM) for v in out["profile_top"].values()), out["profile_top"]
