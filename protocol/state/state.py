@@ -290,7 +290,8 @@ class Subnet:
                 live.append(cm)
         return live, expired
 
-    def to_obj(self, *, neurons: bool = True) -> list:
+    def _fields(self, neurons: Any, tail: list) -> list:
+        """The layout a snapshot and the state tree share: `neurons` at index 6, then `tail` after index 9."""
         return [
             self.netuid,
             self.name,
@@ -298,30 +299,23 @@ class Subnet:
             self.created_at,
             self.hp.to_obj(),
             self.burn,
-            [n.to_obj() for n in self.neurons] if neurons else None,
+            neurons,
             [self.pending_owner, self.pending_miners, self.pending_validators],
             self.epoch_index,
             self.last_epoch_height,
-            [[hk, [list(c) for c in cs]] for hk, cs in sorted(self.commits.items())],
-            [self.regs_this_block, self.regs_this_interval, self.reg_interval_start],
+            *tail,
         ]
+
+    def to_obj(self) -> list:
+        commits = [[hk, [list(c) for c in cs]] for hk, cs in sorted(self.commits.items())]
+        return self._fields([n.to_obj() for n in self.neurons], [commits, self._regs()])
 
     def record(self, score: int) -> list:
         """The subnet's value in the state tree: its own fields, its neuron count and lifecycle score (§9)."""
-        return [
-            self.netuid,
-            self.name,
-            self.owner,
-            self.created_at,
-            self.hp.to_obj(),
-            self.burn,
-            len(self.neurons),
-            [self.pending_owner, self.pending_miners, self.pending_validators],
-            self.epoch_index,
-            self.last_epoch_height,
-            [self.regs_this_block, self.regs_this_interval, self.reg_interval_start],
-            score,
-        ]
+        return self._fields(len(self.neurons), [self._regs(), score])
+
+    def _regs(self) -> list[int]:
+        return [self.regs_this_block, self.regs_this_interval, self.reg_interval_start]
 
     def neuron_record(self, uid: int) -> list:
         """A neuron's value in the state tree: its fields, then its hotkey's unrevealed commits (§9)."""
