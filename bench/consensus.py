@@ -32,7 +32,8 @@ and `profile_ms_per_round` is the CPU ms per round per validator (mean over vali
 exclusive CPU time (tottime, on the Trio thread's own CPU clock) goes to the category of its file, and a C function's
 (file `~`) or generated code's to the file of its caller. `unprofiled` is the rest of the process's CPU (/proc): the
 API server and SQLite writer threads and the profiler's own cost. `profile_top` lists the hottest functions.
-Rounds/s under the profiler are lower than without it (cProfile costs on every call).
+Rounds/s under the profiler are lower than without it (cProfile costs on every call). `--profile-validators K`
+profiles only the first K validators (16 processes all under cProfile on 2 cores do not form a network in time).
 """
 
 from __future__ import annotations
@@ -246,20 +247,26 @@ def split_profile(stats: dict) -> tuple[dict[str, float], dict[str, float]]:
 class Profiles:
     """Starts each validator under cProfile (TENSORNET_PROFILE) and reads back one window per validator."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, count: int) -> None:
+        self.count = count  # the first `count` validators run under the profiler
         self.folder = workdir / "profiles"
         self.folder.mkdir()
         self.window = 0
 
     def start(self, plans: list) -> list[NodeProc]:
-        os.environ[PROFILE_ENV] = str(self.folder)  # inherited by the node processes started here
-        try:
-            return [NodeProc(p.home, p.api).start() for p in plans]
-        finally:
-            os.environ.pop(PROFILE_ENV, None)
+        procs = []
+        for i, p in enumerate(plans):
+            env = {PROFILE_ENV: str(self.folder)} if i < self.count else {}
+            os.environ.update(env)  # inherited by the node process started next
+            try:
+                procs.append(NodeProc(p.home, p.api).start())
+            finally:
+                os.environ.pop(PROFILE_ENV, None)
+        return procs
 
     def mark(self, nodes: list[NodeProc]) -> None:
         """SIGUSR1: each validator writes its profile so far and starts a new window; wait for the files."""
+        nodes = nodes[: self.count]
         self.window += 1
         for n in nodes:
             n.proc.send_signal(signal.SIGUSR1)
@@ -270,6 +277,7 @@ class Profiles:
         return self.folder / f"{n.proc.pid}-{self.window}.prof"
 
     def report(self, nodes: list[NodeProc], rounds: list[int], cpu_s: list[float]) -> dict:
+        nodes, rounds, cpu_s = nodes[: self.count], rounds[: self.count], cpu_s[: self.count]
         cats: dict[str, float] = {}
         funcs: dict[str, float] = {}
         for n, r, cpu in zip(nodes, rounds, cpu_s, strict=True):
@@ -285,6 +293,7 @@ class Profiles:
             "profile_cpu_ms_per_round": round(sum(cats.values()), 3),
             "profile_top": {k: round(v, 3) for k, v in top},
             "profile_method": PROFILE_METHOD,
+            "profile_validators": len(nodes),
         }
 
 
@@ -303,7 +312,7 @@ def commit_latencies(nodes: list[NodeProc], start_h: int, end_h: int) -> tuple[l
 
 
 def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int = 0, idle: bool = False,
-        idle_interval_ms: int | None = None, profile: bool = False) -> dict:
+        idle_interval_ms: int | None = None, profile: int = 0) -> dict:
     chain_id = "bench"
     funded = {f"load{i}": SENDER_FUNDS for i in range(SENDERS)} if tx_rate else {}
     if idle:
@@ -315,7 +324,7 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
     if idle_interval_ms is not None:
         for p in plans:
             write_config(p.home, replace(load_config(p.home), idle_interval_ms=idle_interval_ms))
-    profiles = Profiles(workdir) if profile else None
+    profiles = Profiles(workdir, profile) if profile else None
     procs = profiles.start(plans) if profiles is not None else [NodeProc(p.home, p.api).start() for p in plans]
     nodes = list(procs)
     load = Load(chain_id, workdir, [p.api for p in plans], tx_rate, seconds) if tx_rate else None
@@ -395,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the validators' idle_interval_ms (default: a real node's with --idle, else 0 = never rest)")
     ap.add_argument("--profile", action="store_true",
                     help="each validator under cProfile: CPU ms per round by category (profile_ms_per_round)")
+    ap.add_argument("--profile-validators", type=int, default=None, metavar="K",
+                    help="with --profile: profile only the first K validators (default: all)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.profile and (args.idle or args.crash):
@@ -408,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         if interval is None:
             interval = NodeConfig().idle_interval_ms if args.idle else 0
         result = run(args.validators, args.seconds, args.tx_rate, Path(d), crash=args.crash, idle=args.idle,
-                     idle_interval_ms=interval, profile=args.profile)
+                     idle_interval_ms=interval,
+                     profile=(args.profile_validators or args.validators) if args.profile else 0)
     if not args.json:
         for k, v in result.items():
             print(f"{k:36} {v}", file=sys.stderr)

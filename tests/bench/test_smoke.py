@@ -157,10 +157,13 @@ def test_bench_consensus_idle() -> None:
 
 @pytest.mark.slow  # 4 `tensornet node run` processes under cProfile
 def test_bench_consensus_profile() -> None:
-    [out] = run_bench("consensus", "--validators", "4", "--seconds", "3", "--profile", timeout=600)
+    [out] = run_bench("consensus", "--validators", "4", "--seconds", "3", "--profile", "--profile-validators", "2",
+                      timeout=600)
     check(out, {"rounds_per_s": NUM, "state_roots_agree": bool, "profile_ms_per_round": dict,
-                "profile_cpu_ms_per_round": NUM, "profile_top": dict, "profile_method": str})
+                "profile_cpu_ms_per_round": NUM, "profile_top": dict, "profile_method": str,
+                "profile_validators": int})
     assert set(out["profile_ms_per_round"]) == {"signatures", "codec", "dag", "state", "storage", "networking",
                                                 "other", "unprofiled"}, out["profile_ms_per_round"]
     check(out["profile_ms_per_round"], {k: NUM for k in out["profile_ms_per_round"]})
     assert out["profile_top"] and all(isinstance(v, NUM) for v in out["profile_top"].values()), out["profile_top"]
+    assert out["profile_validators"] == 2, out  # the first two of four ran under the profiler
