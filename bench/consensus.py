@@ -1,12 +1,17 @@
 """Consensus benchmark: N validators as separate processes on loopback, optional signed-tx load.
 
-    python -m bench.consensus --validators 4 --seconds 20 [--tx-rate 3000] [--crash K] [--idle] --json
+    python -m bench.consensus --validators 4 --seconds 20 [--tx-rate 3000 [--accounts N]] [--crash K] [--idle] --json
 
 The last line is JSON: rounds_per_s, commit_latency_ms_p50/p99 (leader block creation to its
 commit on EVERY node, i.e. the slowest node's commit time), tx_per_s (committed and executed
 signed transactions per second), state_roots_agree, and as the same-run baseline the rounds per
 wall-clock second of the same consensus core in the in-process simulator (no network, no disk),
 which bounds what the networking leaves of the protocol's own speed.
+
+With `--tx-rate` the run first measures the network without load for a quarter of SECONDS (at least 5 s):
+`idle_rounds_per_s`, the same-run figure the loaded rounds/s compare with. `--accounts N` adds N funded accounts
+(random keys, no transactions of their own) to the genesis, so the state the chain roots and snapshots is that
+large (`genesis_accounts`).
 
 With `--crash K` the run first measures all validators up for half of SECONDS (`all_up_rounds_per_s`), then
 kills K validator processes (SIGKILL) and measures the survivors for SECONDS: every other figure is theirs,
@@ -297,6 +302,19 @@ class Profiles:
         }
 
 
+def passive_accounts(n: int) -> dict[bytes, int]:
+    """N accounts with 1 token each and no keys: state for the chain to carry, not to move."""
+    return {os.urandom(32): UNIT for _ in range(n)}
+
+
+def rounds_without_load(nodes: list[NodeProc], seconds: float, epoch_rounds: int) -> float:
+    """The network's rounds/s over `seconds` with nothing offered: the same-run baseline of a loaded run."""
+    a0, t0 = [n.status() for n in nodes], time.monotonic()
+    time.sleep(seconds)
+    a1 = [n.status() for n in nodes]
+    return round(median_rounds_per_s(a0, a1, time.monotonic() - t0, epoch_rounds), 2)
+
+
 def commit_latencies(nodes: list[NodeProc], start_h: int, end_h: int) -> tuple[list[float], int]:
     """Each height's latency (its leader block's creation to its commit on every node), and the transactions
     committed, over the heights every node reports."""
@@ -312,14 +330,14 @@ def commit_latencies(nodes: list[NodeProc], start_h: int, end_h: int) -> tuple[l
 
 
 def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int = 0, idle: bool = False,
-        idle_interval_ms: int | None = None, profile: int = 0) -> dict:
+        idle_interval_ms: int | None = None, profile: int = 0, accounts: int = 0) -> dict:
     chain_id = "bench"
     funded = {f"load{i}": SENDER_FUNDS for i in range(SENDERS)} if tx_rate else {}
     if idle:
         funded["idle"] = SENDER_FUNDS
     base = free_port_base(2 * validators)  # free ports, so the bench can run beside tests and other testnets
     plans, _ = generate(workdir, hosts=["127.0.0.1"] * validators, chain_id=chain_id, p2p_base=base,
-                        api_base=base + validators, funded=funded)
+                        api_base=base + validators, funded=funded, passive_balances=passive_accounts(accounts))
     epoch_rounds = load_genesis(str(workdir / "genesis.json")).epoch_rounds
     if idle_interval_ms is not None:
         for p in plans:
@@ -331,12 +349,11 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
     try:
         wait_for(lambda: min(n.height() for n in nodes) >= 3, 120, "first commits", nodes=nodes)
         time.sleep(2)  # warm-up
-        extra: dict = {}
+        extra: dict = {"genesis_accounts": accounts} if accounts else {}
+        if load is not None:
+            extra["idle_rounds_per_s"] = rounds_without_load(nodes, max(5.0, seconds / 4), epoch_rounds)
         if crash:
-            a0, ta = [n.status() for n in nodes], time.monotonic()
-            time.sleep(max(5.0, seconds / 2))
-            a1 = [n.status() for n in nodes]
-            extra["all_up_rounds_per_s"] = round(median_rounds_per_s(a0, a1, time.monotonic() - ta, epoch_rounds), 2)
+            extra["all_up_rounds_per_s"] = rounds_without_load(nodes, max(5.0, seconds / 2), epoch_rounds)
             for n in nodes[validators - crash:]:
                 n.kill()
             extra["crashed"] = crash
@@ -406,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="each validator under cProfile: CPU ms per round by category (profile_ms_per_round)")
     ap.add_argument("--profile-validators", type=int, default=None, metavar="K",
                     help="with --profile: profile only the first K validators (default: all)")
+    ap.add_argument("--accounts", type=int, default=0, metavar="N",
+                    help="add N funded accounts to the genesis (a large state; e.g. 100000)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.profile and (args.idle or args.crash):
@@ -419,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         if interval is None:
             interval = NodeConfig().idle_interval_ms if args.idle else 0
         result = run(args.validators, args.seconds, args.tx_rate, Path(d), crash=args.crash, idle=args.idle,
-                     idle_interval_ms=interval,
+                     idle_interval_ms=interval, accounts=args.accounts,
                      profile=(args.profile_validators or args.validators) if args.profile else 0)
     if not args.json:
         for k, v in result.items():

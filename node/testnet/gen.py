@@ -103,11 +103,13 @@ def generate(
     listen_host: str | None = None,
     api_bind: str = "127.0.0.1",
     validator_balance: int = 0,
+    passive_balances: dict[bytes, int] | None = None,
 ) -> tuple[list[NodePlan], Path]:
     """Write the testnet; `hosts[i]` is the IP node i is reached at (127.0.0.1 for one machine).
 
     `api_bind` is the address every node's HTTP API listens on (0.0.0.0: every interface).
-    `validator_balance` funds each validator hotkey (beside its stake) so it can pay for its votes."""
+    `validator_balance` funds each validator hotkey (beside its stake) so it can pay for its votes.
+    `passive_balances` adds accounts by public key with no keys written (a large genesis for benchmarks)."""
     if not hosts:
         raise NodeError("a testnet needs at least one host")
     for i in range(len(hosts)):  # keys already there would not match the genesis about to be written
@@ -117,7 +119,7 @@ def generate(
     plans = _plan_nodes(out, hosts, p2p_base, api_base, api_bind)
     funded = funded or {}
     accounts = _new_accounts(out, set(funded) | {owner for owner, _, _ in subnets})
-    balances = {accounts[name].public: amount for name, amount in funded.items()}
+    balances = {**(passive_balances or {}), **{accounts[name].public: amount for name, amount in funded.items()}}
     if validator_balance:
         balances.update({p.validator.public: validator_balance for p in plans})
     subnet_entries = [(accounts[owner].public, name, hp) for owner, name, hp in subnets]

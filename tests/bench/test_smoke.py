@@ -138,13 +138,17 @@ def test_bench_gossip() -> None:
 
 @pytest.mark.slow  # 4 `tensornet node run` processes
 def test_bench_consensus() -> None:
-    [out] = run_bench("consensus", "--validators", "4", "--seconds", "3", timeout=600)
+    # every mode that composes, in one run: load with its unloaded baseline, a large genesis, one crash
+    [out] = run_bench("consensus", "--validators", "4", "--seconds", "3", "--tx-rate", "30", "--accounts", "2000",
+                      "--crash", "1", timeout=600)
     check(out, {"validators": int, "seconds": NUM, "rounds_per_s": NUM, "commits_per_s": NUM,
                 "commit_latency_ms_p50": (*NUM, type(None)), "commit_latency_ms_p99": (*NUM, type(None)),
                 "tx_rate_offered": int, "tx_submitted": int, "tx_senders": int, "tx_refused": dict,
                 "mempool_refused": dict, "tx_per_s": NUM, "state_roots_agree": bool, "height": int,
-                "baseline_inprocess_rounds_per_s": NUM})
+                "baseline_inprocess_rounds_per_s": NUM, "idle_rounds_per_s": NUM, "all_up_rounds_per_s": NUM,
+                "crashed": int, "genesis_accounts": int})
     assert out["validators"] == 4 and out["state_roots_agree"] is True and out["height"] >= 3, out
+    assert out["genesis_accounts"] == 2000 and out["crashed"] == 1 and out["tx_submitted"] > 0, out
 
 
 @pytest.mark.slow  # 4 `tensornet node run` processes
