@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -218,6 +220,8 @@ def _status(chain: str, genesis: bytes = b"\x01" * 32, height: int = 0) -> Statu
     ids=["chain-id", "genesis"],
 )
 async def test_handshake_mismatch_disconnects(theirs, caplog):
+    # an in-process `tensornet fuzz` earlier in the session quiets p2pnet's loggers; this test reads them
+    caplog.set_level(logging.WARNING, logger="p2pnet.handshake")
     with trio.fail_after(DEADLINE):
         async with (
             open_host(create_new_key_pair()) as a,
