@@ -28,6 +28,7 @@ from node.config import load_config
 from node.daemon import Node
 from node.testing.procs import NodeProc, stop_all, wait_for
 from node.testnet.gen import account, generate
+from node.testnet.local import free_port_base
 from protocol import codec, crypto
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
@@ -35,16 +36,11 @@ from protocol.messages import SignedTransaction, Transaction, Transfer
 MiB = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
     out = tmp_path_factory.mktemp("api")
-    plans, _ = generate(out, hosts=["127.0.0.1"], p2p_base=free_port(), api_base=free_port(),
+    base = free_port_base(2)  # p2p at base, the API at base + 1
+    plans, _ = generate(out, hosts=["127.0.0.1"], p2p_base=base, api_base=base + 1,
                         funded={"rich": 1000 * 10**9})
     n = Node(plans[0].home, load_config(plans[0].home))
     n.test_rich = account(out, "rich")  # a funded key: its forged transactions reach the signature check
@@ -310,7 +306,7 @@ def _raw_request(port: int, head: bytes, body: bytes = b"") -> bytes:
 async def test_real_server_refuses_a_declared_50mib_body_before_reading_it(node: Node) -> None:
     """Hypercorn in its own thread, as the daemon runs it: the 413 comes back while the client has sent
     only the headers (the old code waited for the whole body first, so this read would time out)."""
-    port = free_port()
+    port = free_port_base(1)
     cfg = HyperConfig()
     cfg.bind = [f"127.0.0.1:{port}"]
     cfg.accesslog = None
@@ -345,7 +341,8 @@ def _post_big(api: str, chunked: bool) -> str:
 
 @pytest.mark.slow
 def test_real_node_keeps_committing_under_bad_gets_and_50mib_bodies(tmp_path: Path) -> None:
-    plans, _ = generate(tmp_path, hosts=["127.0.0.1"], p2p_base=free_port(), api_base=free_port())
+    base = free_port_base(2)
+    plans, _ = generate(tmp_path, hosts=["127.0.0.1"], p2p_base=base, api_base=base + 1)
     node = NodeProc(plans[0].home, plans[0].api).start()
     stop = threading.Event()
     codes: dict[str, int] = {}

@@ -3,31 +3,15 @@ chain peers, and recovers when the committee is back. It used to stay ok on a va
 
 from __future__ import annotations
 
-import random
-import socket
 from pathlib import Path
 
 import pytest
 
 from node.testing.procs import NodeProc, stop_all, wait_for
 from node.testnet.gen import generate
+from node.testnet.local import free_port_base
 
 pytestmark = pytest.mark.slow
-
-
-def free_base(count: int) -> int:
-    """A base port with `count` consecutive free TCP ports above it (checked by binding)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 60_000)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port range found")
 
 
 def reasons(node: NodeProc) -> list[str] | None:
@@ -36,8 +20,9 @@ def reasons(node: NodeProc) -> list[str] | None:
 
 
 def test_health_says_no_chain_peers_until_the_committee_is_there(tmp_path: Path) -> None:
+    base = free_port_base(8)  # p2p at base..base+3, the APIs at base+4..base+7
     plans, _ = generate(tmp_path / "net", hosts=["127.0.0.1"] * 4, chain_id="health-live",
-                        p2p_base=free_base(4), api_base=free_base(4))
+                        p2p_base=base, api_base=base + 4)
     nodes = [NodeProc(p.home, p.api) for p in plans]
     try:
         alone = nodes[0].start()

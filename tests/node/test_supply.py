@@ -6,7 +6,6 @@ counted as `duplicate`, not as failures, in receipts, /status and `tensornet_txs
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from node.errors import CliError
 from node.health import count_commit
 from node.metrics import NodeMetrics
 from node.testnet.gen import account, generate
+from node.testnet.local import free_port_base
 from protocol import crypto
 from protocol.crypto import Keypair
 from protocol.economics.emission import UNIT, decimal_tokens
@@ -34,16 +34,11 @@ from tests.node.test_chain import make_network, step
 from tests.protocol.state.test_state import KEYS, make_chain
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
     out = tmp_path_factory.mktemp("supply")
-    plans, _ = generate(out, hosts=["127.0.0.1"], p2p_base=free_port(), api_base=free_port(),
+    base = free_port_base(2)  # p2p at base, the API at base + 1
+    plans, _ = generate(out, hosts=["127.0.0.1"], p2p_base=base, api_base=base + 1,
                         funded={"rich": 1000 * UNIT})
     n = Node(plans[0].home, load_config(plans[0].home))
     n.test_rich = account(out, "rich")

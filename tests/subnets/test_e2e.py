@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from node.client.wallet import Wallet
 from node.testing.procs import REPO, NodeProc, tensornet_cmd
 from node.testnet.gen import account, generate
+from node.testnet.local import free_port_base
 from protocol import crypto
 from protocol.state.state import next_epoch_height
 
@@ -36,12 +36,6 @@ TEMPO = 40
 TEXT, COMPUTE = 1, 2
 PASSWORD = "e2e password"
 BUDGET_S = 200
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proc:
@@ -103,7 +97,8 @@ def _kill_workers(home: Path) -> None:
 
 def test_two_subnets_end_to_end(tmp_path: Path) -> None:
     started = time.monotonic()
-    api_port, p2p_port = _free_port(), _free_port()
+    p2p_port = free_port_base(2)
+    api_port = p2p_port + 1
     owners = {TEXT: "owner-text", COMPUTE: "owner-compute"}
     funded = {"owner-text": UNIT, "owner-compute": UNIT, "miner-text": 100 * UNIT, "miner-compute": 100 * UNIT,
               "validator-text": 2000 * UNIT, "validator-compute": 2000 * UNIT}
