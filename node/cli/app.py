@@ -7,6 +7,7 @@ installed gets a placeholder that says which issue will build it, so
 `P2PError`) print one red line on stderr and exit 1; anything else is a bug: one line and exit 70,
 with the traceback only under `--debug`. Usage errors (a bad option value, a missing option, an unknown
 command) are one line too, exit 2: `error: --value: '4x8' is not an integer`; `--debug` shows typer's box.
+A stdout whose reader went away (`tensornet ... | head`) is no error: exit 141 (128 + SIGPIPE), silently.
 
 Command modules import their helpers from here (`emit`, the shared options, `unlock_coldkey`, `load_hotkey`);
 importing this module does not import the command modules, so there is no import cycle.
@@ -20,11 +21,13 @@ import errno
 import functools
 import importlib
 import json
+import os
+import select
 import sys
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -65,6 +68,9 @@ EXIT_ERROR = 1  # a typed, expected error: bad input, wrong password, refused op
 EXIT_USAGE = 2  # the command line itself is wrong (click's convention)
 EXIT_NOT_BUILT = 2  # a placeholder group
 EXIT_BUG = 70  # an unexpected exception (EX_SOFTWARE)
+# stdout's reader went away (`tensornet ... | head`): 128 + SIGPIPE, the status a shell reports for `yes | head`'s
+# `yes`. Not 0: the output was cut short, and `set -o pipefail` scripts should see the same as for any Unix tool.
+EXIT_CLOSED_STDOUT = 141
 
 # name -> (one-line help, issue that builds it). Order is the order `tensornet --help` shows.
 GROUPS: dict[str, tuple[str, int]] = {
@@ -107,9 +113,36 @@ NodeOption = Annotated[str | None, typer.Option("--node", help="Node API URL (de
 # --- output ------------------------------------------------------------------------------------
 
 
+class _StdoutConsole(Console):
+    """Rich exits 1 on a closed stdout by itself; this makes it exit as the rest of the CLI does."""
+
+    def on_broken_pipe(self) -> None:
+        _exit_on_closed_stdout()
+
+
 def stdout_console() -> Console:
     """A console on the current stdout; wide when not a terminal so tables do not wrap in logs."""
-    return Console(soft_wrap=False, highlight=False, width=None if sys.stdout.isatty() else 200)
+    return _StdoutConsole(soft_wrap=False, highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll flags POLLERR on it), so that a BrokenPipeError
+    came from our own output and not from a socket to a node or peer (that one is a real error)."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):  # stdout is no file (captured in tests), or no poll (Windows)
+        return False
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _exit_on_closed_stdout() -> NoReturn:
+    """Exit quietly: stdout goes to /dev/null first, so the interpreter's flush at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise typer.Exit(EXIT_CLOSED_STDOUT)
 
 
 def stderr_console() -> Console:
@@ -321,9 +354,11 @@ class _RootGroup(TyperGroup):
         except (typer.Exit, typer.Abort, typer.TyperException):  # exits, and other errors typer formats itself
             raise
         except Exception as exc:
+            leaves = _leaves(exc)  # trio nurseries wrap a task's error in an ExceptionGroup
+            if any(isinstance(leaf, BrokenPipeError) for leaf in leaves) and _stdout_closed():
+                _exit_on_closed_stdout()  # `tensornet ... | head`: not an error, even under --debug
             if isinstance(ctx.obj, CliState) and ctx.obj.debug:
                 raise
-            leaves = _leaves(exc)  # trio nurseries wrap a task's error in an ExceptionGroup
             bugs = [leaf for leaf in leaves if not isinstance(leaf, _user_errors())]
             if not bugs:
                 print_error("; ".join(dict.fromkeys(str(leaf) for leaf in leaves)))
