@@ -22,6 +22,7 @@ from pathlib import Path
 from node.certificates import VoteBook
 from node.mempool import Mempool
 from node.storage import CommitRecord, Store, StoreError
+from node.treestore import load_state
 from protocol import crypto
 from protocol.consensus.block import BadAuthor, DagRef
 from protocol.consensus.committee import Committee
@@ -251,10 +252,9 @@ class Chain:
         return int(self.clock() * 1000)
 
     def _restore(self) -> State:
-        """State from the latest snapshot plus replayed commits; the DAG of the current epoch from
-        stored blocks."""
-        snap = self.store.latest_snapshot()
-        state = State.load(snap[1]) if snap else State.from_genesis(self.genesis)
+        """State from the latest snapshot (with its stored tree, node/treestore.py) plus replayed commits; the DAG
+        of the current epoch from stored blocks."""
+        state = load_state(self.store, self.genesis)  # the snapshot's state tree comes from disk, not rebuilt
         last = self.store.last_commit()
         if last is not None:
             for rec in self.store.commits(state.height + 1, last.index):

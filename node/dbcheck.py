@@ -1,4 +1,8 @@
-"""`tensornet node db check`: verify a node's store without running the node."""
+"""`tensornet node db check`: verify a node's store without running the node.
+
+Besides the commits, it checks the stored state tree (node/treestore.py): that it is the latest snapshot's, that its
+root is the one recorded for that height, that every node under it is there and hashes to its name, and that the
+snapshot's own records give that root."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 from node.config import GENESIS_FILE
 from node.errors import NodeError
 from node.storage import CommitRecord, Store
+from node.treestore import REBUILD_HINT, TreeStore
 from protocol import crypto
 from protocol.consensus.block import DagRef
 from protocol.consensus.core import vertex_from_bytes
@@ -16,6 +21,7 @@ from protocol.messages import Commit
 from protocol.state.genesis import load_genesis
 from protocol.state.state import State
 from protocol.state.transition import apply_commit
+from protocol.state.tree import TreeError
 
 
 def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
@@ -54,6 +60,7 @@ def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
 
     try:
         problems = store.check(verify)
+        problems += check_tree(store)
         last = store.last_commit()
     finally:
         store.close()
@@ -67,3 +74,41 @@ def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
         "problems": problems,
         "ok": not problems,
     }
+
+
+def check_tree(store: Store) -> list[str]:
+    """Problems with the stored state tree (empty when it is whole and agrees with the latest snapshot's commit)."""
+    snap, stored = store.latest_snapshot(), store.stored_tree()
+    if stored is None or snap is None or snap[0] != stored[0]:
+        # none stored for this snapshot (none taken yet, a store written before trees were, an older build took the
+        # last snapshot): the next start builds it from the snapshot, once
+        return []
+    height, root = stored
+    rows = store.commits(height, height)
+    if not rows or rows[0].state_root != root:
+        recorded = rows[0].state_root.hex()[:16] + "…" if rows else "nothing"
+        return [f"the stored state tree's root {root.hex()[:16]}… is not the root recorded at height {height} "
+                f"({recorded}): {REBUILD_HINT}"]
+    try:
+        count = TreeStore(store).verify(root)
+    except TreeError as exc:
+        return [str(exc)]
+    problems = []
+    if count != store.tree_node_count():
+        problems.append(f"the state tree table holds {store.tree_node_count()} nodes, {count} under its root: "
+                        f"{REBUILD_HINT}")
+    if State.load(snap[1]).rebuild_root() != root:
+        problems.append(f"the snapshot at height {height} does not give its recorded root: {REBUILD_HINT}")
+    return problems
+
+
+def drop_stored_tree(home: Path) -> None:
+    """Forget the stored state tree (`db check --drop-tree`): the next start rebuilds it from the latest snapshot."""
+    db = home / "chain.db"
+    if not db.exists():
+        raise NodeError(f"{db} does not exist: no state tree to drop")
+    store = Store(db)
+    try:
+        store.drop_tree()
+    finally:
+        store.close()

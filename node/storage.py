@@ -6,6 +6,8 @@ Durability rules (spec/consensus.md §Storage):
   before broadcasting it never forgets having signed it, even across a power loss.
 - A commit row, its state root, the applied index and (every `snapshot_every` commits) a state
   snapshot are written in ONE transaction, so a crash leaves either all or none of them.
+- The state tree's nodes (node/treestore.py) are written with each snapshot, in its transaction: the tree on
+  disk is always the tree of the latest snapshot, whose root is the one recorded for that height.
 - SQLite's WAL frames carry checksums: a torn frame at the tail is discarded on open, which is
   what repairs a torn write. `check()` then verifies our own invariants on top.
 
@@ -20,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -52,7 +54,10 @@ CREATE TABLE IF NOT EXISTS own_blocks (
     digest BLOB NOT NULL,
     PRIMARY KEY (epoch, round)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_nodes (hash BLOB PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID;
 """
+# meta keys naming the tree in state_nodes: the snapshot height it belongs to and its root (spec/state-tree.md §5.1)
+TREE_HEIGHT, TREE_ROOT = "state_tree_height", "state_tree_root"
 
 
 class StoreError(Exception):
@@ -67,6 +72,19 @@ class CommitRecord:
     state_root: bytes
 
 
+class TreeWrites(Protocol):
+    """The state tree's node writes since the last snapshot (node/treestore.py), which `put_commit` stores with the
+    next snapshot."""
+
+    def pending(self) -> tuple[dict[bytes, bytes], set[bytes]]:
+        """(nodes written: hash -> encoding, hashes deleted), disjoint."""
+        ...
+
+    def flushed(self) -> None:
+        """The pending writes are on disk now."""
+        ...
+
+
 T = TypeVar("T")
 
 
@@ -75,6 +93,7 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.tree: TreeWrites | None = None  # the state tree's buffer, stored with each snapshot (node/treestore.py)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -211,7 +230,9 @@ class Store:
     def put_commit(
         self, record: CommitRecord, snapshot: bytes | None = None, meta: dict[str, Any] | None = None
     ) -> None:
-        """Append the next commit with its state root (and maybe a snapshot) atomically."""
+        """Append the next commit with its state root (and maybe a snapshot) atomically. With a snapshot, the state
+        tree's writes since the last one go in the same transaction: the caller has taken the state's root at
+        this height, so the tree stored is the snapshot's, with root `record.state_root`."""
         with self._tx():
             last = self._db.execute("SELECT MAX(idx) FROM commits").fetchone()[0]
             expected = 1 if last is None else last + 1
@@ -226,8 +247,11 @@ class Store:
                     "INSERT OR REPLACE INTO snapshots (height, data) VALUES (?, ?)", (record.index, snapshot)
                 )
                 self._db.execute("DELETE FROM snapshots WHERE height < ?", (record.index,))
+                self._write_tree(record.index, record.state_root)
             for key, value in (meta or {}).items():
                 self._set_meta(key, value)
+        if snapshot is not None and self.tree is not None:
+            self.tree.flushed()
 
     def last_commit(self) -> CommitRecord | None:
         rows = self._query("SELECT idx, digest, data, state_root FROM commits ORDER BY idx DESC LIMIT 1")
@@ -242,6 +266,44 @@ class Store:
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         rows = self._query("SELECT height, data FROM snapshots ORDER BY height DESC LIMIT 1")
         return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    # --- the state tree (node/treestore.py) ----------------------------------------------------
+
+    def _write_tree(self, height: int, root: bytes) -> None:
+        """Inside a transaction: apply the tree's pending writes and name it the tree at `height` with `root`."""
+        if self.tree is None:
+            return
+        puts, dels = self.tree.pending()
+        self._db.executemany("DELETE FROM state_nodes WHERE hash = ?", ((d,) for d in dels))
+        self._db.executemany("INSERT OR REPLACE INTO state_nodes (hash, node) VALUES (?, ?)", puts.items())
+        self._set_meta(TREE_HEIGHT, height)
+        self._set_meta(TREE_ROOT, root)
+
+    def put_tree(self, height: int, root: bytes) -> None:
+        """Store the tree's pending writes now as the tree at `height` (a tree rebuilt at start-up)."""
+        with self._tx():
+            self._write_tree(height, root)
+        if self.tree is not None:
+            self.tree.flushed()
+
+    def tree_node(self, node_hash: bytes) -> bytes | None:
+        rows = self._query("SELECT node FROM state_nodes WHERE hash = ?", (node_hash,))
+        return bytes(rows[0][0]) if rows else None
+
+    def stored_tree(self) -> tuple[int, bytes] | None:
+        """(snapshot height, root) of the tree in state_nodes; None if none is named (never stored, or dropped)."""
+        with self._lock:
+            height, root = self._meta(TREE_HEIGHT), self._meta(TREE_ROOT)
+        return None if height is None or root is None else (height, bytes(root))
+
+    def tree_node_count(self) -> int:
+        return self._query("SELECT COUNT(*) FROM state_nodes")[0][0]
+
+    def drop_tree(self) -> None:
+        """Forget the stored tree: the next start builds it again from the latest snapshot (O(n), once)."""
+        with self._tx():
+            self._db.execute("DELETE FROM state_nodes")
+            self._db.execute("DELETE FROM meta WHERE key IN (?, ?)", (TREE_HEIGHT, TREE_ROOT))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         with self._lock:

@@ -147,12 +147,16 @@ def _api_url(home: Path | None) -> str | None:
 def db_check(
     home: HomeOption = None,
     replay: Annotated[bool, typer.Option("--replay/--no-replay", help="Re-execute every commit from genesis.")] = True,
+    drop_tree: Annotated[bool, typer.Option("--drop-tree", help="First forget the stored state tree (the next "
+                                            "start rebuilds it from the latest snapshot).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Verify the store: SQLite integrity, the commit hash chain, stored blocks, and state roots."""
-    from node.dbcheck import check_store  # start-up time: sqlite3, numpy
+    """Verify the store: SQLite integrity, the commit hash chain, stored blocks, state roots and the state tree."""
+    from node.dbcheck import check_store, drop_stored_tree  # start-up time: sqlite3, numpy
 
     home = resolve_home(home)
+    if drop_tree:
+        drop_stored_tree(home)
     report = check_store(home, replay=replay)
     emit(report, as_json, title="database check")
     if report["problems"]:

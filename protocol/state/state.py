@@ -36,7 +36,7 @@ from protocol.economics.pricing import subnet_price
 from protocol.economics.weights import MAX_UNREVEALED_COMMITS
 from protocol.errors import DecodeError, StateError, TxRejected
 from protocol.messages import SignedTransaction
-from protocol.proof import Proof
+from protocol.proof import EMPTY, Proof
 from protocol.state import keys
 from protocol.state.escrow import Escrows
 from protocol.state.genesis import Endpoint, Genesis
@@ -44,7 +44,7 @@ from protocol.state.governance import Governance, Proposal
 from protocol.state.keys import Family
 from protocol.state.lifecycle import Lifecycle, immune_until
 from protocol.state.supply import Supply
-from protocol.state.tree import MemoryStore, Tree
+from protocol.state.tree import MemoryStore, NodeStore, Tree
 
 ROOT_NETUID = 0  # not a subnet: serve_axon on netuid 0 announces a validator's consensus endpoint
 INITIAL_BURN = 100_000_000  # subtensor's InitialBurn: 0.1 token
@@ -711,6 +711,19 @@ class State:
         if changed:
             self.tree.update({k: self.value_of(k) for k in changed})
         return self.tree.root
+
+    def use_tree(self, store: NodeStore, root: bytes | None = None) -> None:
+        """Keep the state tree's nodes in `store` (a node backs it with SQLite), before the first root().
+
+        root None: `store` holds nothing of this state, and the next root() builds the tree in it from the whole
+        state (O(n)). root given: `store` already holds this state's tree at `root` (a node restoring the snapshot
+        it stored with that tree): the records are marked as seen, not re-encoded, so nothing is rebuilt. The
+        caller vouches that `root` is this state's root (node/treestore.py checks it against the recorded commit)."""
+        if self.tree.root != EMPTY:
+            raise StateError("the state tree is already built: use_tree comes right after from_genesis or load")
+        if root is not None:
+            self._drain()  # what the loaded records are, as the root saw them; the keys themselves are not needed
+        self.tree = Tree(store, EMPTY if root is None else root, history=False)
 
     def prove(self, key: bytes) -> tuple[bytes | None, Proof]:
         """The value under a typed key (None: absent) and its proof against `root()` (protocol/proof.verify)."""

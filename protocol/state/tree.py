@@ -68,6 +68,17 @@ def decode_leaf(node: bytes) -> tuple[bytes, bytes]:
     return node[3 : 3 + n], node[3 + n :]
 
 
+def node_hash(node: bytes) -> bytes:
+    """The hash a stored node encoding is filed under (spec/state-tree.md §5): how a store that reads a node back
+    from disk checks it is the node asked for. TreeError for bytes that are no node encoding."""
+    if node[:1] == INTERNAL_TAG and len(node) == 65:
+        return h(node)
+    if node[:1] == LEAF_TAG and len(node) >= 3 and 0 < int.from_bytes(node[1:3], "big") <= len(node) - 3:
+        key, value = decode_leaf(node)
+        return leaf_hash(key_path(key), h(value))
+    raise TreeError(f"{len(node)} bytes that are no stored tree node (tag {node[:1].hex() or 'none'})")
+
+
 def _split(items: list[_Item], lo: int, hi: int, depth: int) -> int:
     """The first index in items[lo:hi] (sorted, sharing `depth` leading bits) whose path has bit `depth` set."""
     while lo < hi and not bit(items[lo][0], depth):
