@@ -8,7 +8,9 @@ signed transactions per second), state_roots_agree, and as the same-run baseline
 wall-clock second of the same consensus core in the in-process simulator (no network, no disk),
 which bounds what the networking leaves of the protocol's own speed.
 
-With `--tx-rate` the run first measures the network without load for a quarter of SECONDS (at least 5 s):
+With `--tx-rate` each transaction goes to its proposer's API (`--submit owner`, what a client does, spec/state.md
+§3.3), or to any validator's, which pushes it on (`--submit any`). The run first measures the network without
+load for a quarter of SECONDS (at least 5 s):
 `idle_rounds_per_s`, the same-run figure the loaded rounds/s compare with. `--accounts N` adds N funded accounts
 (random keys, no transactions of their own) to the genesis, so the state the chain roots and snapshots is that
 large (`genesis_accounts`).
@@ -60,6 +62,7 @@ import httpx
 
 from node.config import NodeConfig, load_config, write_config
 from node.daemon import PROFILE_ENV
+from node.mempool import tx_owner
 from node.testing.procs import NodeProc, state_roots_at, stop_all, wait_for
 from node.testnet.gen import account, generate
 from node.testnet.local import free_port_base
@@ -71,6 +74,7 @@ from protocol.testing.sim import Simulation
 
 UNIT = 10**9
 SENDERS = 512  # 64 gave ~47 tx/s per sender at 3,000 tx/s: past the nonce gap whenever commits lag 0.3 s
+POSTERS_PER_API = 2
 SENDER_FUNDS = 1_000 * UNIT  # ~3 million transfer fees each; 512 of them stay far inside the supply cap
 
 
@@ -90,34 +94,49 @@ def inprocess_baseline(validators: int) -> float:
 
 
 class Load(threading.Thread):
-    """Pre-signs transfers from many funded senders and posts them in batches, round-robin over APIs."""
+    """Pre-signs transfers from many funded senders and posts them in batches to the validators' APIs.
 
-    def __init__(self, chain_id: str, testnet: Path, apis: list[str], rate: int, seconds: float) -> None:
+    `submit="owner"` sends each sender's transactions to the validator that proposes them (node/mempool.py's
+    `tx_owner`), as a Narwhal or Mysticeti client submits to one validator; `"any"` spreads senders over the APIs
+    regardless, so 3 of 4 transactions take the push to their owner (node/service.py `push_to_owners`) first."""
+
+    def __init__(self, chain_id: str, testnet: Path, rate: int, seconds: float, submit: str = "owner") -> None:
         super().__init__(daemon=True)
-        self.apis = apis
+        self.apis: list[str] = []  # by committee index: `route` sets them once the nodes are up
         self.rate = rate
         self.seconds = seconds
+        self.submit = submit
         self.sent = 0
         self.refused: dict[str, int] = {}
         self._lock = threading.Lock()
-        senders = [account(testnet, f"load{i}") for i in range(SENDERS)]  # funded by generate()
+        self.senders = [account(testnet, f"load{i}") for i in range(SENDERS)]  # funded by generate()
         dest = Keypair.generate().public
         total = int(rate * seconds) + 1
         self.txs = []
         for i in range(total):
-            kp = senders[i % SENDERS]
+            kp = self.senders[i % SENDERS]
             tx = Transaction(chain_id, kp.public, i // SENDERS, Transfer(dest, 1), 0)
             self.txs.append(SignedTransaction.create(tx, kp).to_bytes())
 
+    def route(self, apis_by_index: list[str]) -> None:
+        self.apis = apis_by_index
+
+    def _api_of(self, sender: int) -> int:
+        n = len(self.apis)
+        return tx_owner(self.senders[sender].public, n) if self.submit == "owner" else sender % n
+
     def run(self) -> None:
-        # One poster per API, in parallel: a node verifies a batch before it answers, so posting to
-        # the APIs one after another capped the offered rate below what the nodes could take.
-        by_api: dict[int, list[bytes]] = {}
-        for i, t in enumerate(self.txs):  # a sender's transactions go to one node, in nonce order
-            by_api.setdefault((i % SENDERS) % len(self.apis), []).append(t)
-        share = max(1, self.rate // len(self.apis))
-        posters = [threading.Thread(target=self._post, args=(self.apis[a], txs, share), daemon=True)
-                   for a, txs in by_api.items()]
+        # POSTERS_PER_API posters per API, in parallel: a node verifies a batch before it answers, so one poster
+        # per API waited on each answer and capped the offered rate below what the nodes could take. A sender's
+        # transactions stay with one poster, in nonce order.
+        lanes: dict[tuple[int, int], list[bytes]] = {}
+        for i, t in enumerate(self.txs):
+            sender = i % SENDERS
+            lanes.setdefault((self._api_of(sender), sender % POSTERS_PER_API), []).append(t)
+        share = self.rate / len(self.txs)
+        share = self.rate / len(self.txs)
+        posters = [threading.Thread(target=self._post, args=(self.apis[api], txs, int(share * len(txs))), daemon=True)
+                   for (api, _), txs in lanes.items()]
         for t in posters:
             t.start()
         for t in posters:
@@ -330,7 +349,7 @@ def commit_latencies(nodes: list[NodeProc], start_h: int, end_h: int) -> tuple[l
 
 
 def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int = 0, idle: bool = False,
-        idle_interval_ms: int | None = None, profile: int = 0, accounts: int = 0) -> dict:
+        idle_interval_ms: int | None = None, profile: int = 0, accounts: int = 0, submit: str = "owner") -> dict:
     chain_id = "bench"
     funded = {f"load{i}": SENDER_FUNDS for i in range(SENDERS)} if tx_rate else {}
     if idle:
@@ -345,9 +364,11 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
     profiles = Profiles(workdir, profile) if profile else None
     procs = profiles.start(plans) if profiles is not None else [NodeProc(p.home, p.api).start() for p in plans]
     nodes = list(procs)
-    load = Load(chain_id, workdir, [p.api for p in plans], tx_rate, seconds) if tx_rate else None
+    load = Load(chain_id, workdir, tx_rate, seconds, submit) if tx_rate else None
     try:
         wait_for(lambda: min(n.height() for n in nodes) >= 3, 120, "first commits", nodes=nodes)
+        if load is not None:
+            load.route([n.api for n in sorted(nodes, key=lambda n: n.status()["validator_index"])])
         time.sleep(2)  # warm-up
         extra: dict = {"genesis_accounts": accounts} if accounts else {}
         if load is not None:
@@ -396,6 +417,7 @@ def run(validators: int, seconds: float, tx_rate: int, workdir: Path, crash: int
             "tx_rate_offered": tx_rate,
             "tx_submitted": load.sent if load else 0,
             "tx_senders": SENDERS if load else 0,
+            "tx_submit": submit if load else None,
             "tx_refused": dict(sorted(load.refused.items())) if load else {},
             "mempool_refused": mempool_refused([n.status() for n in nodes]),
             "tx_per_s": round(txs / elapsed, 1),
@@ -425,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --profile: profile only the first K validators (default: all)")
     ap.add_argument("--accounts", type=int, default=0, metavar="N",
                     help="add N funded accounts to the genesis (a large state; e.g. 100000)")
+    ap.add_argument("--submit", choices=("owner", "any"), default="owner",
+                    help="with --tx-rate: post each transaction to its proposer's API (owner, what a client does) or "
+                         "to any validator's, which pushes it on (any)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.profile and (args.idle or args.crash):
@@ -438,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         if interval is None:
             interval = NodeConfig().idle_interval_ms if args.idle else 0
         result = run(args.validators, args.seconds, args.tx_rate, Path(d), crash=args.crash, idle=args.idle,
-                     idle_interval_ms=interval, accounts=args.accounts,
+                     idle_interval_ms=interval, accounts=args.accounts, submit=args.submit,
                      profile=(args.profile_validators or args.validators) if args.profile else 0)
     if not args.json:
         for k, v in result.items():

@@ -185,7 +185,6 @@ class Chain:
         self.mempool = Mempool()
         self.stats = ChainStats()
         self.recent: deque[CommitInfo] = deque(maxlen=10_000)  # for status, timing and latency figures
-        self._verified: set[bytes] = set()  # tx digests whose signatures the mempool checked
         # digests of recently executed transactions: a later copy (another validator's block carried it too)
         # is a duplicate, not a failure. Labels only, so in memory and bounded; a restart forgets it.
         self._executed: OrderedDict[bytes, None] = OrderedDict()
@@ -261,7 +260,7 @@ class Chain:
                 commit = Commit.from_bytes(rec.data)
                 txs = self._payload_of(commit)
                 apply_commit(
-                    state, rec.index, txs, verified=frozenset(tx_digests(txs)), leader_round=commit.leader.round,
+                    state, rec.index, txs, verified=dict.fromkeys(tx_digests(txs)), leader_round=commit.leader.round,
                     commit_digest=rec.digest,
                 )
                 if state.root() != rec.state_root:
@@ -429,9 +428,9 @@ class Chain:
 
     def _apply(self, c: Committed, state: State) -> CommitInfo:
         txs = [tx for v in c.vertices for tx in v.payload]
-        verified = frozenset(d for d in tx_digests(txs) if d in self._verified)
-        receipts = apply_commit(
-            state, c.sub.index, txs, verified=verified, leader_round=c.sub.leader.round, commit_digest=c.sub.digest
+        receipts = apply_commit(  # what our mempool admitted is decoded and verified already
+            state, c.sub.index, txs, verified=self.mempool.checked(tx_digests(txs)), leader_round=c.sub.leader.round,
+            commit_digest=c.sub.digest,
         )
         root = state.root()
         commit = Commit(
@@ -446,7 +445,6 @@ class Chain:
         self.votes.executed(c.sub.index, c.sub.digest, root)
         done = [r.digest for r in receipts]
         self.mempool.remove(done)
-        self._verified.difference_update(done)
         now = self.now_ms()
         ok = sum(1 for r in receipts if r.ok)
         dup = self._count_duplicates(receipts)
@@ -492,19 +490,16 @@ class Chain:
         try:
             stx = SignedTransaction.from_bytes(data)
             # envelope, fee payable, call (at the next nonce)
-            check_tx(self.state, stx, allow_future_nonce=True, size=len(data))
+            fee = check_tx(self.state, stx, allow_future_nonce=True, size=len(data))
         except ProtocolError as exc:  # counted with the mempool's own refusals, so a flood shows in /metrics
             self.mempool.count_refusal(getattr(exc, "rule", "decode"))
             raise
         digest = crypto.digest(data)
         body, st = stx.body, self.state
-        displaced = self.mempool.add(
-            digest, data, body.signer, body.nonce, fee=st.fee_of(stx, len(data)), tip=body.tip,
-            next_nonce=st.next_nonce(body.signer), balance=st.balances.get(body.signer, 0),
-            round_=self.core.quorum_round,
+        self.mempool.add(
+            digest, data, body.signer, body.nonce, fee=fee, tip=body.tip, next_nonce=st.next_nonce(body.signer),
+            balance=st.balances.get(body.signer, 0), round_=self.core.quorum_round, tx=stx,
         )
-        self._verified.difference_update(displaced)
-        self._verified.add(digest)
         if not self.has_txs:  # the first since our last (empty) payload: wake a resting proposer, once
             self.has_txs = True
             if self.on_tx is not None:

@@ -144,9 +144,9 @@ class Node:
             await self._gossip_tx(data)
         return digest
 
-    async def push_to_owners(self, txs: list[bytes]) -> int:
+    async def push_to_owners(self, digests: list[bytes]) -> int:
         """API path for admitted bulk transactions: each goes to the validator that proposes it (node/service.py)."""
-        return await push_to_owners(self.chain, self.stack, txs)
+        return await push_to_owners(self.chain, self.stack, digests)
 
     # --- wiring -------------------------------------------------------------------------------
 

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from protocol import crypto
 from protocol.consensus.block_verifier import MAX_BLOCK_TX_BYTES
@@ -104,6 +106,7 @@ class _Entry:
     since: int = 0  # round at admission: how long it has waited decides who may propose it
     ring: int = 0  # owner_hash(sender): its owner is ring % committee size
     inflight_round: int | None = None
+    tx: Any = None  # the decoded SignedTransaction admission checked: execution reuses it (no second decode)
 
 
 class Mempool:
@@ -144,6 +147,17 @@ class Mempool:
     def __contains__(self, digest: bytes) -> bool:
         return digest in self._entries
 
+    def checked(self, digests: Iterable[bytes]) -> dict[bytes, Any]:
+        """The pending ones among `digests`, each with its decoded form (None if `add` was given none): every
+        pending transaction passed admission, signature included, so a commit need not verify them again."""
+        entries = self._entries
+        return {d: entries[d].tx for d in digests if d in entries}
+
+    def owned(self, digests: Iterable[bytes]) -> list[tuple[int, bytes]]:
+        """(owner hash, raw bytes) of the pending ones among `digests`: what `push_to_owners` sends where."""
+        entries = self._entries
+        return [(entries[d].ring, entries[d].data) for d in digests if d in entries]
+
     @property
     def size_bytes(self) -> int:
         return self._bytes
@@ -174,11 +188,12 @@ class Mempool:
 
     def add(
         self, digest: bytes, data: bytes, sender: bytes, nonce: int, *, fee: int = 0, tip: int = 0,
-        next_nonce: int | None = None, balance: int = 0, round_: int = 0,
+        next_nonce: int | None = None, balance: int = 0, round_: int = 0, tx: Any = None,
     ) -> list[bytes]:
         """Admit a checked transaction, or raise a MempoolError; returns the digests it displaced
         (a replaced transaction and evictions). `next_nonce` is the sender's committed next nonce
-        (None: `nonce` itself, for callers that checked it); `round_` is the DAG round now."""
+        (None: `nonce` itself, for callers that checked it); `round_` is the DAG round now; `tx` its decoded
+        form, if the caller wants it back from `checked`."""
         if digest in self._entries:
             raise self._refuse(DuplicateTx(f"transaction {digest.hex()[:16]} is already pending"))
         base = nonce if next_nonce is None else next_nonce
@@ -218,7 +233,7 @@ class Mempool:
             self._drop(old)
             self.replaced += 1
         displaced += self._make_room(size, rate, sender)
-        entry = _Entry(digest, data, sender, nonce, fee, tip, next(self._seq), rate, round_, owner_hash(sender))
+        entry = _Entry(digest, data, sender, nonce, fee, tip, next(self._seq), rate, round_, owner_hash(sender), tx=tx)
         self._entries[digest] = entry
         self._by_sender.setdefault(sender, {})[nonce] = entry
         self._sender_bytes[sender] = self._sender_bytes.get(sender, 0) + size

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from node.chain import Chain
-from node.mempool import MempoolError, tx_owner
+from node.mempool import MempoolError
 from node.metrics import NodeMetrics
 from p2pnet.gossip import Verdict
 from p2pnet.limits import INVALID_SIGNATURE
@@ -30,7 +30,6 @@ from protocol.messages import (
     FetchBlocks,
     FetchCommits,
     FetchOwnLast,
-    SignedTransaction,
 )
 from protocol.messages import Commit as CommitMsg
 
@@ -137,21 +136,27 @@ class RequestService:
             except DecodeError as exc:
                 raise Refused(f"pushed transaction does not decode: {exc}") from exc
             except ProtocolError as exc:
-                if getattr(exc, "rule", None) == "signature" or isinstance(exc, crypto.BadSignatureError):
+                if bad_tx_signature(exc):
                     raise Refused("pushed transaction with a bad signature", penalty=INVALID_SIGNATURE) from exc
                 refused += 1
         return codec.encode(taken)
 
 
-async def push_to_owners(chain: Chain, stack: Any, txs: list[bytes]) -> int:
+def bad_tx_signature(exc: ProtocolError) -> bool:
+    """Did admission refuse a transaction for its signature? That is an attack (honest nodes verify before they
+    relay); a stale nonce or short balance may be an honest race. check_tx names it rule "signature"."""
+    return getattr(exc, "rule", None) == "signature"
+
+
+async def push_to_owners(chain: Chain, stack: Any, digests: list[bytes]) -> int:
     """Send admitted transactions to the validators that propose them (node/mempool.py's `tx_owner`), one push
     per owner, in parallel; ours stay here. We keep every copy, so an owner we cannot reach gets its
     transactions proposed by us after the fallback wait. Returns how many the owners took."""
     own, committee = chain.core.own_index, chain.state.epoch_committee
     peers = {str(p): p for p in (stack.handshake.statuses if stack is not None and stack.handshake else {})}
     batches: dict[Any, list[bytes]] = {}
-    for t in txs:
-        owner = tx_owner(SignedTransaction.from_bytes(t).body.signer, len(committee))
+    for ring, t in chain.mempool.owned(digests):
+        owner = ring % len(committee)
         peer = peers.get(committee[owner].peer_id)
         if owner != own and peer is not None:
             batches.setdefault(peer, []).append(t)
@@ -237,8 +242,5 @@ class GossipIn:
             return Verdict.REJECT
         except ProtocolError as exc:
             self.metrics.rejects.labels(getattr(exc, "rule", type(exc).__name__)).inc()
-            # a bad signature is an attack (the state names it rule "signature"); a stale nonce or short
-            # balance may be an honest race
-            bad_sig = getattr(exc, "rule", None) == "signature" or isinstance(exc, crypto.BadSignatureError)
-            return Verdict.REJECT if bad_sig else Verdict.IGNORE
+            return Verdict.REJECT if bad_tx_signature(exc) else Verdict.IGNORE
         return Verdict.ACCEPT

@@ -51,8 +51,7 @@ async def submit_many(api: ApiContext, request: Request) -> Response:
             refused["unchecked"] = len(txs) - i
             break
         try:
-            await node.submit_tx(t, gossip=not validator)
-            accepted.append(t)
+            accepted.append(await node.submit_tx(t, gossip=not validator))
         except ProtocolError as exc:
             key = getattr(exc, "rule", type(exc).__name__)
             refused[key] = refused.get(key, 0) + 1

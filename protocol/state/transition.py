@@ -1,14 +1,14 @@
 """The transition function: apply a commit's transactions, then the end-of-height steps; and check_tx, the
 mempool's dry run of the same rules (spec/state.md is normative).
 
-    apply_commit(state, height, txs, *, verified=frozenset(), leader_round=None, commit_digest=...) -> [Receipt]
+    apply_commit(state, height, txs, *, verified={}, leader_round=None, commit_digest=...) -> [Receipt]
         height must be state.height + 1 (the first commit is height 1). Each tx (SignedTransaction
-        bytes) is decoded, chain-checked, nonce-checked, fee-checked, signature-checked (skipped when its
-        digest is in `verified`), then its call is dispatched to its handler, which applies it or refuses
-        it; a refusal is a Receipt with ok=False and the rule. Then governance tallies and executes, subnet
-        scores move, this height's emission is minted, due subnet epochs run, and a commit whose leader
-        round reaches epoch_rounds seats the next committee.
-    check_tx(state, stx, *, allow_future_nonce=False, size=None) -> None    (mempool; raises TxRejected)
+        bytes) is decoded (unless `verified` holds it decoded), chain-checked, nonce-checked, fee-checked,
+        signature-checked (skipped when its digest is in `verified`), then its call is dispatched to its
+        handler, which applies it or refuses it; a refusal is a Receipt with ok=False and the rule. Then
+        governance tallies and executes, subnet scores move, this height's emission is minted, due subnet
+        epochs run, and a commit whose leader round reaches epoch_rounds seats the next committee.
+    check_tx(state, stx, *, allow_future_nonce=False, size=None) -> fee    (mempool; raises TxRejected)
 
 This module sits on top: it imports the data (protocol/state/state.py) and the handlers
 (protocol/state/handlers/), and nothing below imports it.
@@ -16,8 +16,9 @@ This module sits on top: it imports the data (protocol/state/state.py) and the h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from protocol import crypto
@@ -72,12 +73,15 @@ def apply_commit(
     height: int,
     txs: Sequence[bytes],
     *,
-    verified: frozenset[bytes] = frozenset(),
+    verified: Mapping[bytes, SignedTransaction | None] = MappingProxyType({}),
     leader_round: int | None = None,
     commit_digest: bytes = bytes(32),
 ) -> list[Receipt]:
     """Apply one committed sub-DAG's transactions in order, then mint and run due epochs.
 
+    `verified` maps the digests of transactions whose signatures the caller checked to their decoded form
+    (None: decode them here). The mempool's admission already decoded and verified most of a validator's
+    commit; decoding again was as costly as the signature checks under load (spec/consensus.md §D.8).
     `leader_round` and `commit_digest` are the commit's (the driver passes them): a commit whose
     leader round reaches `epoch_rounds` closes the consensus epoch (spec/consensus.md §7)."""
     if height != st.height + 1:
@@ -107,14 +111,16 @@ def _start_height(st: State, height: int) -> None:
             sn.reg_interval_start, sn.regs_this_interval = height, 0
 
 
-def _apply_raw(st: State, raw: bytes, verified: frozenset[bytes], seen: set[bytes]) -> Receipt:
-    try:
-        stx = SignedTransaction.from_bytes(raw)
-    except DecodeError as exc:
-        return Receipt(crypto.digest(raw), False, "decode", str(exc))
+def _apply_raw(st: State, raw: bytes, verified: Mapping[bytes, SignedTransaction | None], seen: set[bytes]) -> Receipt:
     # The decoder accepts only canonical bytes, so `raw` is stx.to_bytes(): hash it rather than re-encode
     # (spec/consensus.md D.8: re-encoding every committed transaction was a tenth of the codec's time under load).
     dg = crypto.digest(raw)
+    stx = verified.get(dg)
+    if stx is None:
+        try:
+            stx = SignedTransaction.from_bytes(raw)
+        except DecodeError as exc:
+            return Receipt(dg, False, "decode", str(exc))
     tx = stx.body
     if dg in seen:
         return Receipt(dg, False, "duplicate", "transaction already executed in this commit", tx.signer, tx.nonce)
@@ -135,8 +141,8 @@ def _apply_raw(st: State, raw: bytes, verified: frozenset[bytes], seen: set[byte
     return Receipt(dg, True, signer=tx.signer, nonce=tx.nonce)
 
 
-def check_tx(st: State, stx: SignedTransaction, *, allow_future_nonce: bool = False, size: int | None = None) -> None:
-    """Mempool admission: raise TxRejected if `stx` would be refused now; never changes state.
+def check_tx(st: State, stx: SignedTransaction, *, allow_future_nonce: bool = False, size: int | None = None) -> int:
+    """Mempool admission: raise TxRejected if `stx` would be refused now, else return its fee; never changes state.
 
     With allow_future_nonce, a nonce above the next one passes the envelope checks and the call
     checks are skipped (they depend on the transactions before it). The call is judged against the
@@ -151,6 +157,7 @@ def check_tx(st: State, stx: SignedTransaction, *, allow_future_nonce: bool = Fa
             _dispatch(st, stx.body.signer, stx.body.call, dry=True)
         finally:
             st.fee_hold = None
+    return fee
 
 
 def _check_envelope(

@@ -223,7 +223,7 @@ async def test_a_bulk_submission_reaches_each_owner_and_commits_once(tmp_path: P
         for t in txs:
             chains[0].submit_tx(t)  # what POST /txs admits at validator 0
         wire.down = {chains[0].state.epoch_committee[3].peer_id}  # one owner unreachable
-        taken = await push_to_owners(chains[0], wire, txs)
+        taken = await push_to_owners(chains[0], wire, [crypto.digest(t) for t in txs])
         assert taken == sum(1 for o in owner_of.values() if o in (1, 2))
         assert 0 < taken < len(txs)
         for j in (1, 2):

@@ -120,8 +120,13 @@ def test_wrong_chain_and_bad_signature_and_garbage():
     (r,) = c.commit(stx.to_bytes())
     assert r.rule == "signature"
     # a verified digest skips the signature check (the node verified it already)
-    receipts = apply_commit(c.state, c.state.height + 1, [stx.to_bytes()], verified=frozenset({stx.digest}))
+    receipts = apply_commit(c.state, c.state.height + 1, [stx.to_bytes()], verified={stx.digest: None})
     assert receipts[0].ok
+    # and a verified transaction's decoded form, when the caller holds it, is what executes (no second decode)
+    nxt = SignedTransaction(Transaction(CHAIN, KEYS[2].public, 1, Transfer(KEYS[3].public, 5), 0), b"\x00" * 64)
+    before = c.state.balances[KEYS[3].public]
+    (r,) = apply_commit(c.state, c.state.height + 1, [nxt.to_bytes()], verified={nxt.digest: nxt})
+    assert r.ok and c.state.balances[KEYS[3].public] == before + 5
     (r,) = c.commit(b"\xff\x00garbage")
     assert r.rule == "decode" and not r.ok and r.signer is None
 
