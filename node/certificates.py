@@ -1,9 +1,11 @@
 """State-root votes: the ones this validator puts in its next block, and the ones the blocks it accepted carry.
 
 A light client asks `GET /certificate/{height}` for the signed headers voting for a commit's state root and checks
-them itself (protocol/lightclient.py, spec/state-tree.md §7). The book is memory only and bounded: it keeps the votes
-of the last WINDOW heights around the head, at most one per signer and height (an honest validator votes once), so
-a restart forgets them and a Byzantine author cannot grow it.
+them itself (protocol/lightclient.py, spec/state-tree.md §7). The votes seen are kept in the store (node/storage.py,
+table `commit_votes`: signer, vote and the block carrying it, never the block again), one per signer and height, so
+an old height's certificate, and with it each epoch's closing commit that a client needs to move its trust to the
+next committee, is served long after and across restarts. Only votes for heights within WINDOW of the head are
+taken, so a Byzantine author adds at most one row per height, like an honest one.
 """
 
 from __future__ import annotations
@@ -11,29 +13,28 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 
+from node.storage import Store
 from protocol.consensus.core import Vertex
 from protocol.lightclient import vote_digest
 from protocol.messages import CommitVote, SignedBlock
 
 MAX_VOTES = 16  # per block: the wire's cap on Block.commit_votes
-WINDOW = 512  # heights kept below and above the head
+WINDOW = 512  # votes are taken for heights this close to the head; further below, a height's votes are final
 HEADERS = 4096  # signed headers kept decoded for GET /certificate (a block may be up to 4 MiB to decode)
 
 
 class VoteBook:
-    def __init__(self) -> None:
-        self.head = 0
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        last = store.last_commit()
+        self.head = 0 if last is None else last.index  # a restarted node takes votes around its stored head
         self._own: deque[CommitVote] = deque(maxlen=MAX_VOTES)  # executed, not yet in one of our blocks
-        # height -> signer key -> (vote digest, block digest)
-        self._seen: dict[int, dict[bytes, tuple[bytes, bytes]]] = {}
         self._headers: OrderedDict[bytes, bytes] = OrderedDict()  # block digest -> SignedHeader bytes
 
     def executed(self, index: int, commit_digest: bytes, state_root: bytes) -> None:
-        """We applied commit `index`: vote for its root in our next block, and forget votes below the window."""
+        """We applied commit `index`: vote for its root in our next block."""
         self._own.append(CommitVote(index, vote_digest(commit_digest, state_root)))
         self.head = max(self.head, index)
-        for h in [h for h in self._seen if h < self.head - WINDOW]:
-            del self._seen[h]
 
     def own(self) -> tuple[CommitVote, ...]:
         """The votes for our next block: the latest MAX_VOTES commits executed since our last block."""
@@ -44,16 +45,24 @@ class VoteBook:
         self._own.clear()
 
     def record(self, accepted: Iterable[Vertex], keys: tuple[bytes, ...]) -> None:
-        """Index the votes of blocks accepted into the DAG; `keys` is their epoch's committee, by author index."""
-        for v in accepted:
-            signer = keys[v.author]
-            for vote in v.signed.body.commit_votes:
-                if abs(vote.index - self.head) <= WINDOW:
-                    self._seen.setdefault(vote.index, {}).setdefault(signer, (vote.digest, v.digest))
+        """Store the votes of blocks accepted into the DAG; `keys` is their epoch's committee, by author index. A
+        signer's first vote for a height stays (an honest validator votes once)."""
+        rows = [
+            (vote.index, keys[v.author], vote.digest, v.digest)
+            for v in accepted
+            for vote in v.signed.body.commit_votes
+            if abs(vote.index - self.head) <= WINDOW
+        ]
+        if rows:
+            self.store.put_votes(rows)
+
+    def final(self, index: int) -> bool:
+        """No more votes for `index` will be taken: it is over WINDOW below the head."""
+        return index < self.head - WINDOW
 
     def voters(self, index: int, vote: bytes) -> list[tuple[bytes, bytes]]:
         """(signer key, block digest) of each block seen voting `vote` for height `index`, in key order."""
-        return sorted((k, block) for k, (d, block) in self._seen.get(index, {}).items() if d == vote)
+        return [(signer, block) for signer, d, block in self.store.votes_at(index) if d == vote]
 
     def headers(self, index: int, vote: bytes, load: Callable[[bytes], bytes | None]) -> list[tuple[bytes, bytes]]:
         """(signer key, SignedHeader bytes) of each block seen voting `vote` for `index`; `load` reads a stored block.

@@ -197,7 +197,7 @@ class Chain:
         self.on_offence: Callable[[str], None] | None = None
         self._next_keys: tuple[int, tuple[bytes, ...]] = (-1, ())  # (height, predicted next committee keys)
         self._reported: set[tuple[int, int]] = set()  # (epoch, author) we already reported
-        self.votes = VoteBook()  # state-root votes, ours and the DAG's (spec/state-tree.md §7)
+        self.votes = VoteBook(self.store)  # state-root votes, ours and the DAG's (spec/state-tree.md §7)
         self.core: Core
         self.state = self._restore()
 

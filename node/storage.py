@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS commits (
     state_root BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS snapshots (height INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS commit_votes (
+    height INTEGER NOT NULL,
+    signer BLOB NOT NULL,
+    vote BLOB NOT NULL,
+    block BLOB NOT NULL,
+    PRIMARY KEY (height, signer)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS own_blocks (
     epoch INTEGER NOT NULL,
     round INTEGER NOT NULL,
@@ -339,6 +346,20 @@ class Store:
         if snap is not None and (prev is None or snap[0] > prev.index):
             problems.append(f"snapshot at height {snap[0]} is past the last commit")
         return problems
+
+    # --- state-root votes (node/certificates.py) ---------------------------------------------------
+
+    def put_votes(self, rows: Iterable[tuple[int, bytes, bytes, bytes]]) -> None:
+        """Store (height, signer key, vote digest, block digest) rows; a signer's first vote for a height stays."""
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO commit_votes (height, signer, vote, block) VALUES (?, ?, ?, ?)", rows
+            )
+
+    def votes_at(self, height: int) -> list[tuple[bytes, bytes, bytes]]:
+        """(signer key, vote digest, block digest) of each vote stored for `height`, in key order."""
+        rows = self._query("SELECT signer, vote, block FROM commit_votes WHERE height = ? ORDER BY signer", (height,))
+        return [(bytes(s), bytes(v), bytes(b)) for s, v, b in rows]
 
 
 class _Transaction:

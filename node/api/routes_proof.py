@@ -51,11 +51,15 @@ async def proof(api: ApiContext, request: Request) -> Response:
 
 async def certificate(api: ApiContext, request: Request) -> Response:
     """The signed headers this node has seen voting for commit `height`'s (digest, state root): the client counts
-    the stake itself, against the committee it trusts. Kept for the last few hundred heights (node/certificates.py)."""
+    the stake itself, against the committee it trusts. Kept in the store for every height (node/certificates.py); 404
+    for a height whose votes are final and none of them is kept (a store from before, or a node that never saw them),
+    where polling would wait in vain."""
     chain = api.node.chain
     rec = record_at(chain, request)
     vote = vote_digest(rec.digest, rec.state_root)
     signed = chain.votes.headers(rec.index, vote, chain.store.get_block)
+    if not signed and chain.votes.final(rec.index):
+        return error(404, f"no certificate for height {rec.index}: this node kept no votes for its state root")
     headers = [{"signer": k.hex(), "header": h.hex()} for k, h in signed]
     return JSONResponse({
         "chain_id": chain.chain_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import trio
 from typer.testing import CliRunner
 
+from node import certificates
 from node.api.app import build_app
 from node.chain import Chain
 from node.cli.app import build_app as build_cli
@@ -107,7 +109,7 @@ def test_every_validator_votes_for_the_roots_it_executed(net: Net) -> None:
 
 
 def test_a_restarted_node_votes_again(tmp_path: Path) -> None:
-    """The book is memory only: a node restarted from its store votes again from its next commit."""
+    """A node restarted from its store votes again from its next commit."""
     chains, kps, _, genesis, clock = make_network(tmp_path)
     step(chains, clock, 8)
     chains[0].close()
@@ -154,6 +156,76 @@ def test_every_commit_is_certified_across_epoch_switches(tmp_path: Path) -> None
         headers = chain.votes.headers(rec.index, vote_digest(rec.digest, rec.state_root), chain.store.get_block)
         cert = check_certificate("test-chain", committee, rec.index, rec.digest, rec.state_root, headers)
         assert cert.stake == 4000 * UNIT, rec.index
+    for c in chains:
+        c.close()
+
+
+def epoch_network(tmp_path: Path) -> tuple[list[Chain], list[Keypair], Genesis, FakeClock]:
+    kps = [Keypair(bytes([i + 1]) * 32) for i in range(4)]
+    genesis = build_genesis("test-chain", validators=[(k.public, 1000 * UNIT) for k in kps], epoch_rounds=8)
+    clock = FakeClock()
+    return [Chain(tmp_path / f"n{i}", genesis, keypair=kps[i], clock=clock) for i in range(4)], kps, genesis, clock
+
+
+async def certificate_at(chain: Chain, height: int) -> httpx.Response:
+    async with http(build_app(View(chain))) as h:
+        return await h.get(f"/certificate/{height}")
+
+
+async def test_an_epoch_boundary_certificate_outlives_the_vote_window_and_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The closing commit of epoch 0 (whose state names epoch 1's committee: what a client that missed the
+    boundary needs certified) is served once its votes are final and after a restart. It was forgotten: the
+    votes were in memory only, for 512 heights (4 here, so that the window passes in a short test)."""
+    monkeypatch.setattr(certificates, "WINDOW", 4)
+    chains, kps, genesis, clock = epoch_network(tmp_path)
+    chain = chains[0]
+    while chain.epoch == 0:
+        step(chains, clock, 1)
+    boundary = chain.state.epoch_start - 1
+    while not chain.votes.final(boundary):
+        step(chains, clock, 1)
+    rec = chain.store.commits(boundary, boundary)[0]
+    committee = {k.public: 1000 * UNIT for k in kps}
+
+    async def served() -> int:
+        r = await certificate_at(chains[0], boundary)
+        assert r.status_code == 200, r.json()
+        body = r.json()
+        assert (body["height"], body["state_root"]) == (boundary, rec.state_root.hex())
+        return check_certificate("test-chain", committee, boundary, rec.digest, rec.state_root,
+                                 certificate_of(body)).stake
+
+    assert await served() == 4000 * UNIT
+    chain.close()
+    chains[0] = Chain(tmp_path / "n0", genesis, keypair=kps[0], clock=clock)
+    assert chains[0].height >= boundary + 4
+    assert await served() == 4000 * UNIT
+    for c in chains:
+        c.close()
+
+
+async def test_a_certificate_that_cannot_come_is_a_clear_404(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the head, or for a final height whose votes this node does not hold (a store written before votes were
+    kept): 404 saying so, not an empty list that a client would poll in vain. A recent height's votes may still
+    come: an empty list there, as before."""
+    monkeypatch.setattr(certificates, "WINDOW", 4)
+    chains, _, _, clock = epoch_network(tmp_path)
+    chain = chains[0]
+    while not chain.votes.final(2):
+        step(chains, clock, 1)
+    r = await certificate_at(chain, chain.height + 1)
+    assert r.status_code == 404 and r.json()["error"].startswith(f"no commit at height {chain.height + 1}")
+    r = await certificate_at(chain, 1)
+    assert r.status_code == 200 and len(r.json()["headers"]) == 4  # final, and kept
+    with sqlite3.connect(tmp_path / "n0" / "chain.db") as db:
+        db.execute("DELETE FROM commit_votes WHERE height IN (1, ?)", (chain.height,))
+    r = await certificate_at(chain, 1)
+    assert r.status_code == 404, r.json()
+    assert r.json()["error"] == "no certificate for height 1: this node kept no votes for its state root"
+    r = await certificate_at(chain, chain.height)
+    assert r.status_code == 200 and r.json()["headers"] == []
     for c in chains:
         c.close()
 
