@@ -68,9 +68,9 @@ class Proposer:
             await self.arrivals.wait(0.5 if wait is None else max(0.001, wait))
 
     async def broadcast(self, round_: int, data: bytes) -> None:
-        """Our block goes straight to every connected validator over a persistent stream (one hop,
-        no gossipsub overhead), and through gossip only when someone else needs it: a full node, or a
-        committee member we are not directly connected to."""
+        """Our block goes straight to every connected validator, one-way over a persistent stream (one hop,
+        one frame, no gossipsub overhead), each push its own task so a slow peer holds up no other; and through
+        gossip only when someone else needs it: a full node, or a committee member we are not directly connected to."""
         statuses = self.stack.handshake.statuses
         validators = [p for p, st in statuses.items() if st.validator]
         for peer in validators:
@@ -83,8 +83,9 @@ class Proposer:
                 log.warning("publishing block of round %d failed: %s", round_, exc)
 
     async def _push(self, peer: Any, data: bytes) -> None:
+        """One-way (spec/p2p.md): nothing to wait for once written; a push lost on the way is fetched (sync)."""
         try:
-            await self.stack.reqresp.request(peer, PUSH_SPEC.protocol_id, data)
+            await self.stack.reqresp.send(peer, PUSH_SPEC.protocol_id, data)
         except RequestError as exc:
             log.debug("push to %s failed: %s", peer, exc)
 

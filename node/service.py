@@ -36,7 +36,9 @@ from protocol.messages import Commit as CommitMsg
 log = logging.getLogger("node")
 
 BLOCKS_SPEC = ProtocolSpec("/tensornet/blocks/1", max_request=8 * 1024, max_response=40 * 1024 * 1024, timeout=5.0)
-PUSH_SPEC = ProtocolSpec("/tensornet/push-block/1", max_request=4 * 1024 * 1024 + 4096, max_response=16, timeout=3.0)
+# our block, one-way to every connected validator (spec/p2p.md): no answer, a bad one is charged to its sender
+PUSH_SPEC = ProtocolSpec("/tensornet/push-block/2", max_request=4 * 1024 * 1024 + 4096, max_response=0, timeout=3.0,
+                         one_way=True)
 OWN_LAST_SPEC = ProtocolSpec("/tensornet/own-last/1", max_request=256, max_response=8 * 1024 * 1024, timeout=3.0)
 COMMITS_SPEC = ProtocolSpec("/tensornet/commits/1", max_request=1024, max_response=4 * 1024 * 1024, timeout=5.0)
 # transactions a validator's API took in, sent to the validator that proposes them (spec/p2p.md)
@@ -111,6 +113,7 @@ class RequestService:
         return CommitsResponse(tuple(CommitMsg.from_bytes(r.data) for r in recs)).to_bytes()
 
     async def serve_push(self, peer: Any, data: bytes) -> bytes:
+        """A pushed block, judged like a gossiped copy; one-way, so nothing is answered, but a refusal is charged."""
         if self._on_push(peer, data) is Verdict.REJECT:  # a bad signature was charged in on_block
             raise Refused("invalid block", penalty="invalid_block")
         return b""

@@ -1,9 +1,15 @@
-"""Request/response over persistent multiplexed libp2p streams.
+"""Request/response, and one-way messages, over persistent multiplexed libp2p streams.
 
 Opening a libp2p stream costs a multistream negotiation (~6 ms here), so each (peer, protocol) pair
 keeps ONE long-lived stream and multiplexes requests on it by request id; many requests can be in
 flight at once. Every frame is `uvarint(len) || kind (1 byte) || request id (4 bytes, big-endian) ||
-payload`. Kinds: REQUEST, RESPONSE, ERROR (payload = 1-byte code + UTF-8 text).
+payload`. Kinds: REQUEST, RESPONSE, ERROR (payload = 1-byte code + UTF-8 text), MESSAGE.
+
+A one-way protocol (`ProtocolSpec(one_way=True)`, sent with `send`) carries MESSAGE frames only and
+nothing comes back: an answer nobody waits for costs a frame each way through yamux, Noise and Trio's
+scheduler (a pushed block's empty answer was a third of a validator's networking CPU). The receiver
+handles a stream's messages in order, one at a time, and charges a bad one to the sender as it would
+a refused request; a sender that writes faster than that waits on the yamux window.
 
 Every request has a deadline and a response size cap; failures are typed (`RequestTimeout`,
 `ResponseTooLarge`, `RemoteError`, `PeerGone`). Servers answer each request from a handler
@@ -21,8 +27,8 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +56,7 @@ class Kind(enum.IntEnum):
     REQUEST = 0
     RESPONSE = 1
     ERROR = 2
+    MESSAGE = 3  # one-way (request id 0); only on a one-way protocol's stream, never answered
 
 
 class ErrorCode(enum.IntEnum):
@@ -98,6 +105,10 @@ class PeerGone(RequestError):
     """The stream or connection closed before the response arrived (or could not be opened)."""
 
 
+class Backlogged(RequestError):
+    """Too many messages already wait to be written to this peer: this one was dropped, not queued."""
+
+
 class ProtocolViolation(P2PError):
     """A peer sent a malformed frame; its stream is reset."""
 
@@ -137,7 +148,7 @@ async def write_frame(stream: Any, frame: bytes, seconds: float | None = None) -
     on a persistent stream: the peer would read the next frame's bytes as the rest of this one.
     """
     try:
-        with trio.fail_after(math.inf if seconds is None else seconds):
+        with nullcontext() if seconds is None else trio.fail_after(seconds):  # None: the caller's deadline holds
             await stream.write(frame)
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -239,7 +250,8 @@ class ProtocolSpec:
     max_response: int
     timeout: float = 10.0  # default client deadline
     server_timeout: float = 10.0
-    max_in_flight: int = 32  # per inbound stream
+    max_in_flight: int = 32  # per inbound stream; one-way: messages waiting to be written, per outbound stream
+    one_way: bool = False  # MESSAGE frames, no answer (`ReqResp.send`); `max_response` is unused
 
 
 @dataclass
@@ -264,10 +276,13 @@ class _Outbound:
         self.pending: dict[int, _Pending] = {}
         self.ids = itertools.count(1)
         self.closed = False
+        self.waiting = 0  # one-way messages waiting for the writer (bounded by the spec's max_in_flight)
 
     def cap(self, kind: Kind, request_id: int) -> int:
-        if kind == Kind.REQUEST:
-            raise ProtocolViolation("client got a REQUEST frame")
+        if self.spec.one_way:
+            raise ProtocolViolation(f"a {kind.name} frame came back on a one-way stream")
+        if kind in (Kind.REQUEST, Kind.MESSAGE):
+            raise ProtocolViolation(f"client got a {kind.name} frame")
         pending = self.pending.get(request_id)
         if kind == Kind.ERROR:
             return MAX_ERROR_TEXT + 1
@@ -286,7 +301,7 @@ class _Outbound:
 
 
 class ReqResp:
-    """Client and server of every request/response protocol of one host.
+    """Client and server of every request/response and one-way protocol of one host.
 
     `host` is anything with libp2p's `new_stream(peer_id, [protocol])` and `set_stream_handler`.
     Run `await nursery.start(reqresp.run)` (or `async with reqresp.running()`) before requests:
@@ -339,9 +354,11 @@ class ReqResp:
             self.host.set_stream_handler(spec.protocol_id, serve, max_frame=cap)
 
     def _make_stream_handler(self, spec: ProtocolSpec) -> Callable[[Any], Awaitable[None]]:
+        serve = self._serve_one_way if spec.one_way else self._serve
+
         async def handle(stream: Any) -> None:
             try:
-                await self._serve(spec, stream)
+                await serve(spec, stream)
             except BaseException as exc:  # noqa: B036 - a handler error must never reach py-libp2p (defect 2)
                 if isinstance(exc, trio.Cancelled):
                     raise
@@ -412,6 +429,34 @@ class ReqResp:
                 log.debug("inbound %s stream from %s closed: %r", pid, peer, exc)
             nursery.cancel_scope.cancel()
 
+    async def _serve_one_way(self, spec: ProtocolSpec, stream: Any) -> None:
+        """Handle a one-way stream's messages in order, one at a time, answering none: a slow handler stops
+        our reads and the sender's writes wait on the yamux window, so nothing queues here."""
+        peer: ID = stream.muxed_conn.peer_id
+        reader = FrameReader(stream)
+        handler = self._handlers[spec.protocol_id]
+        pid = spec.protocol_id
+
+        def cap(kind: Kind, request_id: int) -> int:
+            if kind != Kind.MESSAGE:
+                raise ProtocolViolation(f"one-way stream got a {kind.name} frame")
+            return spec.max_request
+
+        try:
+            while True:
+                _kind, _id, data, size = await reader.next(cap)
+                self.metrics.bytes_in[pid] += size + HEADER
+                self.metrics.requests_in[pid] += 1
+                if data is None:  # skipped unread; there is no answer to refuse it with, so it is charged
+                    self.metrics.reject(f"{pid}:request_too_large")
+                    self._charge(peer, pid, "oversize")
+                    continue
+                await self._handle(spec, handler, peer, data)  # charges a refusal or a handler failure
+        except ProtocolViolation as exc:
+            self._violation(peer, pid, reader, exc)
+        except (EOFError, Exception) as exc:
+            log.debug("inbound %s stream from %s closed: %r", pid, peer, exc)
+
     async def _handle(self, spec: ProtocolSpec, handler: Handler, peer: ID, data: bytes) -> tuple[Kind, bytes]:
         """Run the handler under the server deadline; its outcome as the frame to send, charged to its cause."""
         pid = spec.protocol_id
@@ -474,14 +519,10 @@ class ReqResp:
         cut off (deadline, cancelled caller) resets the stream, failing its other requests with PeerGone.
         Raises RequestTooLarge, RequestTimeout, ResponseTooLarge, RemoteError or PeerGone.
         """
-        spec = self.specs.get(protocol_id)
-        if spec is None:
-            raise RequestError(f"protocol {protocol_id} is not registered")
-        if len(data) > spec.max_request:
-            raise RequestTooLarge(f"request of {len(data)} bytes over the {spec.max_request}-byte cap of {protocol_id}")
+        spec = self._spec(protocol_id, data, one_way=False)
         cap = spec.max_response if max_response is None else min(max_response, spec.max_response)
         pid = protocol_id
-        try:
+        with self._counted(pid, peer, "request got no answer in time"):
             seconds = (spec.timeout if timeout is None else timeout) + transfer_time(HEADER + len(data))
             with trio.fail_after(seconds) as scope:
                 out = await self._outbound_for(peer, spec)
@@ -489,26 +530,10 @@ class ReqResp:
                 send, receive = trio.open_memory_channel[tuple[Kind, bytes | None, int]](1)
                 out.pending[request_id] = _Pending(cap, send, scope)
                 try:
-                    frame = encode_frame(Kind.REQUEST, request_id, data)
-                    async with out.write_lock:
-                        try:
-                            await write_frame(out.stream, frame)
-                        except BaseException as exc:  # the stream is reset: its other requests fail now
-                            self._forget(out)
-                            if isinstance(exc, Exception) and not isinstance(exc, trio.TooSlowError):
-                                raise PeerGone(f"{pid} stream to {peer} failed on write: {exc!r}") from exc
-                            raise
-                    self.metrics.requests_out[pid] += 1
-                    self.metrics.bytes_out[pid] += len(frame)
+                    await self._write(out, encode_frame(Kind.REQUEST, request_id, data))
                     kind, payload, size = await receive.receive()
                 finally:
                     out.pending.pop(request_id, None)
-        except trio.TooSlowError as exc:
-            self.metrics.request_errors[f"{pid}:timeout"] += 1
-            raise RequestTimeout(f"{pid} request to {peer} got no answer in time") from exc
-        except RequestError as exc:
-            self.metrics.request_errors[f"{pid}:{type(exc).__name__}"] += 1
-            raise
         if kind == Kind.ERROR and size < 0:
             self.metrics.request_errors[f"{pid}:peer_gone"] += 1
             raise PeerGone(f"{pid} stream to {peer} closed before the answer")
@@ -520,6 +545,65 @@ class ReqResp:
             self.metrics.request_errors[f"{pid}:remote"] += 1
             raise RemoteError(code, payload[1:].decode("utf-8", "replace"))
         return payload
+
+    async def send(self, peer: ID, protocol_id: str, data: bytes, *, timeout: float | None = None) -> None:
+        """Send one message of a one-way protocol on the persistent stream to `peer`; nothing comes back.
+
+        Returns once the frame is written whole, within `timeout` (else the protocol's) plus its transfer time;
+        the receiver's verdict is not reported (it charges a bad message to us). At most the spec's
+        `max_in_flight` messages per peer wait for the writer: beyond that one is dropped (`Backlogged`), so a
+        peer that cannot keep up costs a bounded queue. Raises RequestTooLarge, Backlogged, RequestTimeout
+        or PeerGone.
+        """
+        spec = self._spec(protocol_id, data, one_way=True)
+        frame = encode_frame(Kind.MESSAGE, 0, data)
+        with self._counted(protocol_id, peer, "message not written in time"):
+            with trio.fail_after((spec.timeout if timeout is None else timeout) + transfer_time(len(frame))):
+                out = await self._outbound_for(peer, spec)
+                if out.waiting >= spec.max_in_flight:
+                    raise Backlogged(f"{spec.max_in_flight} {protocol_id} messages already wait for {peer}")
+                out.waiting += 1
+                try:
+                    await self._write(out, frame)
+                finally:
+                    out.waiting -= 1
+
+    def _spec(self, protocol_id: str, data: bytes, *, one_way: bool) -> ProtocolSpec:
+        """The registered spec of `protocol_id`, checked against the call (`request` or `send`) and its size cap."""
+        spec = self.specs.get(protocol_id)
+        if spec is None:
+            raise RequestError(f"protocol {protocol_id} is not registered")
+        if spec.one_way != one_way:
+            raise RequestError(f"{protocol_id} is {'one-way: use send' if spec.one_way else 'request/response'}")
+        if len(data) > spec.max_request:
+            raise RequestTooLarge(f"request of {len(data)} bytes over the {spec.max_request}-byte cap of {protocol_id}")
+        return spec
+
+    @contextmanager
+    def _counted(self, pid: str, peer: ID, late: str) -> Iterator[None]:
+        """Count a failed request or message by cause; a missed deadline becomes `RequestTimeout` saying `late`."""
+        try:
+            yield
+        except trio.TooSlowError as exc:
+            self.metrics.request_errors[f"{pid}:timeout"] += 1
+            raise RequestTimeout(f"{pid} to {peer}: {late}") from exc
+        except RequestError as exc:
+            self.metrics.request_errors[f"{pid}:{type(exc).__name__}"] += 1
+            raise
+
+    async def _write(self, out: _Outbound, frame: bytes) -> None:
+        """Write one frame whole under the stream's lock; a write cut off resets the stream (its requests fail)."""
+        pid = out.spec.protocol_id
+        async with out.write_lock:
+            try:
+                await write_frame(out.stream, frame)
+            except BaseException as exc:  # the stream is reset: its other requests fail now
+                self._forget(out)
+                if isinstance(exc, Exception) and not isinstance(exc, trio.TooSlowError):
+                    raise PeerGone(f"{pid} stream to {out.peer} failed on write: {exc!r}") from exc
+                raise
+        self.metrics.requests_out[pid] += 1
+        self.metrics.bytes_out[pid] += len(frame)
 
     async def _outbound_for(self, peer: ID, spec: ProtocolSpec) -> _Outbound:
         key = (peer, spec.protocol_id)
@@ -600,6 +684,7 @@ def spec_for(chain_id: str, name: str, max_request: int, max_response: int, **kw
 
 
 __all__ = [
+    "Backlogged",
     "ErrorCode",
     "Handler",
     "PeerGone",

@@ -7,7 +7,7 @@ A `--target` is a node's HTTP API (its /status gives the chain id, genesis, epoc
 libp2p multiaddr ending in /p2p/<id> (then `--chain-id` and `--genesis` are needed). Each attack runs from a
 fresh libp2p identity (a new key, as a stranger would make), against each target in turn:
 
-  push     forged next-epoch blocks, `--block-mib` MiB each, garbage signatures, on /tensornet/push-block/1
+  push     forged next-epoch blocks, `--block-mib` MiB each, garbage signatures, on /tensornet/push-block/2
   gossip   the same blocks published on the chain's blocks topic (the adversary joins gossip)
   status   while `gossip` runs, the handshake Status claims height and round 2^64-1
   reqresp  FetchBlocks/FetchCommits for 0..2^64-1, malformed CBOR, on the blocks/commits/own-last protocols
@@ -132,7 +132,7 @@ async def push_blocks(t: Target, tally: Tally, count: int, size: int) -> None:
         for i in range(count):
             data = forged_block(t, size, i)
             try:
-                await st.reqresp.request(peer, PUSH, data, timeout=30.0)
+                await st.reqresp.send(peer, PUSH, data, timeout=30.0)  # one-way: nothing answers
                 tally.outcomes[outcome(None)] += 1
             except (RequestError, P2PError) as exc:
                 tally.outcomes[outcome(exc)] += 1
@@ -209,14 +209,14 @@ async def _raw_stream(st: Stack, peer: Any, proto: str, tally: Tally) -> Any | N
 
 
 async def cancel_mid_write(t: Target, tally: Tally, count: int) -> None:
-    """Open a request/response stream, write half of a 4 MiB frame, then cancel (reset) the stream."""
+    """Open a push stream, write half of a 4 MiB frame, then cancel (reset) the stream."""
 
     async def body(st: Stack, peer: Any) -> None:
         for i in range(count):
             stream = await _raw_stream(st, peer, PUSH, tally)
             if stream is None:
                 continue
-            frame = encode_frame(Kind.REQUEST, i + 1, forged_block(t, 4 << 20, 5000 + i))
+            frame = encode_frame(Kind.MESSAGE, 0, forged_block(t, 4 << 20, 5000 + i))
             try:
                 with trio.move_on_after(10):
                     await stream.write(frame[: len(frame) // 2])

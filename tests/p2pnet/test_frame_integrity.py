@@ -1,4 +1,4 @@
-"""Frame integrity of persistent request/response streams, and request failures charged to their cause.
+"""Frame integrity of persistent request/response and one-way streams, and failures charged to their cause.
 
 Issue 13, defects 2 and 5: a write cut off midway left half a frame on the stream, the peer read garbage and
 banned the honest sender; 3,000 bad requests wrote 3,004 warnings and cost the sender nothing.
@@ -22,7 +22,19 @@ from libp2p.utils.varint import encode_uvarint
 
 from p2pnet.host import Host, open_host
 from p2pnet.limits import Limits, LogLimiter, MiB
-from p2pnet.reqresp import FrameReader, Kind, PeerGone, ProtocolSpec, Refused, RemoteError, ReqResp, encode_frame
+from p2pnet.reqresp import (
+    Backlogged,
+    FrameReader,
+    Kind,
+    PeerGone,
+    ProtocolSpec,
+    Refused,
+    RemoteError,
+    ReqResp,
+    RequestError,
+    RequestTooLarge,
+    encode_frame,
+)
 from tests.p2pnet.test_stream_limits import cut_off, wait_until
 
 LIMITS = Limits(read_deadline=2.0, default_message_cap=16 * MiB, max_message_size=16 * MiB)
@@ -275,3 +287,118 @@ def test_log_limiter_allows_one_line_per_key_per_interval_and_bounds_its_keys():
     now[0] = 61.0
     assert limiter.allow("p1") and limiter.allow("p3")
     assert limiter.suppressed == 2
+
+
+# --- (f) one-way streams (a pushed block): a bad frame resets only its stream and costs its sender ------------
+
+ONE_WAY = ProtocolSpec("/tensornet/test/one-way/1", max_request=1024, max_response=0, timeout=10.0, one_way=True)
+ONE_WAY_PID = ONE_WAY.protocol_id
+
+
+@asynccontextmanager
+async def one_way_pair(**kw: Any) -> AsyncIterator[tuple[Host, Host, ReqResp, ReqResp, list[bytes]]]:
+    """`pair`, with b also serving ONE_WAY: every message it takes is appended to the list yielded last."""
+    got: list[bytes] = []
+
+    async def take(peer: Any, data: bytes) -> bytes:
+        if data == b"invalid":
+            raise Refused("invalid block", penalty="invalid_block")
+        got.append(data)
+        return b""
+
+    async with pair(**kw) as (a, b, ra, rb):
+        ra.register(ONE_WAY)
+        rb.register(ONE_WAY, take)
+        yield a, b, ra, rb, got
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (encode_frame(Kind.MESSAGE, 0, b"m" * 2000), "oversize"),  # over the request cap: skipped, charged
+        (encode_uvarint(100 * MiB) + b"x" * 16, "oversize"),  # over the host's frame cap: the guard refuses it
+        (encode_frame(Kind.REQUEST, 1, b"a request"), "malformed"),  # a one-way stream carries MESSAGE frames only
+        (b"\x80\x00", "malformed"),  # non-minimal varint
+        (encode_frame(Kind.MESSAGE, 0, b"invalid"), "invalid_block"),  # the handler refused it: charged, kept
+    ],
+    ids=["over-request-cap", "over-frame-cap", "wrong-kind", "non-minimal", "refused"],
+)
+async def test_a_bad_one_way_frame_is_charged_to_its_sender_and_the_other_streams_carry_on(frame, reason):
+    with trio.fail_after(60):
+        async with one_way_pair() as (a, b, ra, rb, got):
+            await ra.send(b.peer_id, ONE_WAY_PID, b"before")
+            await wait_until(lambda: got == [b"before"])
+            raw = await a.new_stream(b.peer_id, [ONE_WAY_PID])
+            await raw.write(frame)
+            await wait_until(lambda: b.limiter.violations[reason] == 1)
+            assert b.limiter.score(str(a.peer_id)) < 0
+            await ra.send(b.peer_id, ONE_WAY_PID, b"after")  # the persistent stream was not touched
+            await wait_until(lambda: got == [b"before", b"after"])
+            assert ra.outbound_streams(b.peer_id) == 1
+            assert sum(b.limiter.violations.values()) == 1
+            assert dict(a.limiter.violations) == {}
+
+
+async def test_one_way_messages_arrive_in_order_and_nothing_comes_back():
+    with trio.fail_after(60):
+        async with one_way_pair() as (a, b, ra, rb, got):
+            sent = [b"m%d" % i for i in range(50)]
+            for data in sent:
+                await ra.send(b.peer_id, ONE_WAY_PID, data)
+            await wait_until(lambda: len(got) == len(sent))
+            assert got == sent
+            assert ra.outbound_streams(b.peer_id) == 1
+            assert rb.metrics.requests_in[ONE_WAY_PID] == ra.metrics.requests_out[ONE_WAY_PID] == 50
+            assert rb.metrics.bytes_out[ONE_WAY_PID] == ra.metrics.bytes_in[ONE_WAY_PID] == 0  # no answers
+            with pytest.raises(RequestError, match="one-way: use send"):
+                await ra.request(b.peer_id, ONE_WAY_PID, b"x")
+            with pytest.raises(RequestError, match="request/response"):
+                await ra.send(b.peer_id, PID, b"x")
+            with pytest.raises(RequestTooLarge):
+                await ra.send(b.peer_id, ONE_WAY_PID, b"x" * 2000)
+            assert_nobody_charged(a, b)
+
+
+async def test_a_stalled_receiver_costs_a_bounded_backlog_and_a_cut_off_write_resets_only_its_stream():
+    """b stops reading: a's 4 MiB message stalls on the yamux window, the next waits for the writer, and one more
+    is dropped at once (`Backlogged`) rather than queued; the stalled write is cut off at its deadline, which
+    resets that stream without a charge, and the next message opens a new one."""
+    gate = Gate()
+    spec = ProtocolSpec("/tensornet/test/one-way-big/1", max_request=8 * MiB, max_response=0, timeout=1.0,
+                        max_in_flight=2, one_way=True)
+    got: list[int] = []
+
+    async def take(peer: Any, data: bytes) -> bytes:
+        got.append(len(data))
+        return b""
+
+    failures: list[BaseException] = []
+
+    async def big() -> None:
+        try:
+            await ra.send(b.peer_id, spec.protocol_id, b"x" * (4 * MiB), timeout=60)
+        except RequestError as exc:
+            failures.append(exc)
+
+    with trio.fail_after(120):
+        async with pair(server_gate=gate) as (a, b, ra, rb):
+            ra.register(spec)
+            rb.register(spec, take)
+            await ra.send(b.peer_id, spec.protocol_id, b"hello")
+            await wait_until(lambda: got == [5])
+            gate.close()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(big)
+                nursery.start_soon(big)
+                out = ra._outbound[(b.peer_id, spec.protocol_id)]
+                await wait_until(lambda: out.waiting == 2)
+                with pytest.raises(Backlogged):
+                    await ra.send(b.peer_id, spec.protocol_id, b"one too many")
+                nursery.cancel_scope.cancel()  # the writer is cut off midway: the stream is reset
+            gate.open()
+            await ra.send(b.peer_id, spec.protocol_id, b"after", timeout=10)
+            await wait_until(lambda: got[-1:] == [5])
+            assert 4 * MiB not in got  # the cut-off message never arrived whole
+            assert ra.metrics.request_errors[f"{spec.protocol_id}:Backlogged"] == 1
+            await wait_until(lambda: b.limiter.streams(str(a.peer_id)) == 1)
+            assert_nobody_charged(a, b)
