@@ -408,8 +408,10 @@ class Chain:
         own = self.core.own_index  # one proposer per transaction: its owner, or a fallback once it waited
         proposer = (0, 1) if own is None else (own, self.committee.size)
         payload = self.mempool.take(self.core.quorum_round + 1, self.max_block_txs, proposer=proposer)
-        self.has_txs = bool(payload)  # none: an empty block waits out the idle interval (spec/consensus.md §D.2a)
-        v = self.core.build_block(now, tuple(payload), self.votes.own())
+        # None: an empty block waits out the idle interval (spec/consensus.md §D.2a), unless we hold a transaction
+        # that may apply now: its owner may be down, and its fallback turn comes only with rounds (§D.2b)
+        self.has_txs = bool(payload) or self.mempool.has_runnable()
+        v = self.core.build_block(now, tuple(payload), self.votes.own(), busy=self.has_txs)
         if v is None:
             return None
         self.votes.sent()

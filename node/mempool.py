@@ -153,6 +153,10 @@ class Mempool:
         entries = self._entries
         return {d: entries[d].tx for d in digests if d in entries}
 
+    def has_runnable(self) -> bool:
+        """Does a pending transaction sit at its sender's next nonce (it could apply now, whoever proposes it)?"""
+        return any(self._chain_nonce.get(sender, min(mine)) in mine for sender, mine in self._by_sender.items())
+
     def owned(self, digests: Iterable[bytes]) -> list[tuple[int, bytes]]:
         """(owner hash, raw bytes) of the pending ones among `digests`: what `push_to_owners` sends where."""
         entries = self._entries

@@ -322,13 +322,16 @@ class Core:
         )
 
     def build_block(
-        self, now_ms: int, payload: tuple[bytes, ...] = (), commit_votes: tuple[CommitVote, ...] = ()
+        self, now_ms: int, payload: tuple[bytes, ...] = (), commit_votes: tuple[CommitVote, ...] = (),
+        busy: bool | None = None,
     ) -> Vertex | None:
-        """Sign the next block if due (an empty one waits out the idle interval). The caller must persist
-        it, then `add` it, then broadcast.
+        """Sign the next block if due (an empty one waits out the idle interval, unless `busy`). The caller must
+        persist it, then `add` it, then broadcast.
 
-        `commit_votes`: the state-root votes the caller executed (advisory, spec/state-tree.md §7)."""
-        due = self.next_proposal_at(now_ms, has_txs=bool(payload))
+        `commit_votes`: the state-root votes the caller executed (advisory, spec/state-tree.md §7). `busy` (default:
+        a payload) says the driver holds transactions: e.g. ones another validator proposes first (§D.2b), which
+        only the rounds going on at full pace bring to their fallback turn."""
+        due = self.next_proposal_at(now_ms, has_txs=bool(payload) if busy is None else busy)
         if due is None or now_ms < due or self.keypair is None or self.own_index is None:
             return None
         assert self._own_last is not None

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.config import ConfigError, NodeConfig, load_config, write_config
+from node.mempool import FALLBACK_ROUNDS, tx_owner
 from node.sync import Synchronizer
 from node.testing.chains import ChainSimulation
 from node.testnet.gen import LOCAL_IDLE_INTERVAL_MS, generate
@@ -15,6 +16,7 @@ from node.testnet.local import free_port_base
 from protocol.consensus.core import CoreParams
 from protocol.crypto import Keypair
 from protocol.messages import SignedTransaction, Transaction, Transfer
+from protocol.testing.sim import Faults
 
 UNIT = 10**9
 IDLE_MS = 1000
@@ -90,5 +92,31 @@ def test_a_resting_node_waits_a_rest_before_probing_peers_for_rounds(tmp_path: P
         tx = SignedTransaction.create(Transaction("sim", sender.public, 0, Transfer(sender.public, 1), 0), sender)
         sim.nodes[0].chain.submit_tx(tx.to_bytes())
         assert sync._patience() == 0  # busy: an unmoved round is a stall at once, as before resting existed
+    finally:
+        sim.close()
+
+
+def test_a_transaction_whose_owner_is_down_does_not_wait_out_rests(tmp_path: Path) -> None:
+    """Its owner is silent, so another validator proposes it after FALLBACK_ROUNDS rounds (§D.2b). A validator
+    holding it stays busy, so those rounds run at full pace: ten rests would be ten idle intervals."""
+    sender = next(k for k in (Keypair(bytes([0x50 + i]) * 32) for i in range(64)) if tx_owner(k.public, 4) == 3)
+    sim = ChainSimulation(tmp_path, [1, 1, 1, 1], seed=11, faults=Faults(silent=frozenset({3})),
+                          params=CoreParams(idle_interval_ms=IDLE_MS), balances={sender.public: 10 * UNIT})
+    try:
+        sim.run(8_000)  # rested: the silent owner's leader slots are swapped out by reputation meanwhile
+        for n in sim.nodes:
+            n.chain.on_tx = lambda n=n: sim._reschedule(n)
+        submit_at = sim.now + 300
+        sim.run(submit_at)
+        tx = SignedTransaction.create(Transaction("sim", sender.public, 0, Transfer(sender.public, 1), 0), sender)
+        for n in sim.nodes[:3]:
+            n.chain.submit_tx(tx.to_bytes())
+        sim.run(submit_at + FALLBACK_ROUNDS * IDLE_MS)
+        for n in sim.nodes[:3]:
+            assert n.chain.state.next_nonce(sender.public) == 1, f"node {n.index}: not committed"
+            ours = next(c for c in n.commits if c.ok_txs)
+            assert ours.committed_ms - submit_at < 3 * IDLE_MS, "the fallback rounds ran at the resting pace"
+        sim.run(sim.now + 5 * IDLE_MS)
+        assert not any(n.chain.has_txs for n in sim.nodes[:3]), "committed, so the validators rest again"
     finally:
         sim.close()
