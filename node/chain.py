@@ -31,6 +31,7 @@ from protocol.consensus.linearizer import CommittedSubDag
 from protocol.crypto import Keypair
 from protocol.errors import ProtocolError, WrongChainError
 from protocol.messages import MAX_BLOCK_TXS, BlockRef, Commit, ReportEquivocation, SignedTransaction, Transaction
+from protocol.state import keys
 from protocol.state.genesis import Genesis
 from protocol.state.governance import NETWORK_PARAMS
 from protocol.state.state import State
@@ -230,6 +231,9 @@ class Chain:
 
     def _switch_epoch(self, state: State) -> list[Vertex]:
         """Leave the finished epoch's DAG for a fresh one; replay blocks that arrived early."""
+        key = keys.global_("epoch")  # the next committee, proven under the closing commit's root (state-tree.md §7)
+        value, path = state.prove(key)
+        self.store.put_boundary_proof(state.height, state.epoch - 1, key, value, path.to_bytes())
         self.core = self._new_core(state)
         self.mempool.requeue_all()  # blocks of the old epoch that never committed carry nothing now
         log.info("epoch %d from height %d: committee of %d", state.epoch, state.epoch_start, self.core.committee.size)

@@ -55,6 +55,14 @@ CREATE TABLE IF NOT EXISTS commit_votes (
     block BLOB NOT NULL,
     PRIMARY KEY (height, signer)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS boundary_proofs (
+    height INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    value BLOB,
+    proof BLOB NOT NULL,
+    PRIMARY KEY (height, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS own_blocks (
     epoch INTEGER NOT NULL,
     round INTEGER NOT NULL,
@@ -360,6 +368,37 @@ class Store:
         """(signer key, vote digest, block digest) of each vote stored for `height`, in key order."""
         rows = self._query("SELECT signer, vote, block FROM commit_votes WHERE height = ? ORDER BY signer", (height,))
         return [(bytes(s), bytes(v), bytes(b)) for s, v, b in rows]
+
+    # --- proofs at epoch boundaries (spec/state-tree.md §7) ------------------------------------------
+
+    def put_boundary_proof(self, height: int, epoch: int, key: bytes, value: bytes | None, proof: bytes) -> None:
+        """Keep `key`'s value and proof under the state root of commit `height`, the closing commit of `epoch`: a
+        client walking its trust from one committee to the next reads them there long after (GET /proof?height)."""
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO boundary_proofs (height, key, epoch, value, proof) VALUES (?, ?, ?, ?, ?)",
+                (height, key, epoch, value, proof),
+            )
+
+    def boundary_proof(self, height: int, key: bytes) -> tuple[bytes | None, bytes] | None:
+        """(value or None for absent, proof bytes) kept for `key` at `height`; None if none is kept there."""
+        rows = self._query("SELECT value, proof FROM boundary_proofs WHERE height = ? AND key = ?", (height, key))
+        if not rows:
+            return None
+        value, proof = rows[0]
+        return (None if value is None else bytes(value)), bytes(proof)
+
+    def boundaries(self, from_epoch: int = 0, limit: int = 1 << 62) -> list[tuple[int, int]]:
+        """(epoch, height of its closing commit) of each boundary with a proof kept, from `from_epoch` on."""
+        return self._query(
+            "SELECT DISTINCT epoch, height FROM boundary_proofs WHERE epoch >= ? ORDER BY epoch, height LIMIT ?",
+            (from_epoch, limit),
+        )
+
+    def boundary_span(self) -> tuple[int, int | None, int | None]:
+        """(how many boundary heights have a proof kept, the first, the last)."""
+        row = self._query("SELECT COUNT(DISTINCT height), MIN(height), MAX(height) FROM boundary_proofs")[0]
+        return row[0], row[1], row[2]
 
 
 class _Transaction:

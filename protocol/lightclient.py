@@ -82,22 +82,56 @@ def check_certificate(
     return Certified(height, root, stake, total)
 
 
+class BoundaryError(CertificateError):
+    """Trust could not move past the closing commit of `epoch` (at `height`, if known): the node's answer there does
+    not check out against the committee trusted for that epoch (spec/state-tree.md §7)."""
+
+    def __init__(self, epoch: int, height: int | None, reason: str) -> None:
+        self.epoch, self.height, self.reason = epoch, height, reason
+        at = "" if height is None else f" at height {height}"
+        super().__init__(f"epoch {epoch}'s closing commit{at}: {reason}")
+
+
 def epoch_committee(value: bytes) -> tuple[int, dict[bytes, int]]:
     """(epoch, hotkey -> stake) of the committee in the `epoch` global record (spec/state.md §9): what a client
     that verified that record under a certified root may trust next (spec/state-tree.md §7)."""
+    epoch, committee, _ = epoch_record(value)
+    return epoch, committee
+
+
+def epoch_record(value: bytes) -> tuple[int, dict[bytes, int], int]:
+    """(epoch, hotkey -> stake, first height of the epoch) in the `epoch` global record; CertificateError if the
+    bytes are no such record."""
     try:
         record = codec.decode(value)
-        epoch, members = record[0], record[1]
+        epoch, members, start = record[0], record[1], record[4]
         committee: dict[bytes, int] = {}
         for hotkey, stake, *_ in members:
             if type(hotkey) is not bytes or len(hotkey) != 32 or type(stake) is not int or stake <= 0:
                 raise ValueError("a member is [32-byte hotkey, positive stake, ...]")
             committee[hotkey] = committee.get(hotkey, 0) + stake
-        if type(epoch) is not int or not committee:
-            raise ValueError("the record is [epoch, [member...], ...] with at least one member")
+        if type(epoch) is not int or type(start) is not int or not committee:
+            raise ValueError("the record is [epoch, [member...], _, _, epoch_start, ...] with at least one member")
     except (DecodeError, TypeError, ValueError, IndexError, KeyError) as exc:
         raise CertificateError(f"not an epoch record with a committee: {exc}") from None
-    return epoch, committee
+    return epoch, committee, start
+
+
+def next_committee(epoch: int, height: int, value: bytes | None) -> dict[bytes, int]:
+    """The committee of epoch `epoch + 1`, from the `epoch` record that a client proved under the root that epoch
+    `epoch`'s committee certified at `height`. The record must name epoch + 1 starting at height + 1: that makes
+    `height` exactly the closing commit of `epoch`, where the state first names the next committee. BoundaryError
+    otherwise."""
+    if value is None:
+        raise BoundaryError(epoch, height, "the state holds no epoch record there")
+    try:
+        named, committee, start = epoch_record(value)
+    except CertificateError as exc:
+        raise BoundaryError(epoch, height, str(exc)) from None
+    if (named, start) != (epoch + 1, height + 1):
+        raise BoundaryError(epoch, height, f"the state there is in epoch {named} from height {start}, not epoch "
+                                           f"{epoch + 1} from height {height + 1}: not that epoch's closing commit")
+    return committee
 
 
 def verify_value(

@@ -21,7 +21,7 @@ from node.api.guard import ApiLimits, ASGIApp, Guard, RunOnNode, run_here
 from node.api.params import ApiError, api_error, http_error
 from node.api.routes_chain import block, commit_at, commits, timing
 from node.api.routes_health import explorer, health, metrics, status
-from node.api.routes_proof import certificate, proof
+from node.api.routes_proof import boundaries, certificate, proof
 from node.api.routes_state import account, account_escrows, escrow, nonce
 from node.api.routes_subnets import (
     concentration,
@@ -75,6 +75,7 @@ def build_app(node: NodeView, limits: ApiLimits | None = None, *, run_on_node: R
         get("/escrows/{escrow_id}", escrow),
         get("/proof/{key_hex}", proof),
         get("/certificate/{height}", certificate),
+        get("/boundaries", boundaries),
         get("/subnets", subnets),
         get("/subnets/deregistered", deregistered),
         get("/subnets/{netuid}", subnet),

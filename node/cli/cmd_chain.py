@@ -1,27 +1,32 @@
 """`tensornet chain ...`: audit a running node from outside. `supply` recomputes its conservation identity
 (spec/economics.md §7); `balance`, `stake` and `neuron` read one state key, and with `--verify` believe it only
-with a proof to a state root that over 2/3 of the trusted committee's stake signed (spec/state-tree.md §7)."""
+with a proof to a state root that over 2/3 of the trusted committee's stake signed (spec/state-tree.md §7);
+`committee --verify` walks that trust from the trusted committee's epoch to the current one, boundary by boundary."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
 from node.cli.app import JsonOption, NodeOption, emit
 from node.cli.submit import fetch
-from node.errors import CliError
+from node.errors import CliError, NodeError
 from protocol import codec, crypto
 from protocol.crypto import parse_address
 from protocol.economics.emission import decimal_tokens
 from protocol.errors import ProtocolError
-from protocol.lightclient import epoch_committee
+from protocol.lightclient import BoundaryError, epoch_committee
 from protocol.state import keys
 from protocol.state.genesis import load_genesis
 from protocol.state.supply import Supply
+
+if TYPE_CHECKING:
+    from node.client.api_client import Crossing, NodeClient
 
 chain_app = typer.Typer(help="Audit the chain: supply, and single state values checked against signed roots.",
                         no_args_is_help=True)
@@ -32,10 +37,17 @@ VerifyOption = Annotated[bool, typer.Option(
 GenesisOption = Annotated[Path | None, typer.Option(
     "--genesis", help="Genesis file whose chain id and committee --verify trusts (default $TENSORNET_GENESIS).",
     show_default=False)]
-Trust = tuple[str, dict[bytes, int]]  # the chain id and the committee (hotkey -> stake) that --verify trusts
 CommitteeOption = Annotated[Path | None, typer.Option(
     "--committee", help="Trust this committee file (from `chain committee --verify --save`) instead of the genesis.",
     show_default=False)]
+
+
+class Trust(NamedTuple):
+    """What --verify trusts: the chain id, a committee (hotkey -> stake), and the epoch whose committee it is."""
+
+    chain_id: str
+    committee: dict[bytes, int]
+    epoch: int
 
 
 def register(app: typer.Typer) -> None:
@@ -90,7 +102,7 @@ def _trusted(genesis: Path | None, committee_file: Path | None) -> Trust:
         try:
             doc = json.loads(committee_file.read_text())
             members = {parse_address(m["hotkey"]): int(m["stake"]) for m in doc["members"]}
-            return str(doc["chain_id"]), members
+            return Trust(str(doc["chain_id"]), members, int(doc["epoch"]))
         except (OSError, ValueError, KeyError, TypeError, ProtocolError) as exc:
             raise CliError(f"cannot read committee file {committee_file}: {exc}") from None
     path = genesis or os.environ.get("TENSORNET_GENESIS")
@@ -101,7 +113,7 @@ def _trusted(genesis: Path | None, committee_file: Path | None) -> Trust:
     committee: dict[bytes, int] = {}
     for c in g.committee:
         committee[c.hotkey] = committee.get(c.hotkey, 0) + c.stake
-    return g.chain_id, committee
+    return Trust(g.chain_id, committee, 0)
 
 
 def _lookup(node: str | None, key: bytes, trust: Trust | None) -> tuple[dict[str, Any], bytes | None]:
@@ -120,7 +132,7 @@ def _lookup(node: str | None, key: bytes, trust: Trust | None) -> tuple[dict[str
 
     with NodeClient(node) as client:
         try:
-            value, cert = client.verified(key, *trust)
+            value, cert = client.verified(key, trust.chain_id, trust.committee)
         except ProtocolError as exc:  # ProofError, CertificateError: the node's answer does not check out
             raise CliError(f"verification failed, do not trust this node's answer: {exc}") from None
     return {"key": key.hex(), "value": _decoded(value), "height": cert.height, "root": cert.root.hex(),
@@ -186,6 +198,54 @@ def neuron(netuid: Annotated[int, typer.Argument(min=0, help="Subnet id.")],
     _report("neuron", result, as_json, "none" if result["value"] is None else shown)
 
 
+def _step_line(c: Crossing) -> str:
+    cert = c.certified
+    return (f"epoch {c.epoch} -> {c.epoch + 1} at height {c.height}: root {cert.root.hex()[:16]}… certified by "
+            f"{decimal_tokens(cert.stake)} of {decimal_tokens(cert.total)} trusted stake; epoch {c.epoch + 1}'s "
+            f"committee: {len(c.committee)} members, {decimal_tokens(sum(c.committee.values()))} stake")
+
+
+def _step_obj(c: Crossing) -> dict[str, Any]:
+    return {"epoch": c.epoch, "height": c.height, "root": c.certified.root.hex(), "certified_stake": c.certified.stake,
+            "trusted_stake": c.certified.total, "next_members": len(c.committee),
+            "next_stake": sum(c.committee.values())}
+
+
+WALK_TRIES = 3  # a boundary may pass while we walk: then walk on from where we got, up to this many times
+
+
+def _walk(client: NodeClient, trust: Trust, on_step: Callable[[Crossing], None]) -> tuple[dict[str, Any], bytes]:
+    """Walk from `trust` to the node's current epoch, then check the head's epoch record under the committee
+    reached: (the verified result, the record's bytes, with result["walk"] the boundaries crossed)."""
+    epoch, members, steps = trust.epoch, trust.committee, []
+    for _ in range(WALK_TRIES):
+        try:
+            for c in client.walk(trust.chain_id, epoch, members, on_step):
+                steps.append(_step_obj(c))
+                epoch, members = c.epoch + 1, c.committee
+            value, cert = client.verified(keys.global_("epoch"), trust.chain_id, members)
+            head, _ = epoch_committee(value or b"")
+        except BoundaryError as exc:
+            raise CliError(f"walk failed at {exc}. Do not trust this node: the committee of epoch {exc.epoch} is the "
+                           "last one verified; ask another node (--node URL)") from None
+        except ProtocolError as exc:
+            raise CliError(f"walk failed at the head (epoch {epoch}'s committee trusted): {exc}. Do not trust this "
+                           "node's answer; ask another node (--node URL)") from None
+        except NodeError as exc:
+            raise CliError(f"{exc}; the committee of epoch {epoch} is the last one verified: ask another node "
+                           "(--node URL)") from None
+        if head < epoch:
+            raise CliError(f"the node's head is in epoch {head}, before epoch {epoch} that is already trusted: the "
+                           "node is behind; ask another node (--node URL)")
+        if head == epoch:
+            result = {"key": keys.global_("epoch").hex(), "value": _decoded(value), "height": cert.height,
+                      "root": cert.root.hex(), "verified": True, "certified_stake": cert.stake,
+                      "trusted_stake": cert.total, "from_epoch": trust.epoch, "walk": steps}
+            return result, value
+    raise CliError(f"the node's head is in epoch {head}, but it keeps boundary proofs only up to epoch {epoch}: "
+                   "ask another node (--node URL)")
+
+
 @chain_app.command("committee")
 def committee_cmd(node: NodeOption = None, verify: VerifyOption = False, genesis: GenesisOption = None,
                   committee: CommitteeOption = None,
@@ -193,11 +253,22 @@ def committee_cmd(node: NodeOption = None, verify: VerifyOption = False, genesis
                       "--save", help="With --verify: write the verified committee to FILE, to trust with --committee "
                       "once the genesis committee has moved on.", show_default=False)] = None,
                   as_json: JsonOption = False) -> None:
-    """The current epoch's consensus committee (the state's `epoch` record, spec/state.md §9)."""
+    """The current epoch's consensus committee (the state's `epoch` record, spec/state.md §9).
+
+    With --verify, trust walks from the trusted committee (the genesis's, or a --committee FILE's epoch) to today's,
+    one epoch boundary at a time: each closing commit's state root must be signed by over 2/3 of the committee
+    trusted then, and the next committee proven under it (spec/state-tree.md §7)."""
     if save is not None and not verify:
         raise CliError("--save writes only a committee this command verified: add --verify")
-    trust = _trusted(genesis, committee) if verify else None
-    result, raw = _lookup(node, keys.global_("epoch"), trust)
+    if not verify:
+        result, raw = _lookup(node, keys.global_("epoch"), None)
+        trust = None
+    else:
+        from node.client.api_client import NodeClient  # start-up time: httpx
+
+        trust = _trusted(genesis, committee)
+        with NodeClient(node) as client:
+            result, raw = _walk(client, trust, (lambda c: None) if as_json else (lambda c: typer.echo(_step_line(c))))
     try:
         epoch, members = epoch_committee(raw or b"")
     except ProtocolError as exc:
@@ -205,7 +276,7 @@ def committee_cmd(node: NodeOption = None, verify: VerifyOption = False, genesis
     rows = [{"hotkey": crypto.address(k), "stake": v} for k, v in members.items()]
     result["value"] = {"epoch": epoch, "members": rows}
     if save is not None and trust is not None:
-        doc = {"chain_id": trust[0], "height": result["height"], "root": result["root"], **result["value"]}
+        doc = {"chain_id": trust.chain_id, "height": result["height"], "root": result["root"], **result["value"]}
         save.write_text(json.dumps(doc, indent=2) + "\n")
     lines = [f"{m['hotkey']} {decimal_tokens(m['stake'])}" for m in result["value"]["members"]]
     _report("committee", result, as_json, f"epoch {epoch}, {len(members)} members\n" + "\n".join(lines))

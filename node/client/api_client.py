@@ -21,8 +21,11 @@ from protocol import crypto
 from protocol.crypto import Keypair
 from protocol.economics.emission import decimal_tokens
 from protocol.economics.fees import tx_fee
-from protocol.lightclient import CertificateError, Certified, verify_value
+from protocol.errors import ProtocolError
+from protocol.lightclient import BoundaryError, CertificateError, Certified, check_certificate, next_committee
 from protocol.messages import SignedTransaction, Transaction
+from protocol.proof import Proof, verify
+from protocol.state import keys
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
 
@@ -52,6 +55,16 @@ class Quote:
 
     def sign(self, keypair: Keypair) -> bytes:
         return SignedTransaction.create(self.tx, keypair).to_bytes()
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """One epoch boundary crossed by `NodeClient.walk`: trust moved from the committee of `epoch` to the next one's."""
+
+    epoch: int  # the epoch that closed
+    height: int  # its closing commit
+    certified: Certified  # that commit's root, signed by the committee of `epoch`
+    committee: dict[bytes, int]  # the committee of epoch + 1, proven under that root: trusted now
 
 
 @dataclass(frozen=True)
@@ -146,13 +159,28 @@ class NodeClient:
         must have signed that root on `chain_id` (protocol/lightclient.py). The votes come a round or two after
         the commit, so this polls GET /certificate for up to `timeout`; raises ProofError, CertificateError or
         ApiError."""
-        ans = self.get(f"/proof/{key.hex()}")
+        height, digest, root, value = self._proven(key)
+        return value, self._certified(chain_id, committee, height, digest, root, timeout)
+
+    def _proven(self, key: bytes, height: int | None = None) -> tuple[int, bytes, bytes, bytes | None]:
+        """(height, commit digest, root, value) from GET /proof, the value checked against the root only (ProofError
+        if its proof does not lead there); at the latest commit, or at the epoch boundary `height`."""
+        ans = self.get(f"/proof/{key.hex()}", **({} if height is None else {"height": height}))
         try:
-            height, digest, root = int(ans["height"]), bytes.fromhex(ans["commit_digest"]), bytes.fromhex(ans["root"])
+            at, digest, root = int(ans["height"]), bytes.fromhex(ans["commit_digest"]), bytes.fromhex(ans["root"])
             value = None if ans["value"] is None else bytes.fromhex(ans["value"])
             proof = bytes.fromhex(ans["proof"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ApiError(f"the node's /proof answer lacks or garbles {exc}") from None
+        if height is not None and at != height:
+            raise ApiError(f"the node's /proof answer is for height {at}, not the {height} asked for")
+        verify(root, key, value, Proof.from_bytes(proof))
+        return at, digest, root, value
+
+    def _certified(self, chain_id: str, committee: Mapping[bytes, int], height: int, digest: bytes, root: bytes,
+                   timeout: float) -> Certified:
+        """`root` after commit `height` as signed by over 2/3 of `committee`'s stake, polling GET /certificate for up
+        to `timeout` (the votes come a round or two after the commit); CertificateError after that."""
         deadline = time.monotonic() + timeout
         while True:
             cert = self.get(f"/certificate/{height}")
@@ -161,11 +189,48 @@ class NodeClient:
             except (KeyError, TypeError, ValueError) as exc:
                 raise ApiError(f"the node's /certificate answer lacks or garbles {exc}") from None
             try:
-                return value, verify_value(chain_id, committee, height, digest, root, key, value, proof, headers)
+                return check_certificate(chain_id, committee, height, digest, root, headers)
             except CertificateError:
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
+
+    def walk(self, chain_id: str, epoch: int, committee: Mapping[bytes, int],
+             on_step: Callable[[Crossing], None] | None = None, timeout: float = 10.0) -> list[Crossing]:
+        """Move trust from `committee` (of `epoch`) across every later epoch boundary the node keeps a proof at,
+        oldest first (spec/state-tree.md §7): at each, over 2/3 of the committee trusted then must have signed the
+        closing commit's root, and the `epoch` global record proven under it must name the next epoch and its
+        committee, trusted from then on. Which boundaries exist is the node's word: the caller checks that the
+        head's epoch is the last one reached. Raises BoundaryError naming the epoch, or ApiError."""
+        steps: list[Crossing] = []
+        key = keys.global_("epoch")
+        while True:
+            rows = self.get("/boundaries", **{"from": epoch})
+            try:
+                listed = [(int(r["epoch"]), int(r["height"])) for r in rows]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ApiError(f"the node's /boundaries answer lacks or garbles {exc}") from None
+            if not listed:
+                return steps
+            for closed, height in listed:
+                if closed != epoch:
+                    raise ApiError(f"epoch {epoch}'s closing commit: this node keeps no proof there (its next is "
+                                   f"epoch {closed}'s at height {height}); ask another node")
+                try:
+                    at, digest, root, value = self._proven(key, height)
+                    certified = self._certified(chain_id, committee, at, digest, root, timeout)
+                    committee = next_committee(epoch, at, value)
+                except BoundaryError:
+                    raise
+                except ProtocolError as exc:  # ProofError, CertificateError: the node's answer does not check out
+                    raise BoundaryError(epoch, height, str(exc)) from None
+                except ApiError as exc:
+                    raise ApiError(f"epoch {epoch}'s closing commit at height {height}: {exc}", exc.rule,
+                                   exc.status) from None
+                steps.append(Crossing(epoch, height, certified, committee))
+                if on_step is not None:
+                    on_step(steps[-1])
+                epoch += 1
 
     def quote(self, keypair: Keypair, call: Any, nonce: int | None = None, tip: int = 0) -> Quote:
         """The unsigned transaction and the fee it will burn, from the chain's fee parameters (/status)."""
