@@ -289,3 +289,18 @@ def test_a_record_that_is_not_the_closing_one_is_refused() -> None:
         next_committee(2, 19, record)
     with pytest.raises(BoundaryError, match="holds no epoch record"):
         next_committee(2, 20, None)
+
+
+def test_a_node_that_hides_later_boundaries_is_caught_at_the_head(
+    net: Net, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Listing fewer boundaries would leave the client on an old committee: the head's certified record names a later
+    epoch than the walk reached, and the command says so instead of trusting either."""
+
+    def hide(path: str, body: Any) -> Any:
+        return [b for b in body if b["epoch"] < 2] if path == "/boundaries" else body
+
+    r = run_cli(net, monkeypatch, tmp_path, ["committee", "--verify"], tamper=hide)
+    assert r.exit_code == 1, r.output
+    assert f"the node's head is in epoch {net.chains[0].epoch}, but it keeps boundary proofs only up to epoch 2" \
+        in r.output, r.output
