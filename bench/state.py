@@ -12,6 +12,15 @@ accounts, growing with log n.
 commit's worth of writes through the ledger primitives, `--changes` accounts and the height: what a node pays per
 commit) and `state_full_root_ms` (hashing one canonical encoding of the whole state, what the root cost before the
 state tree, state root v1), each a map from account count to ms.
+
+`root_update_sqlite_ms` is `root_update_ms` with the tree in a node's chain.db (node/treestore.py: a cold LRU cache
+over SQLite, writes buffered), and `tree_flush_ms` the time to write the buffered changes of all `--updates` updates
+to disk, as a node does with each state snapshot.
+
+`--restart` adds what a node's start-up costs at each size, from a chain.db holding a snapshot of that many accounts
+and its stored tree: `restart_s` (open the store, load the snapshot, take the stored tree: node/treestore.load_state)
+against `restart_rebuild_s` (load the snapshot and build the tree from nothing, as before the tree was stored),
+both in the same run, each a map from account count to seconds.
 """
 
 from __future__ import annotations
@@ -19,8 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
+from node.storage import CommitRecord, Store
+from node.treestore import TreeStore, load_state
 from protocol import codec, crypto
 from protocol.economics.emission import UNIT
 from protocol.state import keys
@@ -82,6 +95,61 @@ def measure(n: int, changes: int, updates: int, full_runs: int) -> dict[str, flo
     }
 
 
+def measure_sqlite(n: int, changes: int, updates: int) -> dict[str, float]:
+    """root_update_ms with the tree in chain.db (cold cache, buffered writes), and one flush of those updates."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "chain.db")
+        tree = Tree(TreeStore(store), history=False)
+        tree.update({keys.account(_address(i)): codec.encode(_balance(i, 0)) for i in range(n)})
+        store.put_tree(0, tree.root)
+        store.close()
+        store = Store(Path(tmp) / "chain.db")  # a fresh process's view: nothing cached
+        tree = Tree(TreeStore(store), tree.root, history=False)
+        update_ms = []
+        for version in range(1, updates + 1):
+            changed = _tree_changes(_batch(n, changes, version))
+            t0 = time.process_time()
+            tree.update(changed)
+            update_ms.append((time.process_time() - t0) * 1e3)
+        t0 = time.process_time()
+        store.put_tree(updates, tree.root)
+        flush_ms = (time.process_time() - t0) * 1e3
+        store.close()
+    return {"root_update_sqlite_ms": round(statistics.median(update_ms), 3), "tree_flush_ms": round(flush_ms, 3)}
+
+
+def measure_restart(n: int) -> dict[str, float]:
+    """A node's start-up from a snapshot of n accounts: with the stored tree, and rebuilding the tree (the baseline)."""
+    genesis = build_genesis("bench-state", validators=[(_address(-1), 10 * UNIT)])
+    st = State.from_genesis(genesis)
+    for i in range(n):
+        st.credit(_address(i), _balance(i, 0))
+    st.height = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "chain.db"
+        store = Store(db)
+        st.use_tree(TreeStore(store))
+        root = st.root()
+        store.put_commit(CommitRecord(1, bytes(32), b"", root), snapshot=st.snapshot())  # stores the tree with it
+        store.close()
+        del st
+        t0 = time.process_time()
+        store = Store(db)
+        restarted = load_state(store, genesis)
+        restart_s = time.process_time() - t0
+        assert restarted.root() == root and store.tree is not None and store.tree.writes == 0, "the tree was rebuilt"
+        store.close()
+        del restarted
+        t0 = time.process_time()
+        store = Store(db)
+        rebuilt = State.load(store.latest_snapshot()[1])
+        rebuilt.root()  # a tree from nothing, in memory: start-up before the tree was stored
+        rebuild_s = time.process_time() - t0
+        assert rebuilt.root() == root
+        store.close()
+    return {"restart_s": round(restart_s, 3), "restart_rebuild_s": round(rebuild_s, 3)}
+
+
 def measure_state(n: int, changes: int, updates: int, full_runs: int) -> dict[str, float]:
     """State.root() per commit with `changes` accounts written, against the v1 root (one encoding of it all)."""
     st = State.from_genesis(build_genesis("bench-state", validators=[(_address(-1), 10 * UNIT)]))
@@ -122,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--updates", type=int, default=21, help="timed updates per size; the median is reported")
     ap.add_argument("--full-runs", type=int, default=3, help="timed full re-encodes per size; the median is reported")
     ap.add_argument("--state", action="store_true", help="also time State.root() on a State of each size")
+    ap.add_argument("--restart", action="store_true", help="also time a node's start-up from a snapshot of each size")
     args = ap.parse_args(argv)
     try:
         sizes = [int(s) for s in args.accounts.split(",")]
@@ -130,21 +199,32 @@ def main(argv: list[str] | None = None) -> None:
     if any(s < 10 for s in sizes) or args.changes < 10 or args.updates < 1 or args.full_runs < 1:
         ap.error("need --accounts >= 10 each, --changes >= 10, --updates >= 1 and --full-runs >= 1")
 
-    out: dict[str, object] = {"changes": args.changes, "root_update_ms": {}, "full_root_ms": {}, "build_s": {}}
+    out: dict[str, object] = {"changes": args.changes, "root_update_ms": {}, "full_root_ms": {}, "build_s": {},
+                              "root_update_sqlite_ms": {}, "tree_flush_ms": {}}
     if args.state:
         out |= {"state_root_ms": {}, "state_full_root_ms": {}, "state_build_s": {}}
+    if args.restart:
+        out |= {"restart_s": {}, "restart_rebuild_s": {}}
     for n in sizes:
         res = measure(n, args.changes, args.updates, args.full_runs)
+        res |= measure_sqlite(n, args.changes, args.updates)
         if args.state:
             res |= measure_state(n, args.changes, args.updates, args.full_runs)
+        if args.restart:
+            res |= measure_restart(n)
         for name, value in res.items():
             out[name][str(n)] = value  # type: ignore[index]
         if not args.json:
             print(f"{n:>9} accounts: update {res['root_update_ms']:8.2f} ms   full {res['full_root_ms']:10.2f} ms"
                   f"   (tree built in {res['build_s']} s)")
+            print(f"{'':>9} in SQLite: update {res['root_update_sqlite_ms']:8.2f} ms   flush of all updates "
+                  f"{res['tree_flush_ms']:8.2f} ms")
             if args.state:
                 print(f"{'':>9} State.root() {res['state_root_ms']:8.2f} ms   v1 {res['state_full_root_ms']:10.2f} ms"
                       f"   (built in {res['state_build_s']} s)")
+            if args.restart:
+                print(f"{'':>9} restart {res['restart_s']:8.3f} s   rebuilding the tree "
+                      f"{res['restart_rebuild_s']:8.3f} s")
     if args.json:
         print(json.dumps(out))
 

@@ -20,7 +20,7 @@ def test_bench_state_prints_both_figures_per_size() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["changes"] == 20
-    for name in ("root_update_ms", "full_root_ms", "build_s"):
+    for name in ("root_update_ms", "full_root_ms", "build_s", "root_update_sqlite_ms", "tree_flush_ms"):
         assert sorted(out[name]) == ["200", "50"], out
         assert all(type(v) is float and v >= 0 for v in out[name].values()), out
 
@@ -35,4 +35,12 @@ def test_bench_state_with_state_times_the_real_root_beside_v1() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     for name in ("state_root_ms", "state_full_root_ms", "state_build_s", "root_update_ms"):
+        assert list(out[name]) == ["50"] and type(out[name]["50"]) is float and out[name]["50"] >= 0, out
+
+
+def test_bench_state_with_restart_times_start_up_beside_the_rebuild() -> None:
+    proc = _run("--json", "--restart", "--accounts", "50", "--changes", "20", "--updates", "2", "--full-runs", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    for name in ("restart_s", "restart_rebuild_s"):
         assert list(out[name]) == ["50"] and type(out[name]["50"]) is float and out[name]["50"] >= 0, out

@@ -31,6 +31,15 @@ def equivocations(db: Path, author: int) -> list[tuple[int, int, int]]:
         ).fetchall()
 
 
+def stored_tree_at_snapshot(db: Path) -> int:
+    """The height of the latest snapshot, after checking that the state tree stored beside it is that snapshot's."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        snap = con.execute("SELECT MAX(height) FROM snapshots").fetchone()[0]
+        tree = con.execute("SELECT value FROM meta WHERE key = 'state_tree_height'").fetchone()
+    assert snap and tree is not None and tree[0] == snap, f"snapshot at {snap}, stored tree at {tree}"
+    return snap
+
+
 def common_height(nodes: list[NodeProc]) -> int:
     return min(n.height() for n in nodes)
 
@@ -52,6 +61,9 @@ def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None
     boot = BootstrapProc(tmp_path / "boot")
     nodes: list[NodeProc] = []
     full: NodeProc | None = None
+    for p in plans:  # snapshots (and the state tree stored with each) often, so the kill below falls between two
+        cfg = p.home / "config.toml"
+        cfg.write_text(cfg.read_text().replace("snapshot_every = 50", "snapshot_every = 5"))
     try:
         boot_addr = boot.start().multiaddr
         for p in plans:
@@ -63,6 +75,7 @@ def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None
         # kill -9 one validator: the other three (>= 2f+1) keep committing
         victim = nodes[3]
         victim.kill()
+        stored_tree_at_snapshot(victim.home / "chain.db")  # kill -9 left the snapshot and its tree together
         h = max(n.height() for n in nodes[:3])
         wait_for(lambda: min(n.height() for n in nodes[:3]) >= h + 10, 60, "commits without the killed node",
                  nodes=[*nodes[:3], boot])
@@ -72,6 +85,9 @@ def test_four_validators_kill_restart_and_late_full_node(tmp_path: Path) -> None
         wait_for(lambda: victim.height() >= min(n.height() for n in nodes[:3]) - 2, 90, "restarted node catching up",
                  nodes=[*nodes, boot])
         assert_agree(nodes)
+        # it took the stored tree, and keeps storing it with each snapshot (a rebuild would have been logged)
+        assert "is not the snapshot's: rebuilding it" not in (victim.home / "node.log").read_text(errors="replace")
+        stored_tree_at_snapshot(victim.home / "chain.db")
 
         # amnesia: wipe a validator's database and restart it; it must recover its last signed round
         # from its peers and never sign a second block for a round it already signed in
