@@ -80,9 +80,15 @@ def node_hash(node: bytes) -> bytes:
 
 
 def _split(items: list[_Item], lo: int, hi: int, depth: int) -> int:
-    """The first index in items[lo:hi] (sorted, sharing `depth` leading bits) whose path has bit `depth` set."""
-    while lo < hi and not bit(items[lo][0], depth):
-        lo += 1
+    """The first index in items[lo:hi] (sorted, sharing `depth` leading bits) whose path has bit `depth` set: the
+    bits there run 0...0 1...1, so a binary search finds it (a batch's top levels split ranges of ~all its keys)."""
+    byte, mask = depth >> 3, 0x80 >> (depth & 7)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if items[mid][0][byte] & mask:
+            hi = mid
+        else:
+            lo = mid + 1
     return lo
 
 
@@ -186,8 +192,8 @@ class Tree:
         if hi - lo == 0:
             return EMPTY, False
         if hi - lo == 1:
-            _, key, value = items[lo]
-            return self._put_leaf(key, value), True
+            path, key, value = items[lo]
+            return self._put_leaf(path, key, value), True
         mid = _split(items, lo, hi, depth)
         lnode, lleaf = self._build(depth + 1, items, lo, mid)
         rnode, rleaf = self._build(depth + 1, items, mid, hi)
@@ -208,8 +214,8 @@ class Tree:
         self._put(node, enc)
         return node, False
 
-    def _put_leaf(self, key: bytes, value: bytes) -> bytes:
-        node = leaf_hash(key_path(key), h(value))
+    def _put_leaf(self, path: bytes, key: bytes, value: bytes) -> bytes:
+        node = leaf_hash(path, h(value))
         self._put(node, encode_leaf(key, value))
         return node
 
