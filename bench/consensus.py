@@ -75,6 +75,7 @@ from protocol.testing.sim import Simulation
 UNIT = 10**9
 SENDERS = 512  # 64 gave ~47 tx/s per sender at 3,000 tx/s: past the nonce gap whenever commits lag 0.3 s
 POSTERS_PER_API = 2
+POST_EVERY_S = 0.25  # each poster's batch interval: 2 posters x 4 POSTs/s stay inside an API's 20 POSTs/s per client IP
 SENDER_FUNDS = 1_000 * UNIT  # ~3 million transfer fees each; 512 of them stay far inside the supply cap
 
 
@@ -145,7 +146,7 @@ class Load(threading.Thread):
     def _post(self, api: str, txs: list[bytes], rate: int) -> None:
         client = httpx.Client(timeout=10)
         start = time.monotonic()
-        step = 0.1
+        step = POST_EVERY_S
         per_step = max(1, int(rate * step))
         k = 0
         for i in range(0, len(txs), per_step):
