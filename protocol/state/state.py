@@ -10,6 +10,7 @@ state.py <- handlers/ <- transition.py (spec/state.md §2).
     State.from_genesis(genesis) -> State
     state.root() -> bytes;  state.prove(key) -> (value | None, Proof)
     state.snapshot() -> bytes;  State.load(data) -> State
+    State.from_records(tree items, positions) -> State;  state.positions(), state.encoded_positions(pid)
     state.account(pubkey), state.subnet(netuid), state.metagraph(netuid), state.committee(),
     state.next_nonce(pubkey), state.fee_of(stx), supply_of(state), state.check_invariants()
 
@@ -24,7 +25,7 @@ and neurons carry a flag their __setattr__ raises; escrows and proposals changed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,11 +39,11 @@ from protocol.errors import DecodeError, StateError, TxRejected
 from protocol.messages import SignedTransaction
 from protocol.proof import EMPTY, Proof
 from protocol.state import keys
-from protocol.state.escrow import Escrows
+from protocol.state.escrow import Escrow, Escrows
 from protocol.state.genesis import Endpoint, Genesis
 from protocol.state.governance import Governance, Proposal
 from protocol.state.keys import Family
-from protocol.state.lifecycle import Lifecycle, immune_until
+from protocol.state.lifecycle import Deregistration, Lifecycle, immune_until
 from protocol.state.supply import Supply
 from protocol.state.tree import MemoryStore, NodeStore, Tree
 
@@ -934,6 +935,81 @@ class State:
             raise StateError("state snapshot is not in canonical form")
         return st
 
+    @classmethod
+    def from_records(cls, items: Iterable[tuple[bytes, bytes]], positions: Mapping[bytes, bytes]) -> State:
+        """The state whose tree holds exactly `items`, its (key, value) leaves (§9.1), and whose proposals' stake
+        positions, which their records name only by digest, are `positions` (digest -> encoding; see positions()).
+
+        The inverse of value_of over all_keys: a node rebuilds its state from the tree it stores (spec/state-tree.md
+        §5.1). The order of `items` does not matter, and derived data (hotkey totals, uid indexes) is derived again.
+        The containers count every key as written: use_tree(store, root) takes the tree they came from as it is,
+        root() builds one from nothing. StateError for records that make no state; whether they are a whole tree
+        is the caller's to vouch for (a node: the root it recorded; db check: rebuild_root() of the result)."""
+        try:
+            fam = _by_family(items)
+            g = _globals(fam[Family.GLOBAL])
+            st = cls(Params.from_obj(g["params"]))
+            st._set_globals(g)
+            st.balances = Tracked((f[0], _uint(v)) for f, v in fam[Family.ACCOUNT].items())
+            st.nonces = Tracked((f[0], _uint(v)) for f, v in fam[Family.NONCE].items())
+            for (h, c), v in fam[Family.STAKE].items():
+                st.add_stake(c, h, _uint(v))
+            for (h,), v in fam[Family.HOTKEY].items():
+                owner, ep, jailed = codec.decode(v)
+                if owner is not None:
+                    st.hotkey_owner[h] = owner
+                if ep is not None:
+                    st.endpoints[h] = Endpoint(ep[0], tuple(ep[1]))
+                if jailed is not None:
+                    st.jailed[h] = jailed
+            st._set_subnets(fam[Family.SUBNET], fam[Family.NEURON])
+            st.escrows.open = Tracked(_numbered(fam[Family.ESCROW], Escrow.from_obj, "escrow_id"))
+            st.governance.proposals = Tracked(_numbered(fam[Family.PROPOSAL], lambda o: _proposal(o, positions), "pid"))
+            history = fam[Family.LIFECYCLE]
+            st.lifecycle.history = [Deregistration.from_obj(codec.decode(history[(i,)])) for i in range(len(history))]
+        except (ValueError, TypeError, IndexError, KeyError, DecodeError) as exc:
+            raise StateError(f"state records that make no state: {type(exc).__name__} {exc}") from None
+        return st
+
+    def _set_globals(self, g: dict[str, Any]) -> None:
+        """The chain-wide records (§9.1's GLOBAL rows), decoded."""
+        self.height = g["height"]
+        self.issued, self.burned, self.fees_burned = g["supply"]
+        self.subnet_last_price, self.subnet_last_height = g["subnet_price"]
+        e = g["epoch"]
+        self.epoch, self.epoch_seed, self.epoch_start, self.epoch_start_digest = e[0], e[3], e[4], e[5]
+        self.epoch_committee, self.prev_committee = _members(e[1]), _members(e[2])
+        self.offences = TrackedSet((ep, h) for ep, h in g["offences"])
+        self.escrows.next_id = g["escrows"]
+        self.governance.next_id = g["governance"][0]
+        self.governance.default_hp = Hyperparams.from_obj(g["governance"][1])
+
+    def _set_subnets(self, subnets: dict[tuple, bytes], neurons: dict[tuple, bytes]) -> None:
+        """Subnets from their records, each with its neurons (uids 0..count-1, each a record of its own holding its
+        hotkey's unrevealed commits) and its lifecycle score."""
+        for (netuid,), v in sorted(subnets.items()):
+            r = codec.decode(v)
+            recs = [codec.decode(neurons.pop((netuid, uid))) for uid in range(r[6])]
+            commits = [[n[0], n[12]] for n in recs if n[12]]
+            # the snapshot's layout (_fields): neurons at 6, then the commits and the registration counters
+            sn = Subnet.from_obj([*r[:6], [n[:12] for n in recs], *r[7:10], commits, r[10]])
+            if sn.netuid != netuid:
+                raise ValueError(f"subnet record {netuid} holds netuid {sn.netuid}")
+            self.subnets[netuid] = sn
+            self.lifecycle.scores[netuid] = r[11]
+        if neurons:
+            raise ValueError(f"neuron records beyond their subnet's count: {sorted(neurons)[:3]}")
+
+    def positions(self) -> dict[bytes, int]:
+        """digest -> proposal id of each proposal's stake positions (the proposals still voting; a tally empties
+        them): the only part of the state that its tree records by digest alone, so with the tree's leaves it
+        makes the whole state (from_records). Cheap: each digest is computed once per proposal."""
+        return {self._snapshot_digest(p): pid for pid, p in sorted(self.governance.proposals.items()) if p.snapshot}
+
+    def encoded_positions(self, pid: int) -> bytes:
+        """The encoding whose BLAKE2b-256 a proposal's record carries (O(positions))."""
+        return codec.encode(self.governance.proposals[pid].snapshot_obj())
+
     # --- ledger primitives ----------------------------------------------------------------------------
 
     def credit(self, key: bytes, amount: int) -> None:
@@ -1013,6 +1089,66 @@ class State:
                 "not registered", f"hotkey {crypto.address(hotkey)} is not registered on subnet {sn.netuid}"
             )
         return uid
+
+_NO_POSITIONS = crypto.digest(codec.encode([]))  # what a proposal's record names once its tally emptied them
+_UINT_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}  # CBOR heads of an unsigned integer that follows in 1, 2, 4, 8 bytes
+
+
+def _by_family(items: Iterable[tuple[bytes, bytes]]) -> dict[Family, dict[tuple, bytes]]:
+    """Tree leaves grouped by key family: family -> {parsed key fields: value}; BadKeyError for a key of no family."""
+    out: dict[Family, dict[tuple, bytes]] = {f: {} for f in Family}
+    for key, value in items:
+        family, fields = keys.parse(key)
+        out[family][fields] = value
+    return out
+
+
+def _globals(records: dict[tuple, bytes]) -> dict[str, Any]:
+    """The GLOBAL records by name, decoded; ValueError unless they are exactly GLOBALS."""
+    if sorted(f[0] for f in records) != sorted(GLOBALS):
+        raise ValueError(f"global records {sorted(f[0] for f in records)}, a state has {sorted(GLOBALS)}")
+    return {f[0]: codec.decode(v) for f, v in records.items()}
+
+
+def _numbered(records: dict[tuple, bytes], from_obj: Any, id_field: str) -> list[tuple[int, Any]]:
+    """(id, object) of records keyed by an id that the object holds too (escrows, proposals), in id order."""
+    out = []
+    for (i,), v in sorted(records.items()):
+        obj = from_obj(codec.decode(v))
+        if getattr(obj, id_field) != i:
+            raise ValueError(f"the record under id {i} holds {id_field} {getattr(obj, id_field)}")
+        out.append((i, obj))
+    return out
+
+
+def _proposal(o: list, positions: Mapping[bytes, bytes]) -> Proposal:
+    """A proposal from its tree record, its stake positions (named there by digest) taken from `positions`."""
+    digest = o[7]
+    if digest == _NO_POSITIONS:
+        return Proposal.from_obj([*o[:7], [], *o[8:]])
+    raw = positions.get(digest)
+    if raw is None or crypto.digest(raw) != digest:
+        raise StateError(f"proposal {o[0]}: its stake positions {bytes(digest).hex()[:16]}… are "
+                         f"{'missing' if raw is None else 'damaged'}")
+    return Proposal.from_obj([*o[:7], codec.decode(raw, max_size=_SNAPSHOT_MAX, max_items=1 << 24), *o[8:]])
+
+
+def _uint(value: bytes) -> int:
+    """A record that is one unsigned integer (a balance, nonce or stake: most of a large state), read without the
+    general decoder's ~6 us a call; anything but a canonical unsigned integer goes through codec.decode instead."""
+    head = value[0] if value else 0
+    if head < 24 and len(value) == 1:
+        return head
+    n = _UINT_BYTES.get(head)
+    if n is not None and len(value) == 1 + n:
+        x = int.from_bytes(value[1:], "big")
+        if x >= (24 if n == 1 else 1 << (4 * n)):  # the shortest head (canonical form), as codec.decode insists
+            return x
+    x = codec.decode(value)
+    if type(x) is not int or x < 0:
+        raise ValueError(f"an amount record holds {type(x).__name__} {x!r}")
+    return x
+
 
 def supply_of(st: State) -> Supply:
     """The state's supply breakdown (O(accounts + stakes + escrows + proposals + subnets)): the one computation
