@@ -115,9 +115,14 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def free_port_base(count: int, start: int = 31000, stop: int = 60000, step: int = 97) -> int:
-    """The first `base` with ports base..base+count-1 all free on loopback (several testnets may coexist)."""
-    for base in range(start, stop - count, step):
+def free_port_base(count: int, start: int | None = None, stop: int = 60000, step: int = 97) -> int:
+    """A `base` with ports base..base+count-1 all free on loopback (several testnets may coexist).
+
+    Without `start` the scan begins at a random candidate and wraps around: two testnets or test runs started at
+    the same moment would otherwise both find the first free range, and one of them lose the race to bind it."""
+    bases = list(range(31000 if start is None else start, stop - count, step))
+    first = secrets.randbelow(len(bases)) if start is None and bases else 0
+    for base in bases[first:] + bases[:first]:
         if all(_port_free(base + i) for i in range(count)):
             return base
     raise TestnetError(f"no {count} consecutive free TCP ports on 127.0.0.1 between {start} and {stop}")

@@ -17,7 +17,7 @@ import pytest
 
 from node.testing.procs import NodeProc, state_roots_at, stop_all, wait_for
 from node.testnet.gen import generate
-from tests.node.test_health_live import free_base
+from node.testnet.local import free_port_base
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +26,9 @@ RECOVERY_S = 30.0  # the acceptance bound of issue 13: committing again within 3
 
 
 def test_a_validator_dropped_by_all_its_peers_commits_again_without_restart(tmp_path: Path) -> None:
+    base = free_port_base(8)  # p2p at base..base+3, the APIs at base+4..base+7
     plans, _ = generate(tmp_path / "net", hosts=["127.0.0.1"] * 4, chain_id="recovery",
-                        p2p_base=free_base(4), api_base=free_base(4))
+                        p2p_base=base, api_base=base + 4)
     nodes = [NodeProc(p.home, p.api).start() for p in plans]
     victim, others = nodes[3], nodes[:3]
     try:

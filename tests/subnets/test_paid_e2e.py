@@ -21,9 +21,10 @@ import pytest
 from node.client.wallet import Wallet
 from node.testing.procs import REPO, NodeProc, tensornet_cmd
 from node.testnet.gen import account, generate
+from node.testnet.local import free_port_base
 from protocol import crypto
 from protocol.state.escrow import fee_split
-from tests.subnets.test_e2e import Proc, _free_port, _kill_workers, wait_until
+from tests.subnets.test_e2e import Proc, _kill_workers, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,8 @@ EXPIRES_IN = 400
 
 
 def test_paid_query_is_served_and_settled(tmp_path: Path) -> None:
-    api_port, p2p_port = _free_port(), _free_port()
+    p2p_port = free_port_base(2)  # the API on the next port
+    api_port = p2p_port + 1
     funded = {"owner": UNIT, "miner": 100 * UNIT, "client": 10 * UNIT}
     plans, _ = generate(
         tmp_path / "net", hosts=["127.0.0.1"], chain_id=CHAIN, p2p_base=p2p_port, api_base=api_port, funded=funded,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,30 +19,10 @@ import httpx
 import pytest
 
 from node.testnet.gen import generate
+from node.testnet.local import free_port_base
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
-
-
-def _free_base(n: int) -> int:
-    """A port base with n consecutive free ports (best effort: bind-test each)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
 
 
 def _get(url: str) -> dict | None:
@@ -55,7 +34,7 @@ def _get(url: str) -> dict | None:
 
 
 def start_network(tmp: Path) -> tuple[list[subprocess.Popen], list[str], list[Path]]:
-    base = _free_base(8)
+    base = free_port_base(8)
     plans, _ = generate(tmp / "net", hosts=["127.0.0.1"] * 4, chain_id="tensornet-fuzz-live", p2p_base=base,
                         api_base=base + 4)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
