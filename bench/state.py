@@ -17,27 +17,34 @@ state tree, state root v1), each a map from account count to ms.
 over SQLite, writes buffered), and `tree_flush_ms` the time to write the buffered changes of all `--updates` updates
 to disk, as a node does with each state snapshot.
 
-`--restart` adds what a node's start-up costs at each size, from a chain.db holding a snapshot of that many accounts
-and its stored tree: `restart_s` (open the store, load the snapshot, take the stored tree: node/treestore.load_state)
-against `restart_rebuild_s` (load the snapshot and build the tree from nothing, as before the tree was stored),
-both in the same run, each a map from account count to seconds.
+`--restart` adds what a node's start-up costs at each size, from a chain.db holding a snapshot of that many accounts:
+`restart_s` (open the store, rebuild the state from the stored tree's leaves, take the tree: node/treestore.load_state)
+against `restart_full_s` (load a full snapshot, an older build's, and take the stored tree beside it) and
+`restart_rebuild_s` (load the full snapshot and build the tree from nothing, as before the tree was stored), all in
+the same run, each a map from account count to seconds.
+
+`--snapshot` adds the node's periodic snapshot step at each size, after `--snapshot-every` commits of `--changes`
+accounts each: `snapshot_ms` (what it is: node/treestore.snapshot_changes and Store.put_commit, the tree's buffered
+nodes written in the commit's transaction) against `snapshot_full_ms` (what the step did on top of that before: encode
+the whole state, State.snapshot(), and write it; same run, same state), each a map from account count to ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from node.storage import CommitRecord, Store
-from node.treestore import TreeStore, load_state
+from node.storage import CommitRecord, StateSnapshot, Store
+from node.treestore import TreeStore, load_state, snapshot_changes
 from protocol import codec, crypto
 from protocol.economics.emission import UNIT
 from protocol.state import keys
-from protocol.state.genesis import build_genesis
+from protocol.state.genesis import Genesis, build_genesis
 from protocol.state.state import State
 from protocol.state.tree import MemoryStore, Tree
 
@@ -118,28 +125,44 @@ def measure_sqlite(n: int, changes: int, updates: int) -> dict[str, float]:
     return {"root_update_sqlite_ms": round(statistics.median(update_ms), 3), "tree_flush_ms": round(flush_ms, 3)}
 
 
-def measure_restart(n: int) -> dict[str, float]:
-    """A node's start-up from a snapshot of n accounts: with the stored tree, and rebuilding the tree (the baseline)."""
+def _state(n: int) -> tuple[State, Genesis]:
+    """A state holding n funded accounts, and its genesis."""
     genesis = build_genesis("bench-state", validators=[(_address(-1), 10 * UNIT)])
     st = State.from_genesis(genesis)
     for i in range(n):
         st.credit(_address(i), _balance(i, 0))
+    return st, genesis
+
+
+def _churn(st: State, n: int, changes: int, version: int) -> None:
+    """One commit's worth of account writes, through the ledger primitives (the root not taken)."""
+    st.height += 1
+    for i, b in _batch(n, changes, version).items():
+        a = _address(i)
+        if b is None:
+            st.debit(a, st.balances.get(a, 0))
+        else:
+            st.credit(a, 1 + b % 1000)
+
+
+def measure_restart(n: int) -> dict[str, float]:
+    """A node's start-up at n accounts: from the stored tree's records, from a full snapshot beside the stored tree
+    (an older build's store), and from the full snapshot with the tree built from nothing (before trees were stored)."""
+    st, genesis = _state(n)
     st.height = 1
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "chain.db"
         store = Store(db)
         st.use_tree(TreeStore(store))
         root = st.root()
-        store.put_commit(CommitRecord(1, bytes(32), b"", root), snapshot=st.snapshot())  # stores the tree with it
+        store.put_commit(CommitRecord(1, bytes(32), b"", root), snapshot=StateSnapshot())  # the state, as its tree
+        full = st.snapshot()
         store.close()
         del st
-        t0 = time.process_time()
-        store = Store(db)
-        restarted = load_state(store, genesis)
-        restart_s = time.process_time() - t0
-        assert restarted.root() == root and store.tree is not None and store.tree.writes == 0, "the tree was rebuilt"
-        store.close()
-        del restarted
+        restart_s = _start(db, genesis, root)
+        with sqlite3.connect(db) as con:  # what an older build stored: a full snapshot beside the tree
+            con.execute("INSERT INTO snapshots (height, data) VALUES (1, ?)", (full,))
+        full_s = _start(db, genesis, root)
         t0 = time.process_time()
         store = Store(db)
         rebuilt = State.load(store.latest_snapshot()[1])
@@ -147,26 +170,53 @@ def measure_restart(n: int) -> dict[str, float]:
         rebuild_s = time.process_time() - t0
         assert rebuilt.root() == root
         store.close()
-    return {"restart_s": round(restart_s, 3), "restart_rebuild_s": round(rebuild_s, 3)}
+    return {"restart_s": round(restart_s, 3), "restart_full_s": round(full_s, 3),
+            "restart_rebuild_s": round(rebuild_s, 3)}
+
+
+def _start(db: Path, genesis: Genesis, root: bytes) -> float:
+    """CPU seconds of a node's start-up on `db` (node/treestore.load_state), checking it took the stored tree."""
+    t0 = time.process_time()
+    store = Store(db)
+    restarted = load_state(store, genesis)
+    took = time.process_time() - t0
+    assert restarted.root() == root and store.tree is not None and store.tree.writes == 0, "the tree was rebuilt"
+    store.close()
+    return took
+
+
+def measure_snapshot(n: int, changes: int, every: int) -> dict[str, float]:
+    """The node's snapshot step after `every` commits of `changes` accounts, against a full encoding of the state."""
+    st, _ = _state(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "chain.db")
+        st.use_tree(TreeStore(store))
+        st.height = 1
+        store.put_commit(CommitRecord(1, bytes(32), b"", st.root()), snapshot=StateSnapshot())  # the first: all of it
+        for version in range(1, every + 1):
+            _churn(st, n, changes, version)
+            if version < every:
+                store.put_commit(CommitRecord(st.height, bytes(32), b"", st.root()))
+        t0 = time.process_time()
+        store.put_commit(CommitRecord(st.height, bytes(32), b"", st.root()), snapshot_changes(st, store))
+        snapshot_ms = (time.process_time() - t0) * 1e3
+        store.close()
+        t0 = time.process_time()  # what the step added before: encode the whole state, write it in the transaction
+        with sqlite3.connect(Path(tmp) / "chain.db") as con:
+            con.execute("INSERT INTO snapshots (height, data) VALUES (?, ?)", (st.height, st.snapshot()))
+        full_ms = (time.process_time() - t0) * 1e3
+    return {"snapshot_ms": round(snapshot_ms, 3), "snapshot_full_ms": round(full_ms, 3)}
 
 
 def measure_state(n: int, changes: int, updates: int, full_runs: int) -> dict[str, float]:
     """State.root() per commit with `changes` accounts written, against the v1 root (one encoding of it all)."""
-    st = State.from_genesis(build_genesis("bench-state", validators=[(_address(-1), 10 * UNIT)]))
-    for i in range(n):
-        st.credit(_address(i), _balance(i, 0))
+    st, _ = _state(n)
     t0 = time.process_time()
     st.root()  # the first root builds the tree from nothing, as State.load does at start-up
     build_s = time.process_time() - t0
     root_ms = []
     for version in range(1, updates + 1):
-        st.height += 1
-        for i, b in _batch(n, changes, version).items():
-            a = _address(i)
-            if b is None:
-                st.debit(a, st.balances.get(a, 0))
-            else:
-                st.credit(a, 1 + b % 1000)
+        _churn(st, n, changes, version)
         t0 = time.process_time()
         st.root()
         root_ms.append((time.process_time() - t0) * 1e3)
@@ -191,20 +241,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--full-runs", type=int, default=3, help="timed full re-encodes per size; the median is reported")
     ap.add_argument("--state", action="store_true", help="also time State.root() on a State of each size")
     ap.add_argument("--restart", action="store_true", help="also time a node's start-up from a snapshot of each size")
+    ap.add_argument("--snapshot", action="store_true", help="also time a node's snapshot step at each size")
+    ap.add_argument("--snapshot-every", type=int, default=50, help="commits between two snapshots (default 50)")
     args = ap.parse_args(argv)
     try:
         sizes = [int(s) for s in args.accounts.split(",")]
     except ValueError:
         ap.error(f"--accounts is a comma-separated list of integers, got {args.accounts!r}")
-    if any(s < 10 for s in sizes) or args.changes < 10 or args.updates < 1 or args.full_runs < 1:
-        ap.error("need --accounts >= 10 each, --changes >= 10, --updates >= 1 and --full-runs >= 1")
+    if any(s < 10 for s in sizes) or args.changes < 10 or min(args.updates, args.full_runs, args.snapshot_every) < 1:
+        ap.error("need --accounts >= 10 each, --changes >= 10, and --updates, --full-runs, --snapshot-every >= 1")
 
     out: dict[str, object] = {"changes": args.changes, "root_update_ms": {}, "full_root_ms": {}, "build_s": {},
                               "root_update_sqlite_ms": {}, "tree_flush_ms": {}}
     if args.state:
         out |= {"state_root_ms": {}, "state_full_root_ms": {}, "state_build_s": {}}
     if args.restart:
-        out |= {"restart_s": {}, "restart_rebuild_s": {}}
+        out |= {"restart_s": {}, "restart_full_s": {}, "restart_rebuild_s": {}}
+    if args.snapshot:
+        out |= {"snapshot_ms": {}, "snapshot_full_ms": {}}
     for n in sizes:
         res = measure(n, args.changes, args.updates, args.full_runs)
         res |= measure_sqlite(n, args.changes, args.updates)
@@ -212,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
             res |= measure_state(n, args.changes, args.updates, args.full_runs)
         if args.restart:
             res |= measure_restart(n)
+        if args.snapshot:
+            res |= measure_snapshot(n, args.changes, args.snapshot_every)
         for name, value in res.items():
             out[name][str(n)] = value  # type: ignore[index]
         if not args.json:
@@ -223,8 +279,11 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{'':>9} State.root() {res['state_root_ms']:8.2f} ms   v1 {res['state_full_root_ms']:10.2f} ms"
                       f"   (built in {res['state_build_s']} s)")
             if args.restart:
-                print(f"{'':>9} restart {res['restart_s']:8.3f} s   rebuilding the tree "
-                      f"{res['restart_rebuild_s']:8.3f} s")
+                print(f"{'':>9} restart {res['restart_s']:8.3f} s   from a full snapshot {res['restart_full_s']:8.3f} s"
+                      f"   rebuilding the tree {res['restart_rebuild_s']:8.3f} s")
+            if args.snapshot:
+                print(f"{'':>9} snapshot step {res['snapshot_ms']:8.2f} ms   full encode "
+                      f"{res['snapshot_full_ms']:10.2f} ms")
     if args.json:
         print(json.dumps(out))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from node.certificates import VoteBook
 from node.mempool import Mempool
 from node.storage import CommitRecord, Store, StoreError
-from node.treestore import load_state
+from node.treestore import load_state, snapshot_changes
 from protocol import crypto
 from protocol.consensus.block import BadAuthor, DagRef
 from protocol.consensus.committee import Committee
@@ -255,9 +255,9 @@ class Chain:
         return int(self.clock() * 1000)
 
     def _restore(self) -> State:
-        """State from the latest snapshot (with its stored tree, node/treestore.py) plus replayed commits; the DAG
-        of the current epoch from stored blocks."""
-        state = load_state(self.store, self.genesis)  # the snapshot's state tree comes from disk, not rebuilt
+        """State from the latest snapshot (its stored tree and stake positions, node/treestore.py) plus replayed
+        commits; the DAG of the current epoch from stored blocks."""
+        state = load_state(self.store, self.genesis)  # from the stored tree's records; the tree itself is not rebuilt
         last = self.store.last_commit()
         if last is not None:
             for rec in self.store.commits(state.height + 1, last.index):
@@ -446,7 +446,8 @@ class Chain:
             timestamp_ms=c.sub.timestamp_ms,
             prev_digest=c.sub.prev_digest,
         )
-        snapshot = state.snapshot() if c.sub.index % self.snapshot_every == 0 else None
+        # a snapshot writes what changed since the last one (the tree's nodes, new stake positions), not the state
+        snapshot = snapshot_changes(state, self.store) if c.sub.index % self.snapshot_every == 0 else None
         self.store.put_commit(CommitRecord(c.sub.index, c.sub.digest, commit.to_bytes(), root), snapshot)
         self.votes.executed(c.sub.index, c.sub.digest, root)
         done = [r.digest for r in receipts]

@@ -1,8 +1,9 @@
 """`tensornet node db check`: verify a node's store without running the node.
 
-Besides the commits, it checks the stored state tree (node/treestore.py): that it is the latest snapshot's, that its
-root is the one recorded for that height, that every node under it is there and hashes to its name, and that the
-snapshot's own records give that root."""
+Besides the commits, it checks the stored state (node/treestore.py): that the tree's root is the one recorded for its
+height, that every node under it is there and hashes to its name and the table holds no other, and that the state
+rebuilt from its leaves and stake positions gives that root and needs exactly the positions stored. A store still
+holding an older build's full snapshot is checked against that snapshot instead."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from typing import Any
 from node.config import GENESIS_FILE
 from node.errors import NodeError
 from node.storage import CommitRecord, Store
-from node.treestore import REBUILD_HINT, TreeStore
+from node.treestore import REBUILD_HINT, TreeStore, stored_state
 from protocol import crypto
 from protocol.consensus.block import DagRef
 from protocol.consensus.core import vertex_from_bytes
 from protocol.consensus.linearizer import commit_digest
+from protocol.errors import StateError
 from protocol.messages import Commit
 from protocol.state.genesis import load_genesis
 from protocol.state.state import State
@@ -77,11 +79,11 @@ def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
 
 
 def check_tree(store: Store) -> list[str]:
-    """Problems with the stored state tree (empty when it is whole and agrees with the latest snapshot's commit)."""
-    snap, stored = store.latest_snapshot(), store.stored_tree()
-    if stored is None or snap is None or snap[0] != stored[0]:
-        # none stored for this snapshot (none taken yet, a store written before trees were, an older build took the
-        # last snapshot): the next start builds it from the snapshot, once
+    """Problems with the stored state (empty when it is whole and agrees with the commit recorded at its height)."""
+    legacy, stored = store.latest_snapshot(), store.stored_tree()
+    if stored is None or (legacy is not None and legacy[0] != stored[0]):
+        # no state stored (no snapshot taken yet, or dropped), or an older build's tree beside a later full snapshot:
+        # the next start builds it (from that snapshot, or by replaying the commits)
         return []
     height, root = stored
     rows = store.commits(height, height)
@@ -97,13 +99,20 @@ def check_tree(store: Store) -> list[str]:
     if count != store.tree_node_count():
         problems.append(f"the state tree table holds {store.tree_node_count()} nodes, {count} under its root: "
                         f"{REBUILD_HINT}")
-    if State.load(snap[1]).rebuild_root() != root:
-        problems.append(f"the snapshot at height {height} does not give its recorded root: {REBUILD_HINT}")
+    try:
+        state = State.load(legacy[1]) if legacy else stored_state(store)
+    except StateError as exc:
+        return [*problems, f"the stored state at height {height} makes no state: {exc}: {REBUILD_HINT}"]
+    if state.rebuild_root() != root:
+        problems.append(f"the stored state at height {height} does not give its recorded root: {REBUILD_HINT}")
+    if not legacy and store.position_digests() != state.positions().keys():
+        problems.append(f"chain.db holds stake positions no proposal names: {REBUILD_HINT}")
     return problems
 
 
 def drop_stored_tree(home: Path) -> None:
-    """Forget the stored state tree (`db check --drop-tree`): the next start rebuilds it from the latest snapshot."""
+    """Forget the stored state (`db check --drop-tree`): the next start rebuilds it (an older build's full snapshot if
+    one is left, else a replay of the commits from genesis)."""
     db = home / "chain.db"
     if not db.exists():
         raise NodeError(f"{db} does not exist: no state tree to drop")

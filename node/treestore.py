@@ -1,11 +1,14 @@
-"""The state tree's nodes in chain.db: a NodeStore over SQLite, with a write-back buffer and a cache of hot nodes.
+"""The chain state in chain.db: its tree's nodes (a NodeStore over SQLite, with a write-back buffer and a cache of hot
+nodes) and the proposals' stake positions, which together are the state snapshot.
 
 What is on disk (spec/state-tree.md §5.1): the tree of the latest state snapshot, exactly, in `state_nodes`, named by
-its height and root in `meta`. The nodes an update writes or drops wait in memory (`TreeStore`'s buffer) and reach
-disk with the next snapshot, in the transaction that stores that snapshot and its commit (`Store.put_commit`). So a
-crash leaves the snapshot and its tree together, both at the snapshot's height, whose root the commit row records.
-A restart (`load_state`) loads the snapshot, takes the tree on disk as it is (no O(n) rebuild), and the chain then
-replays the later commits on both, checking each recorded root as before.
+its height and root in `meta`, and the stake positions its proposal records name by digest, in `stake_positions`. The
+nodes an update writes or drops wait in memory (`TreeStore`'s buffer) and reach disk with the next snapshot, with the
+positions that changed (`snapshot_changes`), in the transaction that stores that snapshot's commit
+(`Store.put_commit`): so a snapshot costs what changed since the last one, not the state's size, and a crash leaves
+the tree, the positions and the recorded root together, all at the snapshot's height. A restart (`load_state`)
+rebuilds the state from the tree's leaves and the positions (State.from_records), takes the tree on disk as it is
+(no O(n) rebuild), and the chain then replays the later commits on both, checking each recorded root as before.
 
 Reads go buffer, then cache (an LRU of the nodes read or flushed last: the top levels stay in it, as every update
 walks them), then SQLite; a node read from disk is checked against its hash, so a damaged row is a TreeError, never a
@@ -17,15 +20,17 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
-from node.storage import Store, StoreError
+from node.storage import StateSnapshot, Store, StoreError
+from protocol.errors import StateError
 from protocol.state.genesis import Genesis
 from protocol.state.state import State
-from protocol.state.tree import TreeError, node_hash
+from protocol.state.tree import TreeError, decode_leaf, node_hash
 
 log = logging.getLogger(__name__)
 
 CACHE_NODES = 1 << 16  # ~15 MB: the top 16 levels of the tree, or the most recently used nodes below them
-REBUILD_HINT = "run `tensornet node db check --drop-tree`; the next start rebuilds the tree from the latest snapshot"
+REBUILD_HINT = ("run `tensornet node db check --drop-tree`; the next start rebuilds the state from an older build's "
+                "full snapshot if the store has one, else by replaying the stored commits from genesis")
 
 
 class TreeStore:
@@ -111,21 +116,58 @@ class TreeStore:
 def load_state(store: Store, genesis: Genesis, cache_nodes: int = CACHE_NODES) -> State:
     """The state at the latest snapshot (genesis if none), its tree kept in chain.db.
 
-    The stored tree is taken as it is when it is this snapshot's and its root is the one recorded for the snapshot's
-    height; otherwise (first start, no snapshot yet, a store written before trees were stored, a dropped tree) it is
-    built once from the state (O(n)) and stored at once. The chain replays later commits on top."""
-    snap = store.latest_snapshot()
-    state = State.load(snap[1]) if snap else State.from_genesis(genesis)
-    height = snap[0] if snap else 0
-    recorded = _recorded_root(store, height)
+    The state is rebuilt from the stored tree's leaves and stake positions, and the tree taken as it is (its root is
+    the one recorded at its height, checked). A store an older build wrote keeps its latest full snapshot until this
+    build's first snapshot replaces it: that one is loaded, as before. The chain replays later commits on top."""
     nodes = TreeStore(store, cache_nodes)
-    stored = store.stored_tree()
-    if recorded is not None and stored == (height, recorded) and nodes.get(recorded) is not None:
+    legacy, stored = store.latest_snapshot(), store.stored_tree()
+    if legacy is not None:
+        log.info("chain.db holds an older build's full state snapshot (height %d): loading it; the next snapshot "
+                 "stores the state as its tree and stake positions and drops it (spec/state-tree.md §5.1)", legacy[0])
+        return _load_full(store, nodes, *legacy)
+    if stored is None:  # nothing stored yet, or dropped: from genesis, with the tree built in the buffer
+        store.drop_tree()
+        state = State.from_genesis(genesis)
+        state.use_tree(nodes, None)
+        return state
+    height, root = stored
+    recorded = _recorded_root(store, height)
+    try:
+        if recorded != root:
+            raise StateError(f"its root {root.hex()[:16]}… is not the one recorded at that height")
+        state = stored_state(store)
+        if state.height != height:
+            raise StateError(f"its records say height {state.height}")
+    except StateError as exc:
+        raise StoreError(f"chain.db's stored state (height {height}) is damaged: {exc}: {REBUILD_HINT}") from None
+    state.use_tree(nodes, root)
+    return state
+
+
+def stored_state(store: Store) -> State:
+    """The state at the stored snapshot, from the tree's leaves (one table scan) and the stake positions; its tree is
+    not attached. StateError for records that make no state."""
+    return State.from_records((decode_leaf(n) for n in store.leaf_nodes()), store.positions())
+
+
+def snapshot_changes(state: State, store: Store) -> StateSnapshot:
+    """What a snapshot writes beside the tree's buffered nodes: the stake positions of proposals opened since the last
+    one, and the digests of those tallied since. O(open proposals), plus one encoding of each new one's positions."""
+    stored, wanted = store.position_digests(), state.positions()
+    new = {d: state.encoded_positions(pid) for d, pid in wanted.items() if d not in stored}
+    return StateSnapshot(new, frozenset(stored - wanted.keys()))
+
+
+def _load_full(store: Store, nodes: TreeStore, height: int, data: bytes) -> State:
+    """An older build's full snapshot, with the tree stored beside it if that tree is this snapshot's (its root the
+    one recorded for the height); otherwise the tree is built once from the state (O(n)) and stored at once."""
+    state = State.load(data)
+    recorded = _recorded_root(store, height)
+    if recorded is not None and store.stored_tree() == (height, recorded) and nodes.get(recorded) is not None:
         state.use_tree(nodes, recorded)
         return state
-    if stored is not None:
-        log.warning("the stored state tree (height %d) is not the snapshot's (height %d): rebuilding it", stored[0],
-                    height)
+    if store.stored_tree() is not None:
+        log.warning("the stored state tree is not the snapshot's (height %d): rebuilding it", height)
     store.drop_tree()
     state.use_tree(nodes, None)
     root = state.root()  # builds the tree from nothing

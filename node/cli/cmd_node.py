@@ -147,8 +147,8 @@ def _api_url(home: Path | None) -> str | None:
 def db_check(
     home: HomeOption = None,
     replay: Annotated[bool, typer.Option("--replay/--no-replay", help="Re-execute every commit from genesis.")] = True,
-    drop_tree: Annotated[bool, typer.Option("--drop-tree", help="First forget the stored state tree (the next "
-                                            "start rebuilds it from the latest snapshot).")] = False,
+    drop_tree: Annotated[bool, typer.Option("--drop-tree", help="First forget the stored state (the next start "
+                                            "rebuilds it by replaying the commits).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Verify the store: SQLite integrity, the commit hash chain, stored blocks, state roots and the state tree."""

@@ -42,5 +42,14 @@ def test_bench_state_with_restart_times_start_up_beside_the_rebuild() -> None:
     proc = _run("--json", "--restart", "--accounts", "50", "--changes", "20", "--updates", "2", "--full-runs", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
-    for name in ("restart_s", "restart_rebuild_s"):
+    for name in ("restart_s", "restart_full_s", "restart_rebuild_s"):
+        assert list(out[name]) == ["50"] and type(out[name]["50"]) is float and out[name]["50"] >= 0, out
+
+
+def test_bench_state_with_snapshot_times_the_step_beside_the_full_encode() -> None:
+    proc = _run("--json", "--snapshot", "--snapshot-every", "3", "--accounts", "50", "--changes", "20", "--updates",
+                "2", "--full-runs", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    for name in ("snapshot_ms", "snapshot_full_ms"):
         assert list(out[name]) == ["50"] and type(out[name]["50"]) is float and out[name]["50"] >= 0, out

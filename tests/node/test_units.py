@@ -61,8 +61,8 @@ def test_store_commit_chain_and_own_block_guard(tmp_path: Path) -> None:
     s.bind_genesis(b"g" * 32)
     with pytest.raises(StoreError, match="not the next one"):
         s.put_commit(CommitRecord(2, b"d" * 32, b"x", b"r" * 32))
-    s.put_commit(CommitRecord(1, b"d" * 32, b"x", b"r" * 32), snapshot=b"snap")
-    assert s.last_commit().index == 1 and s.latest_snapshot() == (1, b"snap")
+    s.put_commit(CommitRecord(1, b"d" * 32, b"x", b"r" * 32))  # a state snapshot: tests/node/test_treestore.py
+    assert s.last_commit().index == 1
     s.record_own_block(0, 5, b"a" * 32, b"blk", 0)
     s.record_own_block(0, 5, b"a" * 32, b"blk", 0)  # the same block again is fine
     with pytest.raises(StoreError, match="second block"):
