@@ -21,7 +21,7 @@ from pathlib import Path
 
 from node.certificates import VoteBook
 from node.mempool import Mempool
-from node.storage import CommitRecord, Store, StoreError
+from node.storage import BoundaryProof, CommitRecord, Store, StoreError
 from node.treestore import load_state, snapshot_changes
 from protocol import crypto
 from protocol.consensus.block import BadAuthor, DagRef
@@ -231,9 +231,6 @@ class Chain:
 
     def _switch_epoch(self, state: State) -> list[Vertex]:
         """Leave the finished epoch's DAG for a fresh one; replay blocks that arrived early."""
-        key = keys.global_("epoch")  # the next committee, proven under the closing commit's root (state-tree.md §7)
-        value, path = state.prove(key)
-        self.store.put_boundary_proof(state.height, state.epoch - 1, key, value, path.to_bytes())
         self.core = self._new_core(state)
         self.mempool.requeue_all()  # blocks of the old epoch that never committed carry nothing now
         log.info("epoch %d from height %d: committee of %d", state.epoch, state.epoch_start, self.core.committee.size)
@@ -434,6 +431,7 @@ class Chain:
 
     def _apply(self, c: Committed, state: State) -> CommitInfo:
         txs = [tx for v in c.vertices for tx in v.payload]
+        epoch = state.epoch
         receipts = apply_commit(  # what our mempool admitted is decoded and verified already
             state, c.sub.index, txs, verified=self.mempool.checked(tx_digests(txs)), leader_round=c.sub.leader.round,
             commit_digest=c.sub.digest,
@@ -446,9 +444,17 @@ class Chain:
             timestamp_ms=c.sub.timestamp_ms,
             prev_digest=c.sub.prev_digest,
         )
+        boundary = None
+        if state.epoch != epoch:  # the closing commit: keep the next committee proven under its root (state-tree §7)
+            key = keys.global_("epoch")
+            value, path = state.prove(key)
+            boundary = BoundaryProof(epoch, key, value, path.to_bytes())
         # a snapshot writes what changed since the last one (the tree's nodes, new stake positions), not the state
         snapshot = snapshot_changes(state, self.store) if c.sub.index % self.snapshot_every == 0 else None
-        self.store.put_commit(CommitRecord(c.sub.index, c.sub.digest, commit.to_bytes(), root), snapshot)
+        # the proof goes in the commit's transaction: a restart replays stored commits without switching epochs
+        self.store.put_commit(
+            CommitRecord(c.sub.index, c.sub.digest, commit.to_bytes(), root), snapshot, boundary=boundary
+        )
         self.votes.executed(c.sub.index, c.sub.digest, root)
         done = [r.digest for r in receipts]
         self.mempool.remove(done)

@@ -3,7 +3,8 @@
 Besides the commits, it checks the stored state (node/treestore.py): that the tree's root is the one recorded for its
 height, that every node under it is there and hashes to its name and the table holds no other, and that the state
 rebuilt from its leaves and stake positions gives that root and needs exactly the positions stored. A store still
-holding an older build's full snapshot is checked against that snapshot instead."""
+holding an older build's full snapshot is checked against that snapshot instead. Each proof kept at an epoch boundary
+must lead to the root recorded at its height and prove the record of the next epoch starting right after it."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from typing import Any
 
 from node.config import GENESIS_FILE
 from node.errors import NodeError
-from node.storage import CommitRecord, Store
+from node.storage import BoundaryProof, CommitRecord, Store
 from node.treestore import REBUILD_HINT, TreeStore, stored_state
 from protocol import crypto
 from protocol.consensus.block import DagRef
 from protocol.consensus.core import vertex_from_bytes
 from protocol.consensus.linearizer import commit_digest
 from protocol.errors import StateError
+from protocol.lightclient import BoundaryError, next_committee
 from protocol.messages import Commit
+from protocol.proof import Proof, ProofError, verify
+from protocol.state import keys
 from protocol.state.genesis import load_genesis
 from protocol.state.state import State
 from protocol.state.transition import apply_commit
@@ -63,6 +67,7 @@ def check_store(home: Path, *, replay: bool = True) -> dict[str, Any]:
     try:
         problems = store.check(verify)
         problems += check_tree(store)
+        problems += check_boundaries(store)
         last = store.last_commit()
     finally:
         store.close()
@@ -108,6 +113,39 @@ def check_tree(store: Store) -> list[str]:
     if not legacy and store.position_digests() != state.positions().keys():
         problems.append(f"chain.db holds stake positions no proposal names: {REBUILD_HINT}")
     return problems
+
+
+# no past state is kept to prove anything at an old height again: a node that executes the commits anew proves it
+BOUNDARY_HINT = ("light clients walking through that epoch stop at this node; only executing the commits anew proves "
+                 "it again: sync a fresh home from the network (`tensornet node join`) and use its chain.db")
+
+
+def check_boundaries(store: Store) -> list[str]:
+    """Problems with the proofs kept at epoch boundaries (spec/state-tree.md §7): each must lead to the state root
+    recorded at its height, and the `epoch` record it proves must name the next epoch starting at height + 1."""
+    problems = []
+    for height, kept in store.boundary_rows():
+        fault = _boundary_fault(store, height, kept)
+        if fault is not None:
+            problems.append(f"the boundary proof kept at height {height} (epoch {kept.epoch}'s closing commit) "
+                            f"{fault}: {BOUNDARY_HINT}")
+    return problems
+
+
+def _boundary_fault(store: Store, height: int, kept: BoundaryProof) -> str | None:
+    rows = store.commits(height, height)
+    if not rows:
+        return "is at a height with no commit recorded"
+    try:
+        verify(rows[0].state_root, kept.key, kept.value, Proof.from_bytes(kept.proof))
+    except ProofError as exc:
+        return f"does not check out against the root recorded there ({exc})"
+    if kept.key == keys.global_("epoch"):
+        try:
+            next_committee(kept.epoch, height, kept.value)
+        except BoundaryError as exc:
+            return f"proves no next committee: {exc.reason}"
+    return None
 
 
 def drop_stored_tree(home: Path) -> None:

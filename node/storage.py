@@ -100,6 +100,17 @@ class StateSnapshot:
     dropped: frozenset[bytes] = frozenset()  # digests of positions no proposal names any more
 
 
+@dataclass(frozen=True)
+class BoundaryProof:
+    """What an epoch's closing commit keeps (spec/state-tree.md §7): `key`'s value (None: absent) and proof under the
+    commit's state root, so a client walking its trust from one committee to the next reads them long after."""
+
+    epoch: int  # the epoch this commit closes
+    key: bytes
+    value: bytes | None
+    proof: bytes
+
+
 class TreeWrites(Protocol):
     """The state tree's node writes since the last snapshot (node/treestore.py), which `put_commit` stores with the
     next snapshot."""
@@ -256,11 +267,14 @@ class Store:
     # --- commits and state ---------------------------------------------------------------------
 
     def put_commit(
-        self, record: CommitRecord, snapshot: StateSnapshot | None = None, meta: dict[str, Any] | None = None
+        self, record: CommitRecord, snapshot: StateSnapshot | None = None, meta: dict[str, Any] | None = None,
+        boundary: BoundaryProof | None = None,
     ) -> None:
         """Append the next commit with its state root (and maybe a snapshot) atomically. A snapshot is the state
         tree's writes since the last one and `snapshot`'s stake positions, in the same transaction: the caller has
-        taken the state's root at this height, so the state stored is the one with root `record.state_root`."""
+        taken the state's root at this height, so the state stored is the one with root `record.state_root`.
+        `boundary`: the commit closes an epoch, and its proof is kept in the same transaction, because a restart
+        replays stored commits without switching epochs and so could not write it later (spec/state-tree.md §7)."""
         if snapshot is not None and self.tree is None:
             raise StoreError("a state snapshot is the state tree's writes: attach the tree first (node/treestore.py)")
         with self._tx():
@@ -279,6 +293,11 @@ class Store:
                 )
                 self._db.execute("DELETE FROM snapshots")  # an older build's full snapshot, superseded now
                 self._write_tree(record.index, record.state_root)
+            if boundary is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO boundary_proofs (height, key, epoch, value, proof) VALUES (?, ?, ?, ?, ?)",
+                    (record.index, boundary.key, boundary.epoch, boundary.value, boundary.proof),
+                )
             for key, value in (meta or {}).items():
                 self._set_meta(key, value)
         if snapshot is not None and self.tree is not None:
@@ -406,15 +425,6 @@ class Store:
 
     # --- proofs at epoch boundaries (spec/state-tree.md §7) ------------------------------------------
 
-    def put_boundary_proof(self, height: int, epoch: int, key: bytes, value: bytes | None, proof: bytes) -> None:
-        """Keep `key`'s value and proof under the state root of commit `height`, the closing commit of `epoch`: a
-        client walking its trust from one committee to the next reads them there long after (GET /proof?height)."""
-        with self._tx():
-            self._db.execute(
-                "INSERT OR REPLACE INTO boundary_proofs (height, key, epoch, value, proof) VALUES (?, ?, ?, ?, ?)",
-                (height, key, epoch, value, proof),
-            )
-
     def boundary_proof(self, height: int, key: bytes) -> tuple[bytes | None, bytes] | None:
         """(value or None for absent, proof bytes) kept for `key` at `height`; None if none is kept there."""
         rows = self._query("SELECT value, proof FROM boundary_proofs WHERE height = ? AND key = ?", (height, key))
@@ -429,6 +439,11 @@ class Store:
             "SELECT DISTINCT epoch, height FROM boundary_proofs WHERE epoch >= ? ORDER BY epoch, height LIMIT ?",
             (from_epoch, limit),
         )
+
+    def boundary_rows(self) -> list[tuple[int, BoundaryProof]]:
+        """(height, what is kept there) of every boundary proof, by height then key (`tensornet node db check`)."""
+        rows = self._query("SELECT height, epoch, key, value, proof FROM boundary_proofs ORDER BY height, key")
+        return [(h, BoundaryProof(e, bytes(k), None if v is None else bytes(v), bytes(p))) for h, e, k, v, p in rows]
 
     def boundary_span(self) -> tuple[int, int | None, int | None]:
         """(how many boundary heights have a proof kept, the first, the last)."""

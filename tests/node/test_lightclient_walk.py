@@ -21,6 +21,8 @@ import pytest
 from node.api.app import build_app
 from node.chain import Chain
 from node.client.api_client import Crossing, NodeClient
+from node.config import GENESIS_FILE
+from node.dbcheck import check_store
 from protocol import codec, crypto, proof
 from protocol.crypto import Keypair
 from protocol.lightclient import BoundaryError, next_committee
@@ -173,6 +175,58 @@ async def test_boundary_proofs_survive_a_restart(net: Net, tmp_path: Path) -> No
     assert boundaries(net.chains[0]) == kept
     r = await get(net.chains[0], f"/proof/{EPOCH_KEY.hex()}?height={height}")
     assert r.status_code == 200 and r.json() == before
+
+
+class Crash(Exception):
+    """The node's process dies here."""
+
+
+def test_a_crash_right_after_the_closing_commit_keeps_its_proof(
+    net: Net, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Killed once an epoch's closing commit is stored, before anything after it, a node still keeps that boundary's
+    proof: a restart replays the commit without switching epochs, so the proof must be in the commit's transaction."""
+    chain = net.chains[0]
+    epoch, put = chain.epoch, chain.store.put_commit
+
+    def put_then_die(*args: Any, **kwargs: Any) -> None:
+        put(*args, **kwargs)
+        if chain.state.epoch != chain.core.epoch:  # that was the closing commit: the core has not switched yet
+            raise Crash
+
+    monkeypatch.setattr(chain.store, "put_commit", put_then_die)
+    with pytest.raises(Crash):
+        advance(net, lambda: False, "the closing commit of the current epoch")
+    height = chain.store.last_commit().index
+    chain.close()
+    net.chains[0] = restarted = Chain(tmp_path / "n0", net.genesis, keypair=net.keys[0], clock=net.clock)
+    assert restarted.epoch == epoch + 1 and restarted.height == height
+    assert boundaries(restarted)[-1] == (epoch, height), boundaries(restarted)
+    value, raw = restarted.store.boundary_proof(height, EPOCH_KEY)
+    proof.verify(restarted.store.commits(height, height)[0].state_root, EPOCH_KEY, value, Proof.from_bytes(raw))
+    assert next_committee(epoch, height, value) == committee_of(restarted)
+
+
+@pytest.mark.parametrize("damage", ["proof", "epoch"])
+def test_db_check_flags_a_bad_boundary_proof(net: Net, tmp_path: Path, damage: str) -> None:
+    """A stored proof that does not lead to the root recorded at its height, or a row naming another epoch than the
+    one the proven record closes, is a problem naming the height (light clients walking through it would stop)."""
+    chain = net.chains[0]
+    home = tmp_path / "n0"
+    (home / GENESIS_FILE).write_text(net.genesis.to_json())
+    assert check_store(home, replay=False)["problems"] == []
+    epoch, height = boundaries(chain)[1]
+    if damage == "proof":
+        tamper_stored_proof(chain, height)
+        reason = "does not check out against the root recorded there"
+    else:
+        with sqlite3.connect(home / "chain.db") as db:
+            db.execute("UPDATE boundary_proofs SET epoch = ? WHERE height = ?", (epoch + 1, height))
+        epoch, reason = epoch + 1, "not that epoch's closing commit"
+    problems = check_store(home, replay=False)["problems"]
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"the boundary proof kept at height {height} (epoch {epoch}'s closing commit)")
+    assert reason in problems[0] and "tensornet node join" in problems[0], problems[0]
 
 
 # --- the walk -----------------------------------------------------------------------------------------
