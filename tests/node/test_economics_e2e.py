@@ -28,7 +28,9 @@ GENESIS = {
     "subnet_min_burn": UNIT,
     "subnet_burn_interval": 1,
     "gov_deposit": 5 * UNIT,
-    "gov_voting_period": 1500,  # heights: room for two CLI votes on a fast local chain (tens of heights/s)
+    # heights: room for two CLI votes (a few seconds at tens of heights/s while busy); an idle local chain rests to
+    # ~10 heights/s, so each 100 heights here is ~10 s of the suite
+    "gov_voting_period": 600,
     "gov_execution_delay": 5,
     "gov_quorum_bps": 3000,
     "gov_threshold_bps": 5000,

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 N = 4
 SLOW = 0  # node0 is behind the slow link
 RATE_KIB = 384  # a full block (~880 KiB) takes ~2.3 s to cross one connection
-LOAD_SECONDS = 60.0
+LOAD_SECONDS = 40.0  # ~13 rounds of blocks at the cap (3 s rounds, below)
 TX_RATE = 2000  # offered transfers per second, all nodes together (~215 bytes each: ~420 KiB/s of transactions)
 SENDERS = 2048  # ~1 transfer/s each: within the mempool's nonce gap (16) of commits seconds apart
 # The most a block may carry (protocol MAX_BLOCK_TXS): 4096 transfers of ~215 bytes, ~880 KiB, the biggest block
