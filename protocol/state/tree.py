@@ -95,14 +95,13 @@ def _split(items: list[_Item], lo: int, hi: int, depth: int) -> int:
 class Tree:
     """An authenticated map from key bytes to value bytes, with `root` the hash of the whole map."""
 
-    __slots__ = ("root", "store", "_history", "_dropped", "_added")
+    __slots__ = ("root", "store", "_history", "_dropped")
 
     def __init__(self, store: NodeStore, root: bytes = EMPTY, *, history: bool = True) -> None:
         self.store = store
         self.root = root
         self._history = history  # False: an update deletes the nodes it replaces (only `root` stays readable)
-        self._dropped: list[bytes] = []
-        self._added: set[bytes] = set()
+        self._dropped: list[bytes] = []  # replaced nodes, deleted once the update succeeded (history=False)
 
     # --- reads ------------------------------------------------------------------------------------------
 
@@ -149,14 +148,14 @@ class Tree:
         items.sort(key=lambda it: it[0])
         try:
             root = self._update(self.root, 0, items, 0, len(items))[0]
-            if not self._history:
-                # A node hash sits at one place in a tree (a leaf binds its path, an internal node its leaves), so
-                # a replaced node that was not written again is unreachable from the new root. A leaf only moves
-                # by being written again.
-                for node in set(self._dropped) - self._added:
-                    self.store.delete(node)
+            # A node hash sits at one place in a tree (a leaf binds its path, an internal node its leaves), and a
+            # dropped node is never written again in the same update (an internal node whose children did not change
+            # is kept, not dropped; a leaf that stays is not dropped: `_update`), so every dropped node is
+            # unreachable from the new root. Deleting only after success keeps the old root whole if a load fails.
+            for node in self._dropped:
+                self.store.delete(node)
         finally:
-            self._dropped, self._added = [], set()
+            self._dropped = []
         self.root = root
         return root
 
@@ -168,13 +167,15 @@ class Tree:
             return self._build(depth, [it for it in items[lo:hi] if it[2] is not None], 0, None)
         enc = self._load(node)
         if enc[0] == _LEAF:
-            self._drop(node)
             key, value = decode_leaf(enc)
             path = key_path(key)
             batch = items[lo:hi]
-            if all(it[0] != path for it in batch):  # the old leaf stays, beside the new ones
+            mine = next((it for it in batch if it[0] == path), None)
+            if mine is None:  # the old leaf stays, beside the new ones (maybe deeper: the same leaf hash)
                 batch.append((path, key, value))
                 batch.sort(key=lambda it: it[0])
+            elif mine[2] != value:  # rewritten or deleted (written with its own value, it is the same leaf)
+                self._drop(node)
             return self._build(depth, [it for it in batch if it[2] is not None], 0, None)
         left, right = enc[1:33], enc[33:65]
         mid = _split(items, lo, hi, depth)
@@ -221,8 +222,6 @@ class Tree:
 
     def _put(self, node: bytes, enc: bytes) -> None:
         self.store.put(node, enc)
-        if not self._history:
-            self._added.add(node)
 
     def _drop(self, node: bytes) -> None:
         if not self._history:
